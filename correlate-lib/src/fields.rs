@@ -1,0 +1,61 @@
+//! Field names of every JSON object this product prints: the sensor's outputs (ja4sentinel's
+//! `LogRecord`), the correlated log line of the Apache module, and what the ClickHouse shipper
+//! extracts. Names come from the seeds (logcorrelator's `CorrelatedLog`, ja4sentinel's
+//! `LogRecord`, the `http_logs` schema); defined once here and used everywhere.
+
+// Connection 4-tuple (both sources).
+pub const SRC_IP: &str = "src_ip";
+pub const SRC_PORT: &str = "src_port";
+pub const DST_IP: &str = "dst_ip";
+pub const DST_PORT: &str = "dst_port";
+
+// Event time. In a sensor record: the ClientHello capture time in Unix nanoseconds (sentinel).
+// In the correlated line: the request time (RFC 3339), as logcorrelator prints it.
+pub const TIMESTAMP: &str = "timestamp";
+/// Request time as the original C module printed it (RFC 3339 with microseconds).
+pub const TIME: &str = "time";
+
+// Correlation outcome (logcorrelator).
+pub const CORRELATED: &str = "correlated";
+pub const ORPHAN_SIDE: &str = "orphan_side";
+pub const KEEPALIVES: &str = "keepalives";
+/// Prefixes that keep both values when the request (source A) and the sensor (source B) disagree.
+pub const PREFIX_A: &str = "a_";
+pub const PREFIX_B: &str = "b_";
+
+// HTTP request (source A, mod_reqin_log).
+pub const METHOD: &str = "method";
+pub const SCHEME: &str = "scheme";
+pub const HOST: &str = "host";
+pub const PATH: &str = "path";
+pub const QUERY: &str = "query";
+pub const HTTP_VERSION: &str = "http_version";
+pub const STATUS: &str = "status";
+/// Prefix of a configured request header: `header_User-Agent`.
+pub const HEADER_PREFIX: &str = "header_";
+
+// IP metadata of the client's SYN (ja4sentinel).
+pub const IP_META_TTL: &str = "ip_meta_ttl";
+pub const IP_META_TOTAL_LENGTH: &str = "ip_meta_total_length";
+pub const IP_META_ID: &str = "ip_meta_id";
+pub const IP_META_DF: &str = "ip_meta_df";
+
+// TCP metadata of the client's SYN (ja4sentinel).
+pub const TCP_META_WINDOW_SIZE: &str = "tcp_meta_window_size";
+pub const TCP_META_MSS: &str = "tcp_meta_mss";
+pub const TCP_META_WINDOW_SCALE: &str = "tcp_meta_window_scale";
+pub const TCP_META_OPTIONS: &str = "tcp_meta_options";
+
+// Flow identity and sensor (ja4sentinel).
+pub const CONN_ID: &str = "conn_id";
+pub const SENSOR_ID: &str = "sensor_id";
+pub const SYN_TO_CLIENTHELLO_MS: &str = "syn_to_clienthello_ms";
+
+// TLS ClientHello (ja4sentinel + JA4 raw form).
+pub const TLS_VERSION: &str = "tls_version";
+pub const TLS_SNI: &str = "tls_sni";
+pub const TLS_ALPN: &str = "tls_alpn";
+pub const JA4: &str = "ja4";
+pub const JA4_R: &str = "ja4_r";
+pub const JA3: &str = "ja3";
+pub const JA3_HASH: &str = "ja3_hash";

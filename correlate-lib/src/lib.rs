@@ -1,0 +1,15 @@
+//! Shared between `ja4sensor` (the only ring writer) and `mod_reqin_log` (every httpd child reads):
+//! the TLS/TCP record the sensor publishes, the field names of every JSON line we print, and the
+//! shared-memory ring that carries records from the sensor into Apache.
+//!
+//! No Apache and no pcap code lives here. All `unsafe` for the mapping is confined to
+//! [`ring::mapping`]; everything else is safe code.
+
+#![deny(unsafe_code)]
+
+pub mod fields;
+pub mod join;
+pub mod record;
+pub mod ring;
+
+pub use record::{ConnKey, IpMeta, TcpMeta, TlsRecord};

@@ -1,0 +1,528 @@
+//! The record the sensor publishes for each TLS connection: the client's SYN traits and the
+//! fingerprints of its ClientHello, keyed by the connection's 4-tuple.
+//!
+//! Records cross a process boundary through shared memory, so the binary codec here treats its
+//! input as hostile: every length is checked against the buffer and against a named limit, and a
+//! buffer that does not decode is an error, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use serde_json::{Map, Value};
+
+use crate::fields;
+
+/// The TCP connection a record belongs to, seen from the client: `src` is the client, `dst` the
+/// server. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack listener reports) are
+/// normalised to IPv4 so both sides of the ring agree on the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+/// Bytes of [`ConnKey::canonical_bytes`]: two 16-byte addresses and two ports.
+pub const CONN_KEY_BYTES: usize = 36;
+
+impl ConnKey {
+    pub fn new(src: SocketAddr, dst: SocketAddr) -> Self {
+        Self {
+            src: SocketAddr::new(normalize_ip(src.ip()), src.port()),
+            dst: SocketAddr::new(normalize_ip(dst.ip()), dst.port()),
+        }
+    }
+
+    /// A fixed-size encoding (addresses as IPv6, IPv4 mapped; ports big-endian) that both the
+    /// writer and the readers hash and compare.
+    pub fn canonical_bytes(&self) -> [u8; CONN_KEY_BYTES] {
+        let mut out = [0u8; CONN_KEY_BYTES];
+        out[0..16].copy_from_slice(&as_v6_octets(self.src.ip()));
+        out[16..18].copy_from_slice(&self.src.port().to_be_bytes());
+        out[18..34].copy_from_slice(&as_v6_octets(self.dst.ip()));
+        out[34..36].copy_from_slice(&self.dst.port().to_be_bytes());
+        out
+    }
+
+    pub fn from_canonical_bytes(b: &[u8; CONN_KEY_BYTES]) -> Self {
+        let ip = |s: &[u8]| {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(s);
+            normalize_ip(IpAddr::V6(Ipv6Addr::from(o)))
+        };
+        let port = |s: &[u8]| u16::from_be_bytes([s[0], s[1]]);
+        Self {
+            src: SocketAddr::new(ip(&b[0..16]), port(&b[16..18])),
+            dst: SocketAddr::new(ip(&b[18..34]), port(&b[34..36])),
+        }
+    }
+
+    /// 64-bit hash of the canonical bytes; the ring's index is addressed by it.
+    pub fn hash64(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.canonical_bytes())
+    }
+
+    /// ja4sentinel's `conn_id`: `src_ip:src_port-dst_ip:dst_port` (IPv6 in brackets).
+    pub fn conn_id(&self) -> String {
+        format!("{}-{}", self.src, self.dst)
+    }
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d`; every other address unchanged.
+pub fn normalize_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+fn as_v6_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// IP-layer traits of the client's SYN (not of the ClientHello packet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IpMeta {
+    pub ttl: u8,
+    pub total_length: u16,
+    /// IPv4 identification; IPv6 has none (0).
+    pub id: u16,
+    /// IPv4 Don't Fragment; IPv6 never fragments in flight (false).
+    pub df: bool,
+}
+
+/// TCP-layer traits of the client's SYN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpMeta {
+    pub window_size: u16,
+    /// 0 when the SYN carried no MSS option (sentinel omits the field then).
+    pub mss: u16,
+    /// `None` when the SYN carried no window-scale option.
+    pub window_scale: Option<u8>,
+    /// Option kinds in wire order, named as sentinel prints them: `MSS,NOP,WScale,SAckOK,...`.
+    pub options: String,
+}
+
+/// One TLS connection as the sensor saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsRecord {
+    pub key: Option<ConnKey>,
+    /// Capture time of the client's SYN, Unix ns; 0 when the SYN was not seen (capture started
+    /// mid-connection, or an offline file without it).
+    pub syn_time_ns: u64,
+    /// Capture time of the (last segment of the) ClientHello, Unix ns.
+    pub hello_time_ns: u64,
+    /// Capture time of the client's FIN or RST, Unix ns; 0 while the connection is open. Lets a
+    /// reader tell a previous connection on a reused client port from the current one.
+    pub closed_time_ns: u64,
+    /// IP/TCP traits; `None` when the SYN was not seen.
+    pub ip: Option<IpMeta>,
+    pub tcp: Option<TcpMeta>,
+    /// Highest offered version as sentinel prints it: `1.3`, `1.2`, ...
+    pub tls_version: String,
+    pub tls_sni: String,
+    /// First ALPN protocol offered, as text (lossy for non-UTF-8 bytes).
+    pub tls_alpn: String,
+    pub ja4: String,
+    pub ja4_r: String,
+    pub ja3: String,
+    pub ja3_hash: String,
+    pub sensor_id: String,
+}
+
+impl TlsRecord {
+    /// ja4sentinel's `syn_to_clienthello_ms`, when the SYN was seen.
+    pub fn syn_to_clienthello_ms(&self) -> Option<u64> {
+        if self.syn_time_ns == 0 || self.hello_time_ns < self.syn_time_ns {
+            return None;
+        }
+        Some((self.hello_time_ns - self.syn_time_ns) / 1_000_000)
+    }
+
+    /// Every sensor field as ja4sentinel's `LogRecord` names it, in its order. `timestamp` is
+    /// the ClientHello time in Unix ns. The 4-tuple is included; the module, which has its own
+    /// 4-tuple and `timestamp`, merges these with the collision rules of the join.
+    pub fn json_fields(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        if let Some(k) = &self.key {
+            m.insert(fields::SRC_IP.into(), k.src.ip().to_string().into());
+            m.insert(fields::SRC_PORT.into(), k.src.port().into());
+            m.insert(fields::DST_IP.into(), k.dst.ip().to_string().into());
+            m.insert(fields::DST_PORT.into(), k.dst.port().into());
+        }
+        if let Some(ip) = &self.ip {
+            m.insert(fields::IP_META_TTL.into(), ip.ttl.into());
+            m.insert(fields::IP_META_TOTAL_LENGTH.into(), ip.total_length.into());
+            m.insert(fields::IP_META_ID.into(), ip.id.into());
+            m.insert(fields::IP_META_DF.into(), ip.df.into());
+        }
+        if let Some(tcp) = &self.tcp {
+            m.insert(fields::TCP_META_WINDOW_SIZE.into(), tcp.window_size.into());
+            if tcp.mss != 0 {
+                m.insert(fields::TCP_META_MSS.into(), tcp.mss.into());
+            }
+            if let Some(ws) = tcp.window_scale.filter(|ws| *ws != 0) {
+                m.insert(fields::TCP_META_WINDOW_SCALE.into(), ws.into());
+            }
+            m.insert(fields::TCP_META_OPTIONS.into(), tcp.options.clone().into());
+        }
+        if let Some(k) = &self.key {
+            m.insert(fields::CONN_ID.into(), k.conn_id().into());
+        }
+        m.insert(fields::SENSOR_ID.into(), self.sensor_id.clone().into());
+        m.insert(fields::TLS_VERSION.into(), self.tls_version.clone().into());
+        m.insert(fields::TLS_SNI.into(), self.tls_sni.clone().into());
+        m.insert(fields::TLS_ALPN.into(), self.tls_alpn.clone().into());
+        if let Some(ms) = self.syn_to_clienthello_ms() {
+            m.insert(fields::SYN_TO_CLIENTHELLO_MS.into(), ms.into());
+        }
+        m.insert(fields::JA4.into(), self.ja4.clone().into());
+        m.insert(fields::JA4_R.into(), self.ja4_r.clone().into());
+        m.insert(fields::JA3.into(), self.ja3.clone().into());
+        m.insert(fields::JA3_HASH.into(), self.ja3_hash.clone().into());
+        m.insert(fields::TIMESTAMP.into(), self.hello_time_ns.into());
+        m
+    }
+
+    /// Encodes into `out` (cleared first). Fails when a string exceeds its limit; the ring's slot
+    /// size bounds the total separately.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.clear();
+        out.push(CODEC_VERSION);
+        let mut flags = 0u8;
+        if self.key.is_some() {
+            flags |= FLAG_KEY;
+        }
+        if self.ip.is_some() {
+            flags |= FLAG_IP;
+        }
+        if let Some(tcp) = &self.tcp {
+            flags |= FLAG_TCP;
+            if tcp.window_scale.is_some() {
+                flags |= FLAG_WSCALE;
+            }
+        }
+        out.push(flags);
+        let key = self
+            .key
+            .map(|k| k.canonical_bytes())
+            .unwrap_or([0; CONN_KEY_BYTES]);
+        out.extend_from_slice(&key);
+        out.extend_from_slice(&self.syn_time_ns.to_le_bytes());
+        out.extend_from_slice(&self.hello_time_ns.to_le_bytes());
+        out.extend_from_slice(&self.closed_time_ns.to_le_bytes());
+        let ip = self.ip.unwrap_or_default();
+        out.push(ip.ttl);
+        out.extend_from_slice(&ip.total_length.to_le_bytes());
+        out.extend_from_slice(&ip.id.to_le_bytes());
+        out.push(u8::from(ip.df));
+        let tcp = self.tcp.clone().unwrap_or_default();
+        out.extend_from_slice(&tcp.window_size.to_le_bytes());
+        out.extend_from_slice(&tcp.mss.to_le_bytes());
+        out.push(tcp.window_scale.unwrap_or(0));
+        for (field, s) in [
+            (StrField::TcpOptions, tcp.options.as_str()),
+            (StrField::TlsVersion, &self.tls_version),
+            (StrField::TlsSni, &self.tls_sni),
+            (StrField::TlsAlpn, &self.tls_alpn),
+            (StrField::Ja4, &self.ja4),
+            (StrField::Ja4R, &self.ja4_r),
+            (StrField::Ja3, &self.ja3),
+            (StrField::Ja3Hash, &self.ja3_hash),
+            (StrField::SensorId, &self.sensor_id),
+        ] {
+            let max = field.max_len();
+            if s.len() > max {
+                return Err(CodecError::StringTooLong {
+                    field: field.name(),
+                    len: s.len(),
+                    max,
+                });
+            }
+            // `max` ≤ u16::MAX for every field, checked just above.
+            out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// Decodes what [`TlsRecord::encode`] wrote. Trailing bytes are allowed (a slot is
+    /// fixed-size); everything else that does not fit is an error.
+    pub fn decode(buf: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Cursor { buf, pos: 0 };
+        let version = r.u8()?;
+        if version != CODEC_VERSION {
+            return Err(CodecError::Version(version));
+        }
+        let flags = r.u8()?;
+        let key_bytes: [u8; CONN_KEY_BYTES] = r.array()?;
+        let syn_time_ns = u64::from_le_bytes(r.array()?);
+        let hello_time_ns = u64::from_le_bytes(r.array()?);
+        let closed_time_ns = u64::from_le_bytes(r.array()?);
+        let ip = IpMeta {
+            ttl: r.u8()?,
+            total_length: u16::from_le_bytes(r.array()?),
+            id: u16::from_le_bytes(r.array()?),
+            df: r.u8()? != 0,
+        };
+        let window_size = u16::from_le_bytes(r.array()?);
+        let mss = u16::from_le_bytes(r.array()?);
+        let wscale = r.u8()?;
+        let mut strings: [String; 9] = Default::default();
+        for (slot, field) in strings.iter_mut().zip(StrField::ALL) {
+            let len = usize::from(u16::from_le_bytes(r.array()?));
+            if len > field.max_len() {
+                return Err(CodecError::StringTooLong {
+                    field: field.name(),
+                    len,
+                    max: field.max_len(),
+                });
+            }
+            let bytes = r.take(len)?;
+            *slot =
+                String::from_utf8(bytes.to_vec()).map_err(|_| CodecError::Utf8(field.name()))?;
+        }
+        let [options, tls_version, tls_sni, tls_alpn, ja4, ja4_r, ja3, ja3_hash, sensor_id] =
+            strings;
+        Ok(Self {
+            key: (flags & FLAG_KEY != 0).then(|| ConnKey::from_canonical_bytes(&key_bytes)),
+            syn_time_ns,
+            hello_time_ns,
+            closed_time_ns,
+            ip: (flags & FLAG_IP != 0).then_some(ip),
+            tcp: (flags & FLAG_TCP != 0).then_some(TcpMeta {
+                window_size,
+                mss,
+                window_scale: (flags & FLAG_WSCALE != 0).then_some(wscale),
+                options,
+            }),
+            tls_version,
+            tls_sni,
+            tls_alpn,
+            ja4,
+            ja4_r,
+            ja3,
+            ja3_hash,
+            sensor_id,
+        })
+    }
+}
+
+const CODEC_VERSION: u8 = 1;
+const FLAG_KEY: u8 = 1;
+const FLAG_IP: u8 = 2;
+const FLAG_TCP: u8 = 4;
+const FLAG_WSCALE: u8 = 8;
+
+#[derive(Debug, Clone, Copy)]
+enum StrField {
+    TcpOptions,
+    TlsVersion,
+    TlsSni,
+    TlsAlpn,
+    Ja4,
+    Ja4R,
+    Ja3,
+    Ja3Hash,
+    SensorId,
+}
+
+impl StrField {
+    const ALL: [StrField; 9] = [
+        StrField::TcpOptions,
+        StrField::TlsVersion,
+        StrField::TlsSni,
+        StrField::TlsAlpn,
+        StrField::Ja4,
+        StrField::Ja4R,
+        StrField::Ja3,
+        StrField::Ja3Hash,
+        StrField::SensorId,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            StrField::TcpOptions => fields::TCP_META_OPTIONS,
+            StrField::TlsVersion => fields::TLS_VERSION,
+            StrField::TlsSni => fields::TLS_SNI,
+            StrField::TlsAlpn => fields::TLS_ALPN,
+            StrField::Ja4 => fields::JA4,
+            StrField::Ja4R => fields::JA4_R,
+            StrField::Ja3 => fields::JA3,
+            StrField::Ja3Hash => fields::JA3_HASH,
+            StrField::SensorId => fields::SENSOR_ID,
+        }
+    }
+
+    fn max_len(self) -> usize {
+        match self {
+            // 40 bytes of TCP options hold at most 40 kinds; the longest name is 10 chars + comma.
+            StrField::TcpOptions => MAX_TCP_OPTIONS_LEN,
+            StrField::TlsVersion => 8,
+            // RFC 6066: a host_name is at most 2^16-1 bytes, DNS names at most 253.
+            StrField::TlsSni => MAX_SNI_LEN,
+            // RFC 7301: a protocol name is 1..=255 bytes.
+            StrField::TlsAlpn => MAX_ALPN_LEN,
+            StrField::Ja4 => 64,
+            StrField::Ja4R | StrField::Ja3 => MAX_RAW_FINGERPRINT_LEN,
+            StrField::Ja3Hash => 32,
+            StrField::SensorId => MAX_SENSOR_ID_LEN,
+        }
+    }
+}
+
+pub const MAX_TCP_OPTIONS_LEN: usize = 512;
+pub const MAX_SNI_LEN: usize = 255;
+pub const MAX_ALPN_LEN: usize = 255;
+pub const MAX_SENSOR_ID_LEN: usize = 64;
+/// `ja3` and `ja4_r` grow with the hello's lists; a real browser's are < 1 KB. Longer ones (a
+/// hostile hello listing thousands of ciphers) do not fit a ring slot; the sensor shortens them.
+pub const MAX_RAW_FINGERPRINT_LEN: usize = 8192;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("record truncated: needed {needed} bytes at offset {offset}, buffer has {len}")]
+    Truncated {
+        offset: usize,
+        needed: usize,
+        len: usize,
+    },
+    #[error("unknown record codec version {0}")]
+    Version(u8),
+    #[error("field {field}: {len} bytes exceeds the limit of {max}")]
+    StringTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("field {0} is not valid UTF-8")]
+    Utf8(&'static str),
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(CodecError::Truncated {
+                offset: self.pos,
+                needed: n,
+                len: self.buf.len(),
+            }),
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+}
+
+/// Shorthand for an IPv4 socket address literal (tests, examples).
+pub fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TlsRecord {
+        TlsRecord {
+            key: Some(ConnKey::new(v4(127, 0, 0, 1, 50000), v4(127, 0, 0, 1, 443))),
+            syn_time_ns: 1_700_000_000_000_000_000,
+            hello_time_ns: 1_700_000_000_012_000_000,
+            closed_time_ns: 0,
+            ip: Some(IpMeta {
+                ttl: 64,
+                total_length: 60,
+                id: 4242,
+                df: true,
+            }),
+            tcp: Some(TcpMeta {
+                window_size: 65495,
+                mss: 65495,
+                window_scale: Some(7),
+                options: "MSS,SAckOK,Timestamps,NOP,WScale".into(),
+            }),
+            tls_version: "1.3".into(),
+            tls_sni: "localhost".into(),
+            tls_alpn: "h2".into(),
+            ja4: "t13d3112h2_e8f1e7e78f70_6bebaf5329ac".into(),
+            ja4_r: "t13d3112h2_002f,0035_000a,000d".into(),
+            ja3: "771,4866-4867,0-23,29-23,0".into(),
+            ja3_hash: "0123456789abcdef0123456789abcdef".into(),
+            sensor_id: "lab".into(),
+        }
+    }
+
+    #[test]
+    fn record_round_trips_through_the_codec() {
+        let rec = sample();
+        let mut buf = Vec::new();
+        rec.encode(&mut buf).unwrap();
+        assert_eq!(TlsRecord::decode(&buf).unwrap(), rec);
+        buf.extend_from_slice(&[0xAA; 100]);
+        assert_eq!(
+            TlsRecord::decode(&buf).unwrap(),
+            rec,
+            "slot padding is ignored"
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_an_encoded_record_is_an_error() {
+        let mut buf = Vec::new();
+        sample().encode(&mut buf).unwrap();
+        for n in 0..buf.len() {
+            assert!(
+                TlsRecord::decode(&buf[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn mapped_ipv4_is_normalised_in_the_key() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:50000".parse().unwrap();
+        let k1 = ConnKey::new(mapped, v4(127, 0, 0, 1, 443));
+        let k2 = ConnKey::new(v4(127, 0, 0, 1, 50000), v4(127, 0, 0, 1, 443));
+        assert_eq!(k1, k2);
+        assert_eq!(k1.hash64(), k2.hash64());
+        assert_eq!(k1.conn_id(), "127.0.0.1:50000-127.0.0.1:443");
+    }
+
+    #[test]
+    fn json_fields_use_sentinel_names() {
+        let m = sample().json_fields();
+        assert_eq!(m["syn_to_clienthello_ms"], 12);
+        assert_eq!(m["tcp_meta_window_scale"], 7);
+        assert_eq!(m["conn_id"], "127.0.0.1:50000-127.0.0.1:443");
+        assert_eq!(m["timestamp"], 1_700_000_000_012_000_000u64);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = TlsRecord::decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! Every `unsafe` line of the module lives under `ffi/`: the bindgen bindings of httpd and APR,
+//! the `module` struct with its `extern "C"` entry points ([`module`]), and the small safe
+//! wrappers below through which the rest of the crate reads httpd's structures.
+//!
+//! The wrappers borrow httpd's records for the duration of one hook call (`'a`). httpd
+//! guarantees the records and their pools outlive the call; every wrapper is built from a
+//! non-null pointer httpd handed to the hook, in [`module`] only.
+
+#![allow(unsafe_code)]
+
+pub mod module;
+
+use std::borrow::Cow;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::panic::Location;
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+
+use crate::hooks::{ConnState, ServerState};
+
+#[allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code,
+    unsafe_op_in_unsafe_fn,
+    unknown_lints,
+    unnecessary_transmutes,
+    clippy::all
+)]
+mod sys {
+    include!(concat!(env!("OUT_DIR"), "/httpd_bindings.rs"));
+}
+
+pub use sys::apr_status_t;
+
+pub const OK: c_int = sys::OK as c_int;
+pub const DECLINED: c_int = sys::DECLINED;
+pub const HTTP_INTERNAL_SERVER_ERROR: c_int = sys::HTTP_INTERNAL_SERVER_ERROR as c_int;
+const APR_SUCCESS: apr_status_t = sys::APR_SUCCESS as apr_status_t;
+
+/// Error-log levels we use (`LogLevel reqin_log:debug` shows all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Crit,
+    Err,
+    Warning,
+    Info,
+    Debug,
+}
+
+impl Level {
+    fn aplog(self) -> c_int {
+        (match self {
+            Level::Crit => sys::APLOG_CRIT,
+            Level::Err => sys::APLOG_ERR,
+            Level::Warning => sys::APLOG_WARNING,
+            Level::Info => sys::APLOG_INFO,
+            Level::Debug => sys::APLOG_DEBUG,
+        }) as c_int
+    }
+}
+
+/// httpd assigns our index in every config vector when it loads the module.
+fn module_index() -> c_int {
+    // SAFETY: httpd writes `module_index` once while loading the module (single-threaded, before
+    // any hook or directive runs); afterwards it is only read. A by-value field read creates no
+    // reference to the `static mut`.
+    unsafe { module::reqin_log_module.module_index }
+}
+
+/// `ap_get_module_config(v, &reqin_log_module)`: our slot in a config vector.
+fn config_slot(vector: *mut sys::ap_conf_vector_t) -> Option<*mut *mut c_void> {
+    let index = usize::try_from(module_index()).ok()?;
+    if vector.is_null() {
+        return None;
+    }
+    // SAFETY: a config vector is an array of `void *` with one slot per loaded module
+    // (ap_create_*_config sizes it by the total module count), and our index is < that count.
+    Some(unsafe { (vector as *mut *mut c_void).add(index) })
+}
+
+fn get_config<'a, T>(vector: *mut sys::ap_conf_vector_t) -> Option<&'a T> {
+    let slot = config_slot(vector)?;
+    // SAFETY: our slot holds null or a pointer produced by `pool_box::<T>` for the same `T`
+    // (server vectors: ServerState; connection vectors: ConnState), alive until its pool's
+    // cleanup, which outlives every hook call that can see the vector.
+    unsafe { (*slot as *const T).as_ref() }
+}
+
+/// Moves `value` into a heap allocation whose lifetime is `pool`'s: a cleanup drops it when the
+/// pool is cleared or destroyed (a new generation on graceful restart; the end of a connection).
+fn pool_box<T: Send + Sync + 'static>(pool: *mut sys::apr_pool_t, value: T) -> *mut T {
+    let raw = Box::into_raw(Box::new(value));
+    // SAFETY: `pool` is a live pool httpd gave us; `drop_box::<T>` frees exactly this `Box<T>`,
+    // once, when the pool runs its cleanups. The child cleanup (after fork, before exec) must
+    // not free memory the parent still uses: apr_pool_cleanup_null, as mod_log_config does.
+    unsafe {
+        sys::apr_pool_cleanup_register(
+            pool,
+            raw as *const c_void,
+            Some(drop_box::<T>),
+            Some(sys::apr_pool_cleanup_null),
+        );
+    }
+    raw
+}
+
+unsafe extern "C" fn drop_box<T>(data: *mut c_void) -> apr_status_t {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: registered by `pool_box::<T>` with a pointer from `Box::<T>::into_raw`; APR
+        // runs a cleanup once.
+        drop(unsafe { Box::from_raw(data as *mut T) });
+    });
+    // A panicking Drop has nobody to report to here; the memory is leaked, httpd continues.
+    let _ = result;
+    APR_SUCCESS
+}
+
+/// `apr_pstrdup`: an error message httpd can keep after we return.
+fn pool_str(pool: *mut sys::apr_pool_t, s: &str) -> *const c_char {
+    let c = to_cstring(s);
+    // SAFETY: `pool` is live (a directive handler's cmd->pool); apr_pstrdup copies `c`.
+    unsafe { sys::apr_pstrdup(pool, c.as_ptr()) }
+}
+
+fn to_cstring(s: &str) -> CString {
+    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+}
+
+/// A C string of a request, as UTF-8 (invalid bytes become U+FFFD).
+fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null strings in httpd's records are NUL-terminated and allocated from the
+    // record's pool, which outlives `'a` (one hook call).
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
+}
+
+fn socket_addr(sa: *const sys::apr_sockaddr_t) -> Option<SocketAddr> {
+    // SAFETY: conn_rec addresses are null or point to an apr_sockaddr_t in the connection pool.
+    let sa = unsafe { sa.as_ref() }?;
+    let len = match u32::try_from(sa.family).ok()? {
+        sys::APR_INET => 4,
+        sys::APR_INET6 => 16,
+        _ => return None,
+    };
+    if sa.ipaddr_ptr.is_null() || usize::try_from(sa.ipaddr_len).ok()? != len {
+        return None;
+    }
+    // SAFETY: for APR_INET/APR_INET6, ipaddr_ptr points at the in_addr/in6_addr inside `sa.sa`,
+    // `ipaddr_len` (checked above) bytes long.
+    let octets = unsafe { std::slice::from_raw_parts(sa.ipaddr_ptr as *const u8, len) };
+    crate::addr::socket_addr(octets, sa.port)
+}
+
+/// A pool httpd handed to a hook.
+#[derive(Clone, Copy)]
+pub struct Pool<'a> {
+    raw: NonNull<sys::apr_pool_t>,
+    _life: PhantomData<&'a sys::apr_pool_t>,
+}
+
+impl<'a> Pool<'a> {
+    fn new(raw: *mut sys::apr_pool_t) -> Option<Self> {
+        NonNull::new(raw).map(|raw| Self {
+            raw,
+            _life: PhantomData,
+        })
+    }
+}
+
+/// A `server_rec` (the main server or a virtual host).
+#[derive(Clone, Copy)]
+pub struct Server<'a> {
+    raw: &'a sys::server_rec,
+}
+
+impl<'a> Server<'a> {
+    fn new(raw: *const sys::server_rec) -> Option<Self> {
+        // SAFETY: httpd passes valid server_recs (or null) to hooks; they live as long as the
+        // configuration generation, longer than a hook call.
+        unsafe { raw.as_ref() }.map(|raw| Self { raw })
+    }
+
+    /// This server, then every virtual host after it (`s->next`).
+    pub fn and_following(self) -> impl Iterator<Item = Server<'a>> {
+        std::iter::successors(Some(self), |s| Server::new(s.raw.next))
+    }
+
+    /// The module's state for this server (created by `create_server_config`).
+    pub fn state(&self) -> Option<&'a ServerState> {
+        get_config(self.raw.module_config)
+    }
+
+    /// `ap_log_error` with our module index, so `LogLevel reqin_log:LEVEL` applies.
+    #[track_caller]
+    pub fn log(&self, level: Level, status: apr_status_t, msg: &str) {
+        log_error(self.raw, level, status, msg);
+    }
+}
+
+#[track_caller]
+fn log_error(server: *const sys::server_rec, level: Level, status: apr_status_t, msg: &str) {
+    let caller = Location::caller();
+    let file = to_cstring(caller.file());
+    let line = c_int::try_from(caller.line()).unwrap_or(0);
+    let msg = to_cstring(msg);
+    // SAFETY: a "%s" format with one NUL-terminated argument; `server` is a live server_rec or
+    // null (httpd then logs to the main error log).
+    unsafe {
+        sys::ap_log_error_(
+            file.as_ptr(),
+            line,
+            module_index(),
+            level.aplog(),
+            status,
+            server,
+            c"%s".as_ptr(),
+            msg.as_ptr(),
+        );
+    }
+}
+
+/// A directive being parsed (`cmd_parms`).
+pub struct Cmd<'a> {
+    raw: &'a sys::cmd_parms,
+}
+
+impl<'a> Cmd<'a> {
+    /// The directive's name as written in the command table.
+    pub fn directive(&self) -> Cow<'a, str> {
+        // SAFETY: cmd->cmd points to our static command table entry while its handler runs.
+        let name = unsafe { self.raw.cmd.as_ref() }.map(|c| c.name);
+        name.and_then(text).unwrap_or(Cow::Borrowed("ReqinLog"))
+    }
+
+    /// `ap_server_root_relative`, as `CustomLog` resolves a relative file name.
+    pub fn server_root_relative(&self, rel: &str) -> Option<PathBuf> {
+        let c = to_cstring(rel);
+        // SAFETY: cmd->pool is live during the handler; the result is a pool string or null.
+        let abs = unsafe { sys::ap_server_root_relative(self.raw.pool, c.as_ptr()) };
+        text(abs).map(|s| PathBuf::from(s.into_owned()))
+    }
+
+    /// The state of the server whose section the directive is in, for writing.
+    pub fn server_state_mut(&self) -> Option<&'a mut ServerState> {
+        // SAFETY: cmd->server is live during parsing.
+        let server = unsafe { self.raw.server.as_ref() }?;
+        let slot = config_slot(server.module_config)?;
+        // SAFETY: as in `get_config`; config parsing is single-threaded and nothing else holds a
+        // reference to the state while a directive handler runs.
+        unsafe { (*slot as *mut ServerState).as_mut() }
+    }
+}
+
+/// A `conn_rec`.
+#[derive(Clone, Copy)]
+pub struct Conn<'a> {
+    raw: &'a sys::conn_rec,
+}
+
+impl<'a> Conn<'a> {
+    fn new(raw: *const sys::conn_rec) -> Option<Self> {
+        // SAFETY: a request's connection is valid for the whole request.
+        unsafe { raw.as_ref() }.map(|raw| Self { raw })
+    }
+
+    /// The TCP peer (`c->client_addr`), what the sensor saw.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        socket_addr(self.raw.client_addr)
+    }
+
+    /// Our end of the TCP connection (`c->local_addr`).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        socket_addr(self.raw.local_addr)
+    }
+
+    /// The client's real connection for an HTTP/2 stream (`c->master`), else this one.
+    pub fn primary(&self) -> Conn<'a> {
+        Conn::new(self.raw.master).unwrap_or(*self)
+    }
+
+    /// Our per-connection state, created on first use and dropped with the connection's pool.
+    /// Only the threads serving this connection's requests see it.
+    pub fn state_or_init(&self, init: impl FnOnce() -> ConnState) -> Option<&'a ConnState> {
+        if let Some(existing) = get_config::<ConnState>(self.raw.conn_config) {
+            return Some(existing);
+        }
+        let slot = config_slot(self.raw.conn_config)?;
+        let boxed = pool_box(self.raw.pool, init());
+        // SAFETY: our slot of this connection's config vector; `boxed` lives until the
+        // connection pool's cleanup. A connection's requests run one at a time on HTTP/1.x, and
+        // each HTTP/2 stream has its own secondary conn_rec, so no other thread writes the slot.
+        unsafe {
+            *slot = boxed as *mut c_void;
+            (boxed as *const ConnState).as_ref()
+        }
+    }
+}
+
+/// mod_ssl's `ssl_is_https` optional function, looked up once per configuration generation
+/// (mod_ssl may be unloaded and reloaded on a graceful restart, so never cache it process-wide).
+#[derive(Clone, Copy)]
+pub struct TlsProbe {
+    is_https: Option<unsafe extern "C" fn(*mut sys::conn_rec) -> c_int>,
+}
+
+impl TlsProbe {
+    pub fn lookup() -> Self {
+        // SAFETY: a registry lookup by name; null when mod_ssl is not loaded.
+        let f = unsafe { sys::apr_dynamic_fn_retrieve(c"ssl_is_https".as_ptr()) };
+        Self {
+            // SAFETY: mod_ssl registers `ssl_is_https` as `int (*)(conn_rec *)`
+            // (APR_DECLARE_OPTIONAL_FN in mod_ssl.h); apr_opt_fn_t is only its erased type.
+            is_https: f.map(|f| unsafe {
+                std::mem::transmute::<
+                    unsafe extern "C" fn(),
+                    unsafe extern "C" fn(*mut sys::conn_rec) -> c_int,
+                >(f)
+            }),
+        }
+    }
+
+    /// Whether the connection speaks TLS; `None` when mod_ssl is not loaded.
+    pub fn is_tls(&self, conn: Conn<'_>) -> Option<bool> {
+        let f = self.is_https?;
+        // SAFETY: ssl_is_https only reads the connection's mod_ssl config; the conn_rec is live.
+        Some(unsafe { f(conn.raw as *const sys::conn_rec as *mut sys::conn_rec) } != 0)
+    }
+}
+
+/// A `request_rec`.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    raw: &'a sys::request_rec,
+}
+
+impl<'a> Request<'a> {
+    fn new(raw: *const sys::request_rec) -> Option<Self> {
+        // SAFETY: httpd passes a valid request_rec to request hooks, alive for the call.
+        unsafe { raw.as_ref() }.map(|raw| Self { raw })
+    }
+
+    pub fn server(&self) -> Option<Server<'a>> {
+        Server::new(self.raw.server)
+    }
+
+    pub fn connection(&self) -> Option<Conn<'a>> {
+        Conn::new(self.raw.connection)
+    }
+
+    /// `r->request_time`, Unix microseconds.
+    pub fn request_time_us(&self) -> i64 {
+        self.raw.request_time
+    }
+
+    /// False when httpd never read a request line (the method, path... are then meaningless).
+    pub fn has_request_line(&self) -> bool {
+        !self.raw.the_request.is_null()
+    }
+
+    pub fn method(&self) -> Option<Cow<'a, str>> {
+        text(self.raw.method)
+    }
+
+    /// `r->hostname` (from the Host header or an absolute URI, validated), else the raw Host
+    /// header.
+    pub fn host(&self) -> Option<Cow<'a, str>> {
+        text(self.raw.hostname).or_else(|| {
+            if self.raw.headers_in.is_null() {
+                return None;
+            }
+            // SAFETY: headers_in is a live table of the request; the value is a pool string.
+            text(unsafe { sys::apr_table_get(self.raw.headers_in, c"Host".as_ptr()) })
+        })
+    }
+
+    pub fn path(&self) -> Option<Cow<'a, str>> {
+        text(self.raw.parsed_uri.path)
+    }
+
+    pub fn args(&self) -> Option<Cow<'a, str>> {
+        text(self.raw.args)
+    }
+
+    pub fn protocol(&self) -> Option<Cow<'a, str>> {
+        text(self.raw.protocol)
+    }
+
+    /// `r->status` of the last request of an internal-redirect chain (mod_log_config's `%>s`).
+    pub fn final_status(&self) -> i32 {
+        let mut last = self.raw;
+        // SAFETY: `next` links requests of the same chain, all alive while the first is logged.
+        while let Some(next) = unsafe { last.next.as_ref() } {
+            last = next;
+        }
+        last.status
+    }
+
+    /// `ap_http_scheme(r)`: what the server is configured to be (`SSLEngine on` → "https").
+    pub fn http_scheme(&self) -> Option<Cow<'a, str>> {
+        // SAFETY: runs the http_scheme hook on a live request; returns a static or pool string.
+        text(unsafe { sys::ap_run_http_scheme(self.raw) })
+    }
+}
+
+/// An APR file our log lines go to, opened in the parent at `post_config` and inherited by every
+/// child. Writes are one `write(2)` each (the file is unbuffered), which is what lets many
+/// threads and processes append to it without interleaving lines.
+pub struct AprFile {
+    raw: NonNull<sys::apr_file_t>,
+}
+
+// SAFETY: an unbuffered apr_file_t has no user-space state that writes mutate; concurrent
+// apr_file_write_full calls are concurrent write(2)s on one O_APPEND descriptor, exactly as
+// mod_log_config does from every worker thread. The file lives until the configuration pool is
+// cleared, after which no request (and no reader of this handle) runs.
+unsafe impl Send for AprFile {}
+// SAFETY: see Send.
+unsafe impl Sync for AprFile {}
+
+/// An APR error with its message.
+#[derive(Debug, Clone)]
+pub struct AprError {
+    pub status: apr_status_t,
+    pub message: String,
+}
+
+impl std::fmt::Display for AprError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (APR status {})", self.message, self.status)
+    }
+}
+
+fn apr_error(status: apr_status_t) -> AprError {
+    let mut buf = [0 as c_char; 256];
+    // SAFETY: apr_strerror writes a NUL-terminated message of at most `len` bytes into `buf`.
+    let message = unsafe {
+        sys::apr_strerror(status, buf.as_mut_ptr(), buf.len());
+        CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
+    };
+    AprError { status, message }
+}
+
+impl AprFile {
+    /// Opens (creating) `path` for append, as mod_log_config opens a `CustomLog` file.
+    pub fn open_append(pool: Pool<'_>, path: &Path) -> Result<Self, AprError> {
+        let c = to_cstring(&path.to_string_lossy());
+        let mut file: *mut sys::apr_file_t = ptr::null_mut();
+        let flags = sys::APR_FOPEN_WRITE
+            | sys::APR_FOPEN_APPEND
+            | sys::APR_FOPEN_CREATE
+            | sys::APR_FOPEN_LARGEFILE;
+        // SAFETY: `pool` is live (pconf); APR stores the opened file in `file` and registers
+        // its close as a cleanup of `pool`.
+        let status = unsafe {
+            sys::apr_file_open(
+                &mut file,
+                c.as_ptr(),
+                flags as i32,
+                sys::APR_OS_DEFAULT as i32,
+                pool.raw.as_ptr(),
+            )
+        };
+        if status != APR_SUCCESS {
+            return Err(apr_error(status));
+        }
+        NonNull::new(file)
+            .map(|raw| Self { raw })
+            .ok_or_else(|| apr_error(status))
+    }
+
+    /// `ap_open_piped_log`: httpd starts `program` (through the shell, as `CustomLog "|..."`)
+    /// and restarts it if it dies; we write to its stdin.
+    pub fn open_pipe(pool: Pool<'_>, program: &str) -> Result<Self, AprError> {
+        let c = to_cstring(program);
+        // SAFETY: `pool` is live (pconf); the piped log and its write end belong to it.
+        let file = unsafe {
+            let pl = sys::ap_open_piped_log(pool.raw.as_ptr(), c.as_ptr());
+            if pl.is_null() {
+                ptr::null_mut()
+            } else {
+                sys::ap_piped_log_write_fd(pl)
+            }
+        };
+        NonNull::new(file)
+            .map(|raw| Self { raw })
+            .ok_or_else(|| AprError {
+                status: 0,
+                message: format!("could not start piped log program {program:?}"),
+            })
+    }
+
+    /// Writes all of `bytes` (one `write(2)` unless the kernel takes less).
+    pub fn write_all(&self, bytes: &[u8]) -> Result<(), AprError> {
+        let mut written = 0usize;
+        // SAFETY: the file is open (see the Send impl); APR reads `bytes.len()` bytes of `bytes`.
+        let status = unsafe {
+            sys::apr_file_write_full(
+                self.raw.as_ptr(),
+                bytes.as_ptr() as *const c_void,
+                bytes.len(),
+                &mut written,
+            )
+        };
+        if status == APR_SUCCESS {
+            Ok(())
+        } else {
+            Err(apr_error(status))
+        }
+    }
+}

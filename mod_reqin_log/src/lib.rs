@@ -1,0 +1,27 @@
+//! `mod_reqin_log`: an Apache httpd 2.4 module that writes one flat JSON line per request,
+//! joined with the TLS ClientHello fingerprint (JA4/JA3) and SYN traits the `ja4sensor` sidecar
+//! publishes in a shared-memory ring.
+//!
+//! Read in this order: [`config`] (directives) → `hooks` (what runs at each httpd phase) →
+//! [`record`] (the JSON line) → `sink` (where it is written). [`correlation`] is the child's
+//! handle on the ring, [`addr`] the socket-address conversion. Every `unsafe` line is under
+//! `ffi/` (bindgen bindings, the `module` struct, `extern "C"` entry points, safe wrappers).
+//!
+//! `ffi`, `hooks` and `sink` call httpd, whose symbols only exist inside an httpd process; unit
+//! tests (`cargo test`) build without them and cover the pure modules.
+
+#![deny(unsafe_code)]
+// Under `cargo test` the httpd half is not compiled, so some pure helpers have no caller.
+#![cfg_attr(test, allow(dead_code))]
+
+pub mod addr;
+pub mod config;
+pub mod correlation;
+pub mod record;
+
+#[cfg(not(test))]
+mod ffi;
+#[cfg(not(test))]
+mod hooks;
+#[cfg(not(test))]
+mod sink;

@@ -1,0 +1,47 @@
+//! `ja4sensor` library: the pcap sidecar of mod_reqin_log. It captures client SYNs and TLS
+//! ClientHellos, fingerprints them (JA4, JA3) and publishes one record per connection into the
+//! shared-memory ring that Apache reads.
+//!
+//! The code follows the packet: [`capture`] → [`flow`] → [`hello`] → [`fingerprint`] →
+//! [`publish`], glued by [`pipeline`]; [`live`] and [`offline`] drive it from an interface or a
+//! file. The binary (`main.rs`) is only the command line. The parsers ([`hello`], [`capture`])
+//! take hostile bytes and are fuzzed from `fuzz/`.
+
+#![forbid(unsafe_code)]
+
+pub mod capture;
+pub mod config;
+pub mod fingerprint;
+pub mod flow;
+pub mod hello;
+pub mod live;
+pub mod offline;
+pub mod pipeline;
+pub mod publish;
+
+/// Errors that end a subcommand.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error("cannot create the ring: {0}")]
+    Ring(#[from] correlate_lib::ring::RingError),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts logging at `level` unless `RUST_LOG` is set.
+pub fn init_logging(level: &str) {
+    let env = env_logger::Env::default().default_filter_or(level.to_ascii_lowercase());
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
+}

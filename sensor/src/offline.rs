@@ -1,0 +1,55 @@
+//! `ja4sensor read FILE`: every ClientHello of a capture file as one JSON line on stdout, in
+//! frame order. No port filter: hellos are looked for on every TCP connection.
+
+use std::io::{BufWriter, Write as _};
+use std::path::Path;
+
+use crate::capture::{self, CaptureError};
+use crate::flow::MAX_FLOWS;
+use crate::pipeline::Pipeline;
+use crate::publish::JsonLinesSink;
+use crate::SensorError;
+
+/// Offline flows never time out by wall clock; a flow idle this long in capture time is gone.
+const OFFLINE_FLOW_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
+
+pub fn read(path: &Path) -> Result<(), SensorError> {
+    crate::init_logging("warn");
+    let mut cap = capture::open_file(path)?;
+    let link = capture::link_type(&cap)?;
+    let mut pipeline = Pipeline::new(link, MAX_FLOWS, OFFLINE_FLOW_TIMEOUT_NS, String::new());
+    let stdout = std::io::stdout();
+    let mut sink = JsonLinesSink::new(BufWriter::new(stdout.lock()));
+    let mut write_error = None;
+    loop {
+        let packet = match cap.next_packet() {
+            Ok(p) => p,
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => return Err(CaptureError::Read(e).into()),
+        };
+        let time_ns = capture::timestamp_ns(packet.header, 1);
+        pipeline.process(time_ns, packet.data, &mut |event| {
+            if write_error.is_none() {
+                if let Err(e) = sink.publish(&event) {
+                    write_error = Some(e);
+                }
+            }
+        });
+        if let Some(e) = write_error.take() {
+            return Err(e.into());
+        }
+    }
+    sink.flush()?;
+    let c = pipeline.counters();
+    log::info!(
+        "{}: {} packets, {} hellos, {} parse failures, {} incomplete hellos, {} malformed frames",
+        path.display(),
+        c.packets_seen,
+        c.hellos_parsed,
+        c.parse_failures,
+        c.hellos_incomplete,
+        c.packets_malformed
+    );
+    let _ = std::io::stderr().flush();
+    Ok(())
+}

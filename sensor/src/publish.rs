@@ -1,0 +1,191 @@
+//! Publish: where fingerprinted hellos go. Live capture writes them into the shared-memory ring
+//! read by mod_reqin_log; `ja4sensor read` prints them as JSON lines.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::path::Path;
+
+use correlate_lib::record::{MAX_ALPN_LEN, MAX_RAW_FINGERPRINT_LEN, MAX_SNI_LEN};
+use correlate_lib::ring::{RingConfig, RingError, RingWriter, SensorCounter};
+use correlate_lib::TlsRecord;
+use serde_json::Value;
+
+use crate::pipeline::HelloEvent;
+
+/// Field names that exist only in the offline (checker) format of `ja4sensor read`: the JA4
+/// corpus's expected files carry them; the ring record and sentinel's LogRecord do not.
+pub const OFFLINE_TRANSPORT: &str = "transport";
+pub const OFFLINE_SNI: &str = "sni";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("encoding JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The JSON object `ja4sensor read` prints for one hello: every sentinel `LogRecord` field plus
+/// `transport` and `sni` (null when absent).
+pub fn offline_json(event: &HelloEvent) -> serde_json::Map<String, Value> {
+    let mut m = event.record.json_fields();
+    m.insert(OFFLINE_TRANSPORT.into(), "tcp".into());
+    m.insert(
+        OFFLINE_SNI.into(),
+        event.sni.clone().map_or(Value::Null, Value::from),
+    );
+    m
+}
+
+/// Writes one JSON object per line.
+pub struct JsonLinesSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonLinesSink<W> {
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+
+    pub fn publish(&mut self, event: &HelloEvent) -> Result<(), PublishError> {
+        serde_json::to_writer(&mut self.out, &offline_json(event))?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), PublishError> {
+        Ok(self.out.flush()?)
+    }
+}
+
+/// Counts of the ring sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+    pub writes: u64,
+    /// Records that did not fit a slot even after shortening.
+    pub too_large: u64,
+    pub errors: u64,
+    /// Records whose strings were shortened to the codec's limits.
+    pub shortened: u64,
+}
+
+/// The sensor's ring writer plus its counters.
+pub struct RingSink {
+    writer: RingWriter,
+    stats: RingStats,
+}
+
+impl RingSink {
+    /// Creates (or replaces) the ring file: mode 0o640, group unchanged.
+    pub fn create(
+        path: &Path,
+        config: RingConfig,
+        mode: u32,
+        gid: Option<u32>,
+    ) -> Result<Self, RingError> {
+        Ok(Self {
+            writer: RingWriter::create(path, config, mode, gid)?,
+            stats: RingStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    /// Publishes a record. A record that cannot be written is counted and dropped: losing one
+    /// fingerprint must not stop the capture.
+    pub fn publish(&mut self, event: &HelloEvent) {
+        let record = fit_for_ring(&event.record);
+        if matches!(record, Cow::Owned(_)) {
+            self.stats.shortened += 1;
+        }
+        match self.writer.publish(&record) {
+            Ok(()) => self.stats.writes += 1,
+            Err(RingError::RecordTooLarge { len, max }) => {
+                self.stats.too_large += 1;
+                log::debug!("record of {len} bytes does not fit a {max}-byte slot");
+            }
+            Err(e) => {
+                self.stats.errors += 1;
+                log::warn!("ring publish failed: {e}");
+            }
+        }
+    }
+
+    pub fn set_counter(&self, counter: SensorCounter, value: u64) {
+        self.writer.set_counter(counter, value);
+    }
+
+    /// Tells readers that every packet captured up to `ns` (Unix ns) has been processed.
+    pub fn set_watermark(&self, ns: u64) {
+        self.writer.set_watermark(ns);
+    }
+}
+
+/// Shortens strings that exceed the record codec's limits (a hostile hello can carry a long SNI
+/// or thousands of ciphers); everything else is borrowed unchanged.
+pub fn fit_for_ring(record: &TlsRecord) -> Cow<'_, TlsRecord> {
+    let over = record.tls_sni.len() > MAX_SNI_LEN
+        || record.tls_alpn.len() > MAX_ALPN_LEN
+        || record.ja4_r.len() > MAX_RAW_FINGERPRINT_LEN
+        || record.ja3.len() > MAX_RAW_FINGERPRINT_LEN;
+    if !over {
+        return Cow::Borrowed(record);
+    }
+    let mut r = record.clone();
+    truncate_at_char(&mut r.tls_sni, MAX_SNI_LEN);
+    truncate_at_char(&mut r.tls_alpn, MAX_ALPN_LEN);
+    truncate_at_char(&mut r.ja4_r, MAX_RAW_FINGERPRINT_LEN);
+    truncate_at_char(&mut r.ja3, MAX_RAW_FINGERPRINT_LEN);
+    Cow::Owned(r)
+}
+
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_strings_are_shortened_on_char_boundaries() {
+        let record = TlsRecord {
+            tls_sni: "é".repeat(200),
+            ja3: "1".repeat(MAX_RAW_FINGERPRINT_LEN + 5),
+            ..TlsRecord::default()
+        };
+        let fitted = fit_for_ring(&record);
+        assert!(fitted.tls_sni.len() <= MAX_SNI_LEN && fitted.tls_sni.chars().all(|c| c == 'é'));
+        assert_eq!(fitted.ja3.len(), MAX_RAW_FINGERPRINT_LEN);
+        let mut buf = Vec::new();
+        fitted.encode(&mut buf).unwrap();
+        assert!(matches!(
+            fit_for_ring(&TlsRecord::default()),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn offline_json_has_transport_and_null_sni() {
+        let event = HelloEvent {
+            record: TlsRecord::default(),
+            sni: None,
+        };
+        let m = offline_json(&event);
+        assert_eq!(m[OFFLINE_TRANSPORT], "tcp");
+        assert!(m[OFFLINE_SNI].is_null());
+        assert!(m.contains_key(correlate_lib::fields::JA4));
+    }
+}
