@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps build release test lint demo install clean
+.PHONY: deps build release test lint demo bench install clean
 
 deps:
 	@./scripts/deps.sh
@@ -24,6 +24,10 @@ lint:
 
 demo: release
 	./scripts/demo.sh
+
+# Speed, as ratios against baselines measured in the same run (not part of `make test`).
+bench: release
+	python3 scripts/bench/overhead.py
 
 install: release
 	./apxs/install.sh

@@ -1,13 +1,11 @@
-//! The shared-memory ring: round trip, eviction, a reader in another process while the writer
-//! writes, and files that are not rings.
+//! The shared-memory ring: round trip, eviction, replacement, files that are not rings.
+//! (The cross-process stress test is `ring_stress.rs`, hostile files and slots `ring_hostile.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use correlate_lib::record::v4;
 use correlate_lib::ring::{
@@ -54,11 +52,6 @@ fn record(n: u64, keys: u64) -> TlsRecord {
         ja3_hash: format!("{:032x}", n),
         sensor_id: "stress".into(),
     }
-}
-
-fn consistent(rec: &TlsRecord, keys: u64) -> bool {
-    let n = (rec.hello_time_ns - 7) / 10;
-    *rec == record(n, keys)
 }
 
 #[test]
@@ -144,6 +137,30 @@ fn reused_four_tuple_returns_the_newest_record() {
     w.publish(&new).unwrap();
     let r = RingReader::open(&path).unwrap();
     assert_eq!(r.lookup(&new.key.unwrap()), Lookup::Hit(new));
+}
+
+#[test]
+fn close_time_is_recorded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ring");
+    let mut w = RingWriter::create(&path, SMALL, 0o600, None).unwrap();
+    let rec = record(3, 1000);
+    w.publish(&rec).unwrap();
+    assert!(w.mark_closed(&rec.key.unwrap(), 99));
+    assert!(!w.mark_closed(&key(1), 99), "no record, nothing to mark");
+    let r = RingReader::open(&path).unwrap();
+    let Lookup::Hit(got) = r.lookup(&rec.key.unwrap()) else {
+        panic!("record still there")
+    };
+    assert_eq!(got.closed_time_ns, 99);
+    assert_eq!(
+        TlsRecord {
+            closed_time_ns: 0,
+            ..got
+        },
+        rec
+    );
+    assert_eq!(r.published(), 1, "a close is not a new record");
 }
 
 #[test]
@@ -313,99 +330,6 @@ fn corrupted_slots_are_misses_never_wrong_records() {
     }
 }
 
-const CHILD_ENV: &str = "RING_STRESS_READER";
-const STRESS_KEYS: u64 = 48;
-
-/// The reader half of `reader_in_another_process_never_sees_a_torn_record`: runs only when that
-/// test re-executes this binary with the ring path in the environment.
-#[test]
-fn stress_reader_child() {
-    let Some(path) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let reader = RingReader::open(Path::new(&path)).unwrap();
-    let (mut hits, mut torn, mut misses) = (0u64, 0u64, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut i = 0u64;
-    while Instant::now() < deadline {
-        let k = key(20_000 + (i % STRESS_KEYS) as u16);
-        match reader.lookup(&k) {
-            Lookup::Hit(rec) => {
-                assert_eq!(rec.key, Some(k));
-                assert!(
-                    consistent(&rec, STRESS_KEYS),
-                    "torn record returned: {rec:?}"
-                );
-                hits += 1;
-            }
-            Lookup::Torn => torn += 1,
-            Lookup::Miss => misses += 1,
-        }
-        i += 1;
-    }
-    println!("STRESS hits={hits} torn={torn} misses={misses}");
-}
-
-#[test]
-fn reader_in_another_process_never_sees_a_torn_record() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("stress.ring");
-    // Few slots and keys: every slot is rewritten constantly while the reader copies it.
-    let mut w = RingWriter::create(
-        &path,
-        RingConfig {
-            slot_count: 16,
-            slot_size: 1024,
-        },
-        0o600,
-        None,
-    )
-    .unwrap();
-    for n in 0..STRESS_KEYS {
-        w.publish(&record(n, STRESS_KEYS)).unwrap();
-    }
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "stress_reader_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut n = STRESS_KEYS;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(3500) {
-        for _ in 0..1000 {
-            w.publish(&record(n, STRESS_KEYS)).unwrap();
-            n += 1;
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "reader process failed:\n{stdout}");
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("STRESS ").map(|i| &l[i..]))
-        .unwrap_or_else(|| panic!("the reader reported its counts:\n{stdout}"));
-    let count = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
-    println!("writer published {n} records; reader: {line}");
-    assert!(
-        count("hits") > 10_000,
-        "the reader overlapped the writer: {line}"
-    );
-}
-
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
     #[test]
@@ -427,4 +351,30 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn reader_of_a_replaced_ring_keeps_its_old_records_until_it_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ring");
+    let mut old = RingWriter::create(&path, SMALL, 0o600, None).unwrap();
+    old.publish(&record(1, 1000)).unwrap();
+    let r = RingReader::open(&path).unwrap();
+    let mut new = RingWriter::create(&path, SMALL, 0o600, None).unwrap();
+    new.publish(&record(2, 1000)).unwrap();
+    // The old file is unlinked, not truncated: its mapping stays valid (no SIGBUS).
+    assert!(r.is_replaced());
+    assert!(matches!(
+        r.lookup(&record(1, 1000).key.unwrap()),
+        Lookup::Hit(_)
+    ));
+    assert_eq!(r.lookup(&record(2, 1000).key.unwrap()), Lookup::Miss);
+    let r2 = RingReader::open(&path).unwrap();
+    assert!(!r2.is_replaced());
+    assert_eq!(r2.generation(), new.generation());
+    assert_eq!(r2.lookup(&record(1, 1000).key.unwrap()), Lookup::Miss);
+    assert!(matches!(
+        r2.lookup(&record(2, 1000).key.unwrap()),
+        Lookup::Hit(_)
+    ));
 }

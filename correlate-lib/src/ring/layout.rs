@@ -33,18 +33,22 @@ pub const W_CURSOR: usize = 6;
 pub const W_WATERMARK: usize = 7;
 pub const W_CREATED: usize = 8;
 pub const W_COUNTERS: usize = 16;
+/// Room for sensor counters; `SensorCounter` uses the first few, the rest are for new ones
+/// without a layout version change.
 pub const MAX_COUNTERS: usize = 32;
 
 /// Words at the start of every slot before the payload: seqlock, length|crc.
 pub const SLOT_HEADER_WORDS: usize = 2;
-/// Smallest slot that can hold a minimal record.
+/// Smallest slot: the slot header plus a record with short strings (an encoded record without
+/// strings is already ~90 bytes).
 pub const MIN_SLOT_SIZE: u32 = 256;
 /// Largest slot a reader accepts: it bounds the copy a lookup makes (a hostile header cannot
 /// make a reader allocate more than this per candidate).
 pub const MAX_SLOT_SIZE: u32 = 64 * 1024;
 /// 16 M slots × 1 KiB is 16 GiB: anything larger is a corrupt header, not a configuration.
 pub const MAX_SLOT_COUNT: u32 = 16 * 1024 * 1024;
-pub const MAX_INDEX_BUCKETS: u32 = 64 * 1024 * 1024;
+/// Twice `MAX_SLOT_COUNT` rounded to a power of two: what the writer makes for the largest ring.
+pub const MAX_INDEX_BUCKETS: u32 = 2 * MAX_SLOT_COUNT;
 /// Index buckets probed per lookup. With twice as many buckets as slots the expected probe length
 /// is ~1.5; 8 keeps every lookup O(1) while losing almost no record to a full window.
 pub const PROBE_LIMIT: u32 = 8;
@@ -120,6 +124,30 @@ impl Geometry {
             .checked_add(self.slots_start())
     }
 }
+
+/// An index entry pointing at `slot` for a key whose hash is `hash`: the hash's upper half as a
+/// tag (a reader skips most foreign entries without copying their slot) and `slot + 1` in the
+/// lower half, so that 0 always means an empty bucket.
+pub fn index_entry(hash: u64, slot: u32) -> u64 {
+    pack(slot.saturating_add(1), entry_tag(hash))
+}
+
+/// The tag a key's entries carry (upper 32 bits of its hash).
+pub fn entry_tag(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+/// The tag and slot of a non-empty entry; `None` for an empty bucket. The slot is not checked
+/// against the slot count here: a reader does that, a writer only reads entries it wrote.
+pub fn entry_parts(entry: u64) -> Option<(u32, u32)> {
+    let (slot_plus_one, tag) = unpack(entry);
+    slot_plus_one.checked_sub(1).map(|slot| (tag, slot))
+}
+
+// `slot + 1` must fit the entry's 32-bit half.
+const _: () = assert!(MAX_SLOT_COUNT < u32::MAX);
+// The counters area holds every `SensorCounter` and stays inside the header.
+const _: () = assert!(W_COUNTERS + MAX_COUNTERS <= HEADER_WORDS);
 
 pub fn pack(lo: u32, hi: u32) -> u64 {
     u64::from(lo) | (u64::from(hi) << 32)

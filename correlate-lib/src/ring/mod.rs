@@ -24,16 +24,17 @@ mod mapping;
 pub mod seqlock;
 
 use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use layout::Geometry;
-use mapping::SharedWords;
+use mapping::{ReadOnlyWords, SharedWord, WritableWords};
 use seqlock::ReadAttempt;
 
-use crate::record::{ConnKey, TlsRecord};
+use crate::record::{CodecError, ConnKey, TlsRecord};
 
 /// Default location: tmpfs, readable by the Apache group only (see the sensor's `ring_group`).
 pub const DEFAULT_RING_PATH: &str = "/dev/shm/ja4sensor.ring";
@@ -96,7 +97,15 @@ impl SensorCounter {
             SensorCounter::RecordsTooLarge => "records_too_large",
         }
     }
+
+    /// Header word holding this counter.
+    fn word(self) -> usize {
+        layout::W_COUNTERS + self as usize
+    }
 }
+
+// Every counter has a word in the header's counters area.
+const _: () = assert!(SensorCounter::ALL.len() <= layout::MAX_COUNTERS);
 
 /// Errors opening, creating or writing a ring. Lookups never error: a bad slot is a miss
 /// (see [`Lookup`]).
@@ -134,6 +143,12 @@ pub enum RingError {
     RecordTooLarge { len: usize, max: usize },
     #[error("record has no connection key")]
     NoKey,
+    /// The path is a directory, FIFO, device...: mapping it could block or fault a reader.
+    #[error("ring {path}: not a regular file")]
+    NotAFile { path: PathBuf },
+    /// A string of the record exceeds its codec limit (the sensor shortens them before publishing).
+    #[error("record does not encode: {0}")]
+    Encode(#[from] CodecError),
 }
 
 /// Outcome of a reader lookup.
@@ -151,9 +166,28 @@ pub enum Lookup {
     Torn,
 }
 
+/// What one lookup went through, candidate by candidate (an index entry whose tag matched the
+/// key). For status counters and for tests that prove which layer rejected what.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LookupTrace {
+    /// Index entries in the probe window whose tag matched the key's hash.
+    pub candidates: u32,
+    /// Slot copies abandoned because the writer was inside the slot (each retry counts).
+    pub raced: u32,
+    /// Candidates still racing after [`READ_ATTEMPTS`] copies.
+    pub torn: u32,
+    /// Stable copies (or entries) that were not a valid record: slot number out of range, length
+    /// beyond the slot, checksum mismatch, or a payload that does not decode. Only damage (or a
+    /// hostile writer) produces these: a torn write is caught by the seqlock before the checksum.
+    pub corrupt: u32,
+    /// Valid records of another 4-tuple (a hash-tag collision, or a slot reused since the entry
+    /// was read).
+    pub other_key: u32,
+}
+
 /// Copies of a slot a reader attempts before calling it torn. The writer rewrites a slot in well
 /// under a microsecond, so a second attempt almost always succeeds; a reader never spins longer.
-const READ_ATTEMPTS: usize = 4;
+pub const READ_ATTEMPTS: u32 = 4;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RingError + '_ {
     move |source| RingError::Io {
@@ -169,16 +203,57 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// `<path>.tmp.<pid>`: in the ring's directory, so the final rename is atomic.
+fn temp_path(path: &Path, pid: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp.{pid}"));
+    PathBuf::from(name)
+}
+
+/// Creates `tmp` exclusively. The ring lives in /dev/shm, a world-writable directory: O_EXCL
+/// (which also refuses a symlink) keeps a planted link from redirecting the writer's truncate and
+/// writes to another file. A leftover of a crashed writer that had our pid is unlinked (unlink
+/// never follows links) and the create retried once.
+fn create_exclusive(tmp: &Path, mode: u32) -> Result<File, RingError> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(tmp)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(tmp).map_err(io_err(tmp))?;
+            open().map_err(io_err(tmp))
+        }
+        other => other.map_err(io_err(tmp)),
+    }
+}
+
+/// Packs payload bytes into little-endian words, the last one zero-padded.
+fn payload_words(payload: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    payload.chunks(8).map(|chunk| {
+        let mut w = [0u8; 8];
+        for (dst, src) in w.iter_mut().zip(chunk) {
+            *dst = *src;
+        }
+        u64::from_le_bytes(w)
+    })
+}
+
 /// The sensor's handle: creates (or replaces) the ring file and publishes records.
 pub struct RingWriter {
     path: PathBuf,
-    map: SharedWords,
+    map: WritableWords,
     geometry: Geometry,
     generation: u64,
     cursor: u64,
-    /// Writer-side bookkeeping (never read by readers): the key and the index bucket (+1, 0 =
-    /// none) of the record in each slot, so an evicted slot's index entry can be cleared and a
-    /// republished 4-tuple replaces its older entry.
+    /// Writer-side bookkeeping (never read by readers, so never trusted from the file): the key
+    /// and the index bucket (+1, 0 = none) of the record in each slot, so an evicted slot's index
+    /// entry can be cleared and a republished 4-tuple replaces its older entry.
     slot_keys: Vec<Option<ConnKey>>,
     slot_bucket: Vec<u32>,
     /// Publication order of each slot's record (cursor value), to evict the oldest index entry.
@@ -214,30 +289,25 @@ impl RingWriter {
                 layout::MAX_SLOT_COUNT
             )));
         }
-        let total_words = geometry
+        let len = geometry
             .total_words()
+            .and_then(|w| u64::try_from(w).ok())
+            .and_then(|w| w.checked_mul(8))
             .ok_or_else(|| RingError::Config("ring size overflows".into()))?;
         let pid = std::process::id();
-        let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(format!(".tmp.{pid}"));
-        let tmp = PathBuf::from(tmp_name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        let result = Self::init_file(&file, &tmp, total_words, mode, gid)
-            .and_then(|()| SharedWords::map_read_write(&file).map_err(io_err(&tmp)));
-        let map = match result {
+        let tmp = temp_path(path, pid);
+        let file = create_exclusive(&tmp, mode)?;
+        let mapped = Self::init_file(&file, &tmp, len, mode, gid)
+            .and_then(|()| WritableWords::map(&file).map_err(io_err(&tmp)));
+        let map = match mapped {
             Ok(map) => map,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 return Err(e);
             }
         };
+        // Unique per create: two sensors started in the same nanosecond differ by pid, and a
+        // restarted sensor with a recycled pid differs by time.
         let generation = now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
         let words = map.words();
         let set = |i: usize, v: u64| {
@@ -260,7 +330,8 @@ impl RingWriter {
         set(layout::W_GENERATION, generation);
         set(layout::W_WRITER_PID, u64::from(pid));
         set(layout::W_CREATED, now_ns());
-        // The magic last, with Release: a header with the magic is complete.
+        // The magic last, with Release: a header with the magic is complete. (Readers cannot see
+        // the file before the rename anyway; this also covers a reader that opens the temp name.)
         if let Some(w) = words.get(layout::W_MAGIC) {
             w.store(layout::MAGIC, Ordering::Release);
         }
@@ -285,15 +356,19 @@ impl RingWriter {
     fn init_file(
         file: &File,
         tmp: &Path,
-        total_words: usize,
+        len: u64,
         mode: u32,
         gid: Option<u32>,
     ) -> Result<(), RingError> {
-        let len = u64::try_from(total_words)
-            .ok()
-            .and_then(|w| w.checked_mul(8))
-            .ok_or_else(|| RingError::Config("ring size overflows".into()))?;
         file.set_len(len).map_err(io_err(tmp))?;
+        // Reserve the pages now: on tmpfs a ring larger than the free space would otherwise be
+        // created fine and then kill the sensor with SIGBUS on its first write to a page that
+        // cannot be backed. A filesystem without fallocate keeps the sparse file.
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {}
+            Err(e) => return Err(io_err(tmp)(e.into())),
+        }
         // The umask applied at open; the configured mode is what the operator asked for.
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_err(tmp))?;
@@ -316,14 +391,15 @@ impl RingWriter {
     pub fn publish(&mut self, record: &TlsRecord) -> Result<(), RingError> {
         let key = record.key.ok_or(RingError::NoKey)?;
         let mut buf = std::mem::take(&mut self.encode_buf);
-        let encoded = record.encode(&mut buf);
-        let result = encoded
-            .map_err(|e| RingError::Config(format!("record does not encode: {e}")))
+        let result = record
+            .encode(&mut buf)
+            .map_err(RingError::from)
             .and_then(|()| {
-                if buf.len() > self.geometry.payload_capacity() {
+                let max = self.geometry.payload_capacity();
+                if buf.len() > max {
                     Err(RingError::RecordTooLarge {
                         len: buf.len(),
-                        max: self.geometry.payload_capacity(),
+                        max,
                     })
                 } else {
                     self.publish_encoded(key, &buf);
@@ -336,77 +412,77 @@ impl RingWriter {
 
     fn publish_encoded(&mut self, key: ConnKey, payload: &[u8]) {
         let g = self.geometry;
-        let slot_count = u64::from(g.slot_count);
-        let slot = (self.cursor % slot_count) as usize;
+        // Round-robin: the slot of the oldest record (or a never used one).
+        let slot_u32 = (self.cursor % u64::from(g.slot_count)) as u32;
+        let slot = slot_u32 as usize;
         let hash = key.hash64();
 
         // 1. Evict the slot's previous record from the index, before its bytes change.
         if let Some(bucket) = self.slot_bucket.get(slot).copied().filter(|b| *b != 0) {
             let b = bucket as usize - 1;
             if let Some(entry) = self.words().get(g.index_start() + b) {
-                if Self::entry_slot(entry.load(Ordering::Relaxed)) == Some(slot) {
+                if layout::entry_parts(entry.load(Ordering::Relaxed)).map(|(_, s)| s)
+                    == Some(slot_u32)
+                {
                     entry.store(0, Ordering::Release);
                 }
             }
         }
 
-        // 2. Rewrite the slot under its seqlock: length|crc word, then the payload words.
-        let crc = crc32fast::hash(payload);
-        let len_word = layout::pack(payload.len() as u32, crc);
-        let payload_words = payload.chunks(8).map(|c| {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        });
-        let start = g.slots_start() + slot * g.slot_words();
-        if let Some(slot_words) = self.words().get(start..start + g.slot_words()) {
-            seqlock::write(slot_words, std::iter::once(len_word).chain(payload_words));
-        }
+        // 2. Rewrite the slot under its seqlock.
+        self.write_slot(slot, payload);
 
-        // 3. Point an index bucket of the key's probe window at the slot.
-        let tag = hash >> 32;
+        // 3. Point a bucket of the key's probe window at the slot: the bucket of an older record
+        // of the same 4-tuple (a reused client port: the newest replaces it), else the first empty
+        // one, else the one pointing at the oldest record.
+        let tag = layout::entry_tag(hash);
         let mask = u64::from(g.index_buckets) - 1;
         let first = hash & mask;
-        let mut chosen: Option<(usize, Option<usize>)> = None;
-        let mut oldest: Option<(usize, Option<usize>, u64)> = None;
+        let mut empty: Option<usize> = None;
+        let mut same_key: Option<(usize, u32)> = None;
+        let mut oldest: Option<(usize, u32, u64)> = None;
         for i in 0..u64::from(g.probe_limit) {
             let b = ((first + i) & mask) as usize;
             let Some(entry) = self.words().get(g.index_start() + b) else {
                 continue;
             };
-            let e = entry.load(Ordering::Relaxed);
-            let target = Self::entry_slot(e);
-            match target {
+            match layout::entry_parts(entry.load(Ordering::Relaxed)) {
                 None => {
-                    chosen.get_or_insert((b, None));
+                    empty.get_or_insert(b);
                 }
-                Some(s) => {
-                    let same_key = self.slot_keys.get(s).copied().flatten() == Some(key);
-                    if (e >> 32) == tag && same_key {
-                        // The newest record of a 4-tuple replaces the older one.
-                        chosen = Some((b, Some(s)));
+                Some((t, s)) => {
+                    if t == tag && self.slot_keys.get(s as usize).copied().flatten() == Some(key) {
+                        same_key = Some((b, s));
                         break;
                     }
-                    let order = self.slot_order.get(s).copied().unwrap_or(0);
+                    let order = self.slot_order.get(s as usize).copied().unwrap_or(0);
                     if oldest.is_none_or(|(_, _, o)| order < o) {
-                        oldest = Some((b, Some(s), order));
+                        oldest = Some((b, s, order));
                     }
                 }
             }
         }
-        let (bucket, displaced) = chosen
-            .or(oldest.map(|(b, s, _)| (b, s)))
-            .unwrap_or((first as usize, None));
-        if let Some(d) = displaced.and_then(|d| self.slot_bucket.get_mut(d)) {
+        let (bucket, displaced) = match (same_key, empty, oldest) {
+            (Some((b, s)), _, _) => (b, Some(s)),
+            (None, Some(b), _) => (b, None),
+            (None, None, Some((b, s, _))) => (b, Some(s)),
+            // probe_limit ≥ 1 (validated), so the window had at least one bucket.
+            (None, None, None) => (first as usize, None),
+        };
+        // The displaced record loses its index entry; when its slot is reused, step 1 must not
+        // clear the bucket that now belongs to this record.
+        if let Some(d) = displaced.and_then(|d| self.slot_bucket.get_mut(d as usize)) {
             *d = 0;
         }
         if let Some(entry) = self.words().get(g.index_start() + bucket) {
-            entry.store((tag << 32) | (slot as u64 + 1), Ordering::Release);
+            // Release: a reader that sees this entry sees the slot written above.
+            entry.store(layout::index_entry(hash, slot_u32), Ordering::Release);
         }
         if let Some(k) = self.slot_keys.get_mut(slot) {
             *k = Some(key);
         }
         if let Some(b) = self.slot_bucket.get_mut(slot) {
+            // bucket < index_buckets ≤ MAX_INDEX_BUCKETS < u32::MAX.
             *b = bucket as u32 + 1;
         }
         if let Some(o) = self.slot_order.get_mut(slot) {
@@ -418,14 +494,87 @@ impl RingWriter {
         }
     }
 
-    fn entry_slot(entry: u64) -> Option<usize> {
-        let low = (entry & 0xffff_ffff) as usize;
-        low.checked_sub(1)
+    /// The words of `slot` (seqlock word first).
+    fn slot_words(&self, slot: usize) -> Option<&[AtomicU64]> {
+        let g = self.geometry;
+        let start = g.slots_start() + slot * g.slot_words();
+        self.words().get(start..start + g.slot_words())
+    }
+
+    /// Rewrites `slot` under its seqlock: length|crc word, then the payload words. The caller
+    /// checked that the payload fits (`payload_capacity` < u32::MAX).
+    fn write_slot(&self, slot: usize, payload: &[u8]) {
+        let len_word = layout::pack(payload.len() as u32, crc32fast::hash(payload));
+        if let Some(words) = self.slot_words(slot) {
+            seqlock::write(
+                words,
+                std::iter::once(len_word).chain(payload_words(payload)),
+            );
+        }
+    }
+
+    /// The slot the index points at for `key`, if it holds that key's record.
+    fn indexed_slot(&self, key: &ConnKey) -> Option<usize> {
+        let g = self.geometry;
+        let hash = key.hash64();
+        let tag = layout::entry_tag(hash);
+        let mask = u64::from(g.index_buckets) - 1;
+        (0..u64::from(g.probe_limit)).find_map(|i| {
+            let b = ((hash & mask) + i) & mask;
+            let entry = self.words().get(g.index_start() + b as usize)?;
+            let (t, s) = layout::entry_parts(entry.load(Ordering::Relaxed))?;
+            let s = s as usize;
+            (t == tag && self.slot_keys.get(s).copied().flatten().as_ref() == Some(key))
+                .then_some(s)
+        })
+    }
+
+    /// Records the close (client FIN/RST, Unix ns) of a published connection in its record, in
+    /// place: readers then see `closed_time_ns` and can tell this connection from a later one on
+    /// the same client port. Not a new record (the cursor does not move). False when the ring
+    /// holds no findable record for `key` (never published, evicted, or displaced).
+    pub fn mark_closed(&mut self, key: &ConnKey, closed_ns: u64) -> bool {
+        let Some(slot) = self.indexed_slot(key) else {
+            return false;
+        };
+        let mut copy = Vec::with_capacity(self.geometry.slot_words());
+        let capacity = self.geometry.payload_capacity();
+        let stable = self.slot_words(slot).map(|words| {
+            // The only writer reading its own slot: always stable.
+            seqlock::read(words, &mut copy, |len_word| {
+                1 + (layout::unpack(len_word).0 as usize)
+                    .min(capacity)
+                    .div_ceil(8)
+            })
+        });
+        if stable != Some(ReadAttempt::Stable) {
+            return false;
+        }
+        let Some((&len_word, payload)) = copy.split_first() else {
+            return false;
+        };
+        let mut bytes: Vec<u8> = payload.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes.truncate(layout::unpack(len_word).0 as usize);
+        let Ok(mut record) = TlsRecord::decode(&bytes) else {
+            return false;
+        };
+        if record.key.as_ref() != Some(key) {
+            return false;
+        }
+        record.closed_time_ns = closed_ns;
+        let mut buf = std::mem::take(&mut self.encode_buf);
+        // Same fields, same length: it fits where the original did.
+        let fits = record.encode(&mut buf).is_ok() && buf.len() <= capacity;
+        if fits {
+            self.write_slot(slot, &buf);
+        }
+        self.encode_buf = buf;
+        fits
     }
 
     /// Stores an absolute counter value in the header.
     pub fn set_counter(&self, counter: SensorCounter, value: u64) {
-        if let Some(w) = self.words().get(layout::W_COUNTERS + counter as usize) {
+        if let Some(w) = self.words().get(counter.word()) {
             w.store(value, Ordering::Relaxed);
         }
     }
@@ -450,25 +599,48 @@ impl RingWriter {
     pub fn published(&self) -> u64 {
         self.cursor
     }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
 }
 
 /// A read-only view of a ring, one per httpd child. `Send + Sync`: lookups take `&self` and may
 /// run on many threads at once.
 pub struct RingReader {
     path: PathBuf,
-    map: SharedWords,
+    map: ReadOnlyWords,
     geometry: Geometry,
     generation: u64,
     /// (device, inode) of the file mapped, to notice a replaced or deleted ring.
     identity: (u64, u64),
 }
 
+/// Loads header word `i` of a read-only mapping (0 if the mapping is shorter). Relaxed load plus
+/// acquire fence: the ordering of an Acquire load, in the form that is sound on read-only memory.
+fn load_word(words: &[SharedWord], i: usize) -> u64 {
+    let v = words.get(i).map_or(0, SharedWord::load);
+    fence(Ordering::Acquire);
+    v
+}
+
 impl RingReader {
     /// Maps an existing ring read-only and validates its header (magic, version, sizes against
     /// the file length). A missing, truncated or garbage file is an error, never a crash.
     pub fn open(path: &Path) -> Result<Self, RingError> {
-        let file = File::open(path).map_err(io_err(path))?;
+        // O_NONBLOCK: opening a FIFO planted at the path must not hang an httpd child; anything
+        // but a regular file is refused right after.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io_err(path))?;
         let meta = file.metadata().map_err(io_err(path))?;
+        if !meta.is_file() {
+            return Err(RingError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
         let len = meta.len();
         if len < layout::HEADER_BYTES as u64 {
             return Err(RingError::Truncated {
@@ -477,9 +649,18 @@ impl RingReader {
                 needed: layout::HEADER_BYTES as u64,
             });
         }
-        let map = SharedWords::map_read_only(&file).map_err(io_err(path))?;
+        let map = ReadOnlyWords::map(&file).map_err(io_err(path))?;
         let words = map.words();
-        let word = |i: usize| words.get(i).map_or(0, |w| w.load(Ordering::Acquire));
+        // From here on only the mapping counts: the file may have changed size since the stat.
+        let mapped_len = (words.len() as u64).saturating_mul(8);
+        if mapped_len < layout::HEADER_BYTES as u64 {
+            return Err(RingError::Truncated {
+                path: path.to_path_buf(),
+                len: mapped_len,
+                needed: layout::HEADER_BYTES as u64,
+            });
+        }
+        let word = |i: usize| load_word(words, i);
         if word(layout::W_MAGIC) != layout::MAGIC {
             return Err(RingError::BadMagic {
                 path: path.to_path_buf(),
@@ -520,10 +701,10 @@ impl RingReader {
             .and_then(|w| u64::try_from(w).ok())
             .and_then(|w| w.checked_mul(8))
             .unwrap_or(u64::MAX);
-        if (words.len() as u64) * 8 < needed {
+        if mapped_len < needed {
             return Err(RingError::Truncated {
                 path: path.to_path_buf(),
-                len,
+                len: mapped_len,
                 needed,
             });
         }
@@ -537,90 +718,110 @@ impl RingReader {
         })
     }
 
-    fn words(&self) -> &[AtomicU64] {
+    fn words(&self) -> &[SharedWord] {
         self.map.words()
     }
 
     fn header_word(&self, i: usize) -> u64 {
-        self.words().get(i).map_or(0, |w| w.load(Ordering::Acquire))
+        load_word(self.words(), i)
     }
 
     /// Finds the newest record for `key` in O(1) (bounded index probing).
     pub fn lookup(&self, key: &ConnKey) -> Lookup {
+        self.lookup_traced(key).0
+    }
+
+    /// [`RingReader::lookup`], plus what each candidate slot turned out to be.
+    pub fn lookup_traced(&self, key: &ConnKey) -> (Lookup, LookupTrace) {
         let g = self.geometry;
         let hash = key.hash64();
-        let tag = hash >> 32;
+        let tag = layout::entry_tag(hash);
         let mask = u64::from(g.index_buckets) - 1;
         let first = hash & mask;
+        let mut trace = LookupTrace::default();
         let mut best: Option<TlsRecord> = None;
-        let mut torn = false;
-        let mut body = vec![0u64; g.slot_words() - 1];
+        // Allocated at the first candidate only: most misses have none.
+        let mut scratch: Option<Scratch> = None;
         for i in 0..u64::from(g.probe_limit) {
             let b = ((first + i) & mask) as usize;
-            let e = self.header_word(g.index_start() + b);
-            if e == 0 || (e >> 32) != tag {
-                continue;
-            }
-            let Some(slot) = ((e & 0xffff_ffff) as usize).checked_sub(1) else {
+            let Some((entry_tag, slot)) =
+                layout::entry_parts(self.header_word(g.index_start() + b))
+            else {
                 continue;
             };
-            if slot >= g.slot_count as usize {
-                torn = true;
+            if entry_tag != tag {
                 continue;
             }
-            match self.read_slot(slot, &mut body) {
-                SlotRead::Record(rec) => {
-                    if rec.key.as_ref() == Some(key)
-                        && best
-                            .as_ref()
-                            .is_none_or(|b| rec.hello_time_ns >= b.hello_time_ns)
+            trace.candidates += 1;
+            let scratch = scratch.get_or_insert_with(|| Scratch::new(g));
+            match self.read_slot(slot, scratch, &mut trace) {
+                SlotRead::Record(rec) if rec.key.as_ref() == Some(key) => {
+                    // Two entries for one 4-tuple only exist transiently (or in a damaged
+                    // index): the later handshake is the connection's current one.
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| rec.hello_time_ns >= b.hello_time_ns)
                     {
                         best = Some(rec);
                     }
                 }
-                SlotRead::Torn => torn = true,
+                SlotRead::Record(_) => trace.other_key += 1,
+                SlotRead::Torn => trace.torn += 1,
+                SlotRead::Corrupt => trace.corrupt += 1,
             }
         }
-        match best {
+        let outcome = match best {
             Some(rec) => Lookup::Hit(rec),
-            None if torn => Lookup::Torn,
+            None if trace.torn > 0 || trace.corrupt > 0 => Lookup::Torn,
             None => Lookup::Miss,
-        }
+        };
+        (outcome, trace)
     }
 
-    fn read_slot(&self, slot: usize, body: &mut [u64]) -> SlotRead {
+    /// Copies `slot` under its seqlock and decodes it. Every number read from the slot is
+    /// checked before it is used; the bytes are only believed once the checksum matches.
+    fn read_slot(&self, slot: u32, scratch: &mut Scratch, trace: &mut LookupTrace) -> SlotRead {
         let g = self.geometry;
-        let start = g.slots_start() + slot * g.slot_words();
+        if slot >= g.slot_count {
+            return SlotRead::Corrupt;
+        }
+        // In range: `open` checked that every slot lies inside the mapping.
+        let start = g.slots_start() + slot as usize * g.slot_words();
         let Some(slot_words) = self.words().get(start..start + g.slot_words()) else {
-            return SlotRead::Torn;
+            return SlotRead::Corrupt;
         };
+        let capacity = g.payload_capacity();
         for _ in 0..READ_ATTEMPTS {
-            if seqlock::read(slot_words, body) == ReadAttempt::Raced {
+            // Copy the length|crc word and as many payload words as the length claims (at most
+            // the slot: the seqlock clamps it).
+            let attempt = seqlock::read(slot_words, &mut scratch.words, |len_word| {
+                let len = layout::unpack(len_word).0 as usize;
+                1 + len.min(capacity).div_ceil(8)
+            });
+            if attempt == ReadAttempt::Raced {
+                trace.raced += 1;
                 std::hint::spin_loop();
                 continue;
             }
-            let Some((&len_word, payload_words)) = body.split_first() else {
-                return SlotRead::Torn;
+            let Some((&len_word, payload)) = scratch.words.split_first() else {
+                return SlotRead::Corrupt;
             };
             let (len, crc) = layout::unpack(len_word);
             let len = len as usize;
-            if len > g.payload_capacity() || len > payload_words.len() * 8 {
-                return SlotRead::Torn;
+            if len == 0 || len > capacity || len > payload.len().saturating_mul(8) {
+                return SlotRead::Corrupt;
             }
-            let mut bytes = Vec::with_capacity(len);
-            for w in payload_words {
-                if bytes.len() >= len {
-                    break;
-                }
-                bytes.extend_from_slice(&w.to_le_bytes());
+            scratch.bytes.clear();
+            scratch
+                .bytes
+                .extend(payload.iter().flat_map(|w| w.to_le_bytes()));
+            scratch.bytes.truncate(len);
+            if crc32fast::hash(&scratch.bytes) != crc {
+                return SlotRead::Corrupt;
             }
-            bytes.truncate(len);
-            if crc32fast::hash(&bytes) != crc {
-                return SlotRead::Torn;
-            }
-            return match TlsRecord::decode(&bytes) {
+            return match TlsRecord::decode(&scratch.bytes) {
                 Ok(rec) => SlotRead::Record(rec),
-                Err(_) => SlotRead::Torn,
+                Err(_) => SlotRead::Corrupt,
             };
         }
         SlotRead::Torn
@@ -644,7 +845,7 @@ impl RingReader {
     }
 
     pub fn counter(&self, counter: SensorCounter) -> u64 {
-        self.header_word(layout::W_COUNTERS + counter as usize)
+        self.header_word(counter.word())
     }
 
     /// Unix ns up to which the sensor has processed every captured packet (0: never reported).
@@ -662,8 +863,28 @@ impl RingReader {
         u32::try_from(self.header_word(layout::W_WRITER_PID)).unwrap_or(0)
     }
 
+    /// Unix ns at which the ring was created.
+    pub fn created_ns(&self) -> u64 {
+        self.header_word(layout::W_CREATED)
+    }
+
     pub fn geometry(&self) -> Geometry {
         self.geometry
+    }
+}
+
+/// Per-lookup buffers: the copied slot words and their bytes.
+struct Scratch {
+    words: Vec<u64>,
+    bytes: Vec<u8>,
+}
+
+impl Scratch {
+    fn new(g: Geometry) -> Self {
+        Self {
+            words: Vec::with_capacity(g.slot_words()),
+            bytes: Vec::with_capacity(g.payload_capacity() + 8),
+        }
     }
 }
 
@@ -671,5 +892,15 @@ impl RingReader {
 #[allow(clippy::large_enum_variant)]
 enum SlotRead {
     Record(TlsRecord),
+    /// Still being rewritten after every attempt.
     Torn,
+    /// A stable copy that is not a valid record.
+    Corrupt,
 }
+
+// httpd children share one reader between their threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<RingReader>();
+    send_sync::<RingWriter>();
+};

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""What does mod_reqin_log cost a server? Side-by-side, same run, same machine, same client.
+
+Starts three private httpd instances from httpd-conf/test/httpd.conf.in (event MPM, TLS,
+keep-alive) on free loopback ports, one after the other, and drives each with h2load:
+
+  a  no request logging at all (the module not loaded)
+  b  a JSON CustomLog with fields comparable to ours (mod_log_config, escaped by httpd)
+  c  mod_reqin_log + ja4sensor capturing lo (every request joined with its handshake)
+
+for HTTP/1.1 and h2 over kept-alive connections, then (d) one new TLS connection per request
+(the worst case for the sensor): share of lines correlated and req/s against (a).
+
+Runs are interleaved (a b c a b c ...) and the median of the repeats is reported, so slow drift
+of the machine hits every variant alike. Prints a table; `--markdown` prints it for
+BENCHMARKS.md. Needs root (pcap on lo, httpd binding as root), release builds of the module and
+the sensor (`make bench` builds them).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", TOP / "target")) / "release"
+MODULE = TARGET / "libmod_reqin_log.so"
+SENSOR = TARGET / "ja4sensor"
+TEMPLATE = TOP / "httpd-conf/test/httpd.conf.in"
+
+# Comparable to our line: time, both ends of the connection, the request, status, size, duration
+# and the User-Agent, as JSON. httpd escapes quotes, backslashes and control bytes in %r/%{}i.
+JSON_LOGFORMAT = (
+    'LogFormat "{\\"time\\":\\"%{%Y-%m-%dT%H:%M:%S}t.%{usec_frac}tZ\\",\\"src_ip\\":\\"%a\\",'
+    '\\"src_port\\":%{remote}p,\\"dst_ip\\":\\"%A\\",\\"dst_port\\":%{local}p,\\"method\\":\\"%m\\",'
+    '\\"host\\":\\"%{Host}i\\",\\"path\\":\\"%U\\",\\"query\\":\\"%q\\",\\"http_version\\":\\"%H\\",'
+    '\\"status\\":%>s,\\"bytes_sent\\":%B,\\"duration_us\\":%D,\\"header_User-Agent\\":\\"%{User-Agent}i\\"}" reqin_json'
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+class Server:
+    """One private httpd variant (and, for `c`, the sensor feeding its ring)."""
+
+    def __init__(self, variant, root):
+        self.variant = variant
+        self.root = Path(root)
+        self.tls_port = free_port()
+        self.http_port = free_port()
+        self.log = self.root / "reqin.log"
+        self.ring = self.root / "ja4sensor.ring"
+        self.sensor = None
+        docroot = self.root / "htdocs"
+        docroot.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        os.chmod(docroot, 0o755)
+        # A small static file, the usual bot target.
+        (docroot / "index.html").write_text("<html><body>hello</body></html>\n" * 8)
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "2", "-subj", "/CN=localhost",
+             "-keyout", str(self.root / "key.pem"), "-out", str(self.root / "cert.pem")])
+        os.chmod(self.root / "key.pem", 0o644)
+        text = TEMPLATE.read_text()
+        for k, v in {
+            "@SERVER_ROOT@": self.root, "@MODULES_DIR@": "/usr/lib/apache2/modules", "@MPM@": "event",
+            "@REQIN_MODULE@": MODULE, "@LISTEN_TLS@": self.tls_port, "@LISTEN_HTTP@": self.http_port,
+            "@CERT@": self.root / "cert.pem", "@KEY@": self.root / "key.pem", "@REQIN_LOG@": self.log,
+            "@RING@": self.ring, "@DOCROOT@": docroot,
+        }.items():
+            text = text.replace(k, str(v))
+        if variant != "c":
+            text = "\n".join(l for l in text.splitlines()
+                              if "reqin_log_module" not in l and not l.lstrip().startswith("ReqinLog"))
+            text = text.replace(" reqin_log:debug", "")
+        if variant == "b":
+            text += "\n" + JSON_LOGFORMAT + f'\nCustomLog "{self.log}" reqin_json\n'
+        # The benchmark measures the request path, not debug logging.
+        text = text.replace("reqin_log:debug", "reqin_log:warn")
+        # Enough workers that the server, not the pool, is measured.
+        text += "\nStartServers 2\nThreadsPerChild 32\nMaxRequestWorkers 128\nMaxKeepAliveRequests 0\n"
+        self.conf = self.root / "httpd.conf"
+        self.conf.write_text(text)
+
+    def start(self):
+        if self.variant == "c":
+            self.sensor = subprocess.Popen(
+                [str(SENSOR), "run", "--interface", "lo", "--ports", str(self.tls_port),
+                 "--ring", str(self.ring), "--ring-group", "www-data"],
+                stdout=subprocess.DEVNULL, stderr=open(self.root / "sensor.log", "w"))
+            for _ in range(200):
+                if self.ring.exists():
+                    break
+                time.sleep(0.05)
+        run(["apache2", "-f", str(self.conf), "-k", "start"])
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"httpd {self.variant} did not start")
+
+    def stop(self):
+        subprocess.run(["apache2", "-f", str(self.conf), "-k", "stop"], capture_output=True)
+        pid_file = self.root / "httpd.pid"
+        for _ in range(200):
+            if not pid_file.exists():
+                break
+            time.sleep(0.05)
+        if self.sensor:
+            self.sensor.send_signal(signal.SIGTERM)
+            self.sensor.wait(timeout=10)
+
+    def url(self):
+        return f"https://127.0.0.1:{self.tls_port}/index.html"
+
+    def lines(self):
+        if not self.log.exists():
+            return []
+        return [json.loads(l) for l in self.log.read_text().splitlines() if l.strip()]
+
+
+def h2load(url, proto, requests, clients, streams, log_file, extra=()):
+    cmd = ["h2load", "-n", str(requests), "-c", str(clients), "-m", str(streams), "-t", "1",
+           f"--log-file={log_file}", *extra]
+    if proto == "h1":
+        cmd.append("--h1")
+    cmd.append(url)
+    out = run(cmd).stdout
+    rps = None
+    for line in out.splitlines():
+        if line.startswith("finished in"):
+            rps = float(line.split(",")[1].split()[0])
+        if line.startswith("requests:"):
+            failed = int(line.split("failed")[0].split(",")[-1].split()[0])
+            if failed:
+                raise RuntimeError(f"h2load: {failed} requests failed:\n{out}")
+    durations = sorted(int(l.split("\t")[2]) for l in Path(log_file).read_text().splitlines() if l)
+    p = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))]
+    return {"rps": rps, "p50_us": p(0.50), "p99_us": p(0.99)}
+
+
+def new_connection_run(server, requests, log_file):
+    """One TLS connection per request: h2load reconnects after each `Connection: close`."""
+    return h2load(server.url(), "h1", requests, 4, 1, log_file, extra=("-H", "Connection: close"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=40_000, help="requests per keep-alive run")
+    ap.add_argument("--new-conn-requests", type=int, default=4_000, help="requests in the new-connection run")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    for tool in ("h2load", "apache2", "openssl"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: run `make deps`")
+    for f in (MODULE, SENSOR):
+        if not f.exists():
+            sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor`")
+
+    results = {}  # (variant, proto) -> list of runs
+    with tempfile.TemporaryDirectory(prefix="reqin-bench-") as tmp:
+        os.chmod(tmp, 0o755)  # httpd children (www-data) serve files from below it
+        servers = {v: Server(v, Path(tmp) / v) for v in "abc"}
+        try:
+            for s in servers.values():
+                s.start()
+            # Warm-up: TLS session caches, page cache, first-request costs.
+            for v, s in servers.items():
+                try:
+                    h2load(s.url(), "h1", 2000, args.clients, 1, Path(tmp) / "warm.log")
+                except RuntimeError as e:
+                    sys.exit(f"variant ({v}): {e}\n{(s.root / 'error.log').read_text()[-2000:]}")
+            for rep in range(args.repeats):
+                for proto, streams in (("h1", 1), ("h2", 10)):
+                    for v, s in servers.items():
+                        r = h2load(s.url(), proto, args.requests, args.clients, streams, Path(tmp) / "h.log")
+                        results.setdefault((v, proto), []).append(r)
+            # (d) worst case for the sensor: a new TLS connection per request.
+            before = len(servers["c"].lines())
+            new_a = new_connection_run(servers["a"], args.new_conn_requests, Path(tmp) / "d.log")
+            new_c = new_connection_run(servers["c"], args.new_conn_requests, Path(tmp) / "d.log")
+            time.sleep(1.0)  # orphan delay: the last lines are written after it
+            lines_c = servers["c"].lines()[before:]
+            correlated = sum(1 for l in lines_c if l.get("correlated"))
+        finally:
+            for s in servers.values():
+                s.stop()
+
+    med = {k: {m: statistics.median(r[m] for r in runs) for m in ("rps", "p50_us", "p99_us")}
+           for k, runs in results.items()}
+    rows = []
+    for proto in ("h1", "h2"):
+        a, b, c = (med[(v, proto)] for v in "abc")
+        rows.append((proto, a, b, c, c["rps"] / a["rps"], c["rps"] / b["rps"]))
+    name = {"a": "no logging", "b": "JSON CustomLog", "c": "mod_reqin_log + sensor"}
+    out = []
+    if args.markdown:
+        out.append("| protocol | variant | req/s | p50 µs | p99 µs |")
+        out.append("|---|---|---:|---:|---:|")
+        for proto, a, b, c, ca, cb in rows:
+            for v, m in zip("abc", (a, b, c)):
+                out.append(f"| {proto} | ({v}) {name[v]} | {m['rps']:.0f} | {m['p50_us']} | {m['p99_us']} |")
+        out.append("")
+        for proto, a, b, c, ca, cb in rows:
+            out.append(f"- {proto}: c/a = **{ca:.3f}** (target ≥ 0.98), c/b = **{cb:.3f}** (target ≥ 1)")
+        out.append(f"- (d) new TLS connection per request: {correlated}/{len(lines_c)} lines correlated "
+                   f"({100.0 * correlated / max(1, len(lines_c)):.1f} %, target 100 %), "
+                   f"req/s c/a = **{new_c['rps'] / new_a['rps']:.3f}** (target ≥ 0.97; "
+                   f"{new_a['rps']:.0f} vs {new_c['rps']:.0f} req/s)")
+    else:
+        out.append(f"{'proto':5} {'variant':26} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8}")
+        for proto, a, b, c, ca, cb in rows:
+            for v, m in zip("abc", (a, b, c)):
+                out.append(f"{proto:5} ({v}) {name[v]:22} {m['rps']:9.0f} {m['p50_us']:8} {m['p99_us']:8}")
+            out.append(f"{proto:5} ratios: c/a {ca:.3f} (target >= 0.98), c/b {cb:.3f} (target >= 1)")
+        out.append(f"new connection per request: {correlated}/{len(lines_c)} correlated, "
+                   f"c/a {new_c['rps'] / new_a['rps']:.3f} (target >= 0.97)")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
