@@ -242,6 +242,8 @@ pub enum CaptureError {
     },
     #[error("unsupported link type {name} ({dlt}); supported: Ethernet, NULL/LOOP, Linux SLL/SLL2, raw IP")]
     UnsupportedLinkType { dlt: i32, name: String },
+    #[error("cannot list the interfaces' addresses: {0}")]
+    ListDevices(#[source] pcap::Error),
     #[error("capture read failed: {0}")]
     Read(#[source] pcap::Error),
     #[error("waiting for packets failed: {0}")]
@@ -251,7 +253,12 @@ pub enum CaptureError {
 /// Opens a live capture in immediate mode (each packet is delivered as it arrives, not when a
 /// kernel buffer block fills) with the given BPF filter. The handle is non-blocking: an empty
 /// read returns [`pcap::Error::TimeoutExpired`]; wait with [`wait_readable`].
-pub fn open_live(interface: &str, filter: &str) -> Result<Capture<pcap::Active>, CaptureError> {
+/// `buffer_bytes` is libpcap's kernel buffer (see `Config::pcap_buffer_bytes`).
+pub fn open_live(
+    interface: &str,
+    filter: &str,
+    buffer_bytes: i32,
+) -> Result<Capture<pcap::Active>, CaptureError> {
     let open_err = |source| CaptureError::OpenLive {
         interface: interface.to_owned(),
         source,
@@ -259,6 +266,7 @@ pub fn open_live(interface: &str, filter: &str) -> Result<Capture<pcap::Active>,
     let mut cap = Capture::from_device(interface)
         .map_err(open_err)?
         .immediate_mode(true)
+        .buffer_size(buffer_bytes)
         .snaplen(SNAPLEN)
         .promisc(false)
         .open()
@@ -270,6 +278,29 @@ pub fn open_live(interface: &str, filter: &str) -> Result<Capture<pcap::Active>,
             source,
         })?;
     Ok(cap)
+}
+
+/// Compiles `filter` without opening an interface (for `--check-config`).
+pub fn check_filter(filter: &str) -> Result<(), CaptureError> {
+    let err = |source| CaptureError::Filter {
+        filter: filter.to_owned(),
+        source,
+    };
+    let dead = Capture::dead(Linktype::ETHERNET).map_err(err)?;
+    dead.compile(filter, true).map(|_| ()).map_err(err)
+}
+
+/// Every address of every interface of this host (loopback included), for the generated
+/// filter's `dst host` clause when `core.local_ips` is empty.
+pub fn local_addresses() -> Result<Vec<IpAddr>, CaptureError> {
+    let devices = pcap::Device::list().map_err(CaptureError::ListDevices)?;
+    let mut ips: Vec<IpAddr> = devices
+        .iter()
+        .flat_map(|d| d.addresses.iter().map(|a| a.addr))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
 }
 
 /// Waits until the capture has packets to read, `timeout` passes, or a signal interrupts the

@@ -7,9 +7,9 @@
 //! [`tls_parser::parse_tls_extension_unknown`], which keeps every raw type id in wire order
 //! (GREASE and unknown ones included), and only the few we read are parsed further.
 //!
-//! Today the caller hands over one TCP payload; a hello that needs more bytes is reported as
-//! [`HelloError::Incomplete`] so that TCP reassembly can later feed the same function a longer
-//! buffer.
+//! The caller (the flow's TCP reassembly) hands over the client's stream bytes from where the
+//! hello should start; a hello that needs more bytes is reported as [`HelloError::Incomplete`]
+//! and the same function is called again once more segments arrived.
 
 use tls_parser::{
     parse_tls_client_hello_extension, parse_tls_extension_unknown,
@@ -103,12 +103,20 @@ pub enum HelloError {
 /// Reads one ClientHello from the start of `bytes`: optional ChangeCipherSpec record, then one or
 /// more handshake records whose concatenated fragments hold the ClientHello message.
 pub fn parse_client_hello(bytes: &[u8]) -> Result<ClientHello, HelloError> {
-    let message = handshake_message(bytes)?;
-    parse_client_hello_message(&message)
+    parse_client_hello_prefix(bytes).map(|(hello, _)| hello)
 }
 
-/// Collects the fragments of the first handshake message from a run of TLS records.
-fn handshake_message(bytes: &[u8]) -> Result<Vec<u8>, HelloError> {
+/// Like [`parse_client_hello`], also returning how many bytes of `bytes` the hello's records
+/// used (up to the end of the record holding its last byte, or of `bytes`), so that a second
+/// ClientHello (after a HelloRetryRequest) is looked for after them.
+pub fn parse_client_hello_prefix(bytes: &[u8]) -> Result<(ClientHello, usize), HelloError> {
+    let (message, used) = handshake_message(bytes)?;
+    Ok((parse_client_hello_message(&message)?, used))
+}
+
+/// Collects the fragments of the first handshake message from a run of TLS records; returns it
+/// with the number of input bytes its records span.
+fn handshake_message(bytes: &[u8]) -> Result<(Vec<u8>, usize), HelloError> {
     let mut message: Vec<u8> = Vec::new();
     let mut rest = bytes;
     let mut ccs_skipped = 0;
@@ -187,7 +195,8 @@ fn handshake_message(bytes: &[u8]) -> Result<Vec<u8>, HelloError> {
             }
             if message.len() >= need {
                 message.truncate(need);
-                return Ok(message);
+                let record_end = bytes.len() - after_header.len() + available;
+                return Ok((message, record_end));
             }
         }
         if available < len {

@@ -16,6 +16,7 @@ pub mod flow;
 pub mod hello;
 pub mod live;
 pub mod offline;
+pub mod output;
 pub mod pipeline;
 pub mod publish;
 
@@ -30,6 +31,8 @@ pub enum SensorError {
     Ring(#[from] correlate_lib::ring::RingError),
     #[error(transparent)]
     Publish(#[from] publish::PublishError),
+    #[error(transparent)]
+    Output(#[from] output::OutputError),
     #[error("cannot install the {signal} handler: {source}")]
     Signal {
         signal: &'static str,

@@ -1,11 +1,16 @@
-//! `ja4sensor run`: live capture into the shared-memory ring, with counters stored in the ring
-//! header every second and a summary in the log every minute and at exit. SIGTERM and SIGINT
-//! stop the loop cleanly: the capture is non-blocking and the loop waits at most
-//! [`capture::POLL_TIMEOUT`] (a signal interrupts the wait), so the flag set by the signal
-//! handler is noticed promptly.
+//! `ja4sensor run`: live capture into the shared-memory ring (and sentinel's JSON outputs), with
+//! counters stored in the ring header every second and a summary in the log every minute and
+//! at exit.
+//!
+//! Signals: SIGTERM and SIGINT stop the loop cleanly (the capture is non-blocking and the loop
+//! waits at most [`capture::POLL_TIMEOUT`]; a signal interrupts the wait), then the outputs are
+//! flushed; SIGHUP reopens file outputs (logrotate). systemd: `READY=1` once capturing,
+//! `WATCHDOG=1` at half of `WatchdogSec` from the capture loop itself (a stuck loop gets the
+//! service restarted), `STOPPING=1` on the way out.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +19,8 @@ use correlate_lib::ring::{RingConfig, SensorCounter};
 use crate::capture::{self, CaptureError};
 use crate::config::Config;
 use crate::flow::MAX_FLOWS;
-use crate::pipeline::{Counters, Pipeline};
+use crate::output::{OutputCounts, Outputs};
+use crate::pipeline::{Counters, Event, Pipeline, PipelineConfig};
 use crate::publish::{RingSink, RingStats};
 use crate::SensorError;
 
@@ -22,36 +28,45 @@ use crate::SensorError;
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a summary line is logged.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+/// Time the outputs get to write what is queued at shutdown: sentinel's unit stops with
+/// `TimeoutStopSec=2`, so the whole exit must fit in well under 2 s.
+const OUTPUT_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
-    /// YAML config file (ja4sentinel's keys plus `ring:` and `core.sensor_id`).
+    /// YAML config file (ja4sentinel's keys plus `ring:` and `core.sensor_id`). sentinel's
+    /// `-config FILE` spelling is accepted too.
     #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    /// Validate the configuration (file, environment, flags, BPF filter, output paths) and exit.
+    #[arg(long)]
+    pub check_config: bool,
     /// Capture interface (`any` for all); overrides core.interface.
     #[arg(long, short = 'i')]
-    interface: Option<String>,
+    pub interface: Option<String>,
     /// Comma-separated server ports; overrides core.listen_ports.
     #[arg(long, short = 'p', value_delimiter = ',')]
-    ports: Option<Vec<u16>>,
+    pub ports: Option<Vec<u16>>,
     /// Ring file; overrides ring.path.
     #[arg(long)]
-    ring: Option<PathBuf>,
+    pub ring: Option<PathBuf>,
     /// Sensor identifier copied into every record; overrides core.sensor_id.
     #[arg(long)]
-    sensor_id: Option<String>,
+    pub sensor_id: Option<String>,
     /// Group that may read the ring (the Apache group, e.g. www-data); overrides ring.group.
     #[arg(long)]
-    ring_group: Option<String>,
+    pub ring_group: Option<String>,
 }
 
 impl RunArgs {
-    /// The config file (or the defaults) with the command-line overrides applied.
-    fn config(&self) -> Result<Config, SensorError> {
+    /// The config file (or the defaults) with the environment and command-line overrides
+    /// applied, validated.
+    pub fn config(&self) -> Result<Config, SensorError> {
         let mut cfg = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        cfg.apply_env()?;
         if let Some(i) = &self.interface {
             cfg.core.interface = i.clone();
         }
@@ -74,20 +89,28 @@ impl RunArgs {
     }
 }
 
-fn install_stop_flag() -> Result<Arc<AtomicBool>, SensorError> {
+/// The flags the signal handlers set.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    hangup: Arc<AtomicBool>,
+}
+
+fn install_signals() -> Result<Signals, SensorError> {
     let stop = Arc::new(AtomicBool::new(false));
-    for (signal, name) in [
-        (signal_hook::consts::SIGTERM, "SIGTERM"),
-        (signal_hook::consts::SIGINT, "SIGINT"),
+    let hangup = Arc::new(AtomicBool::new(false));
+    for (signal, name, flag) in [
+        (signal_hook::consts::SIGTERM, "SIGTERM", &stop),
+        (signal_hook::consts::SIGINT, "SIGINT", &stop),
+        (signal_hook::consts::SIGHUP, "SIGHUP", &hangup),
     ] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
+        signal_hook::flag::register(signal, Arc::clone(flag)).map_err(|source| {
             SensorError::Signal {
                 signal: name,
                 source,
             }
         })?;
     }
-    Ok(stop)
+    Ok(Signals { stop, hangup })
 }
 
 fn unix_now_ns() -> u64 {
@@ -104,12 +127,49 @@ struct KernelStats {
     if_dropped: u64,
 }
 
+/// The addresses of the generated filter's `dst host` clause: `core.local_ips`, or every
+/// address of this host when it is empty (a host without any address gets no clause).
+fn server_addresses(cfg: &Config) -> Result<Vec<IpAddr>, SensorError> {
+    let configured = cfg.local_ips()?;
+    if !configured.is_empty() || !cfg.core.bpf_filter.trim().is_empty() {
+        return Ok(configured);
+    }
+    Ok(capture::local_addresses()?)
+}
+
+/// `--check-config`: everything `run` would check before capturing, without capturing.
+pub fn check_config(args: &RunArgs) -> Result<(), SensorError> {
+    let cfg = args.config()?;
+    let filter = cfg.bpf_filter(&server_addresses(&cfg)?);
+    capture::check_filter(&filter)?;
+    let outputs = cfg.outputs()?;
+    println!(
+        "configuration OK: interface {}, filter {filter:?}, ring {} ({} slots, mode {}), {} output(s) enabled",
+        cfg.core.interface,
+        cfg.ring.path.display(),
+        cfg.ring.slot_count,
+        cfg.ring.mode,
+        outputs.len()
+    );
+    Ok(())
+}
+
+/// sd_notify, when started by systemd (`NOTIFY_SOCKET` set); a no-op otherwise.
+fn notify(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        log::warn!("sd_notify failed: {e}");
+    }
+}
+
 pub fn run(args: RunArgs) -> Result<(), SensorError> {
+    if args.check_config {
+        return check_config(&args);
+    }
     let cfg = args.config()?;
     crate::init_logging(&cfg.core.log_level);
-    let stop = install_stop_flag()?;
-    let filter = cfg.bpf_filter();
-    let mut cap = capture::open_live(&cfg.core.interface, &filter)?;
+    let signals = install_signals()?;
+    let filter = cfg.bpf_filter(&server_addresses(&cfg)?);
+    let mut cap = capture::open_live(&cfg.core.interface, &filter, cfg.pcap_buffer_bytes())?;
     let link = capture::link_type(&cap)?;
     let ring_config = RingConfig {
         slot_count: cfg.ring.slot_count,
@@ -121,33 +181,61 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
         cfg.ring.mode_bits()?,
         cfg.ring.gid()?,
     )?;
+    let reopen = Arc::new(AtomicU64::new(0));
+    let outputs = Outputs::start(&cfg.outputs()?, Arc::clone(&reopen))?;
     log::info!(
-        "capturing on {} ({link:?}) with filter {filter:?}, publishing into {}",
+        "capturing on {} ({link:?}) with filter {filter:?}, publishing into {}{}",
         cfg.core.interface,
-        cfg.ring.path.display()
+        cfg.ring.path.display(),
+        if outputs.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} output(s)", outputs.counts().len())
+        }
     );
     let timeout_ns = cfg.core.flow_timeout_sec.saturating_mul(1_000_000_000);
-    let mut pipeline = Pipeline::new(link, MAX_FLOWS, timeout_ns, cfg.core.sensor_id.clone());
+    let mut pipeline = Pipeline::with_config(
+        link,
+        PipelineConfig {
+            max_flows: MAX_FLOWS,
+            flow_timeout_ns: timeout_ns,
+            sensor_id: cfg.core.sensor_id.clone(),
+            exclude_sources: cfg.exclude_sources()?,
+        },
+    );
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec / 2));
+    notify(sd_notify::NotifyState::Ready);
     let mut kernel = KernelStats::default();
     let mut last_counters = Instant::now();
     let mut last_summary = Instant::now();
+    let mut last_watchdog = Instant::now();
     let mut watermark_ns = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    let mut result = Ok(());
+    while !signals.stop.load(Ordering::Relaxed) {
         let polled_at_ns = unix_now_ns();
         match cap.next_packet() {
             Ok(packet) => {
                 // Live captures are opened with microsecond timestamps.
                 let time_ns = capture::timestamp_ns(packet.header, 1_000);
                 watermark_ns = watermark_ns.max(time_ns);
-                pipeline.process(time_ns, packet.data, &mut |event| {
-                    log::debug!(
-                        "hello {} sni={:?} ja4={} ja3={}",
-                        event.record.key.map(|k| k.conn_id()).unwrap_or_default(),
-                        event.record.tls_sni,
-                        event.record.ja4,
-                        event.record.ja3_hash
-                    );
-                    ring.publish(&event);
+                pipeline.process(time_ns, packet.data, &mut |event| match event {
+                    Event::Hello(event) => {
+                        log::debug!(
+                            "hello {} sni={:?} ja4={} ja3={}",
+                            event.record.key.map(|k| k.conn_id()).unwrap_or_default(),
+                            event.record.tls_sni,
+                            event.record.ja4,
+                            event.record.ja3_hash
+                        );
+                        ring.publish(&event);
+                        if !outputs.is_empty() {
+                            let json = serde_json::Value::Object(event.record.json_fields());
+                            outputs.send(&json.to_string());
+                        }
+                    }
+                    Event::Closed { key, time_ns } => ring.mark_closed(&key, time_ns),
                 });
                 ring.set_watermark(watermark_ns);
             }
@@ -157,9 +245,25 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
                 watermark_ns = watermark_ns.max(polled_at_ns);
                 ring.set_watermark(watermark_ns);
                 pipeline.tick(unix_now_ns());
-                capture::wait_readable(&cap, capture::POLL_TIMEOUT)?;
+                if let Err(e) = capture::wait_readable(&cap, capture::POLL_TIMEOUT) {
+                    result = Err(e.into());
+                    break;
+                }
             }
-            Err(e) => return Err(CaptureError::Read(e).into()),
+            Err(e) => {
+                result = Err(CaptureError::Read(e).into());
+                break;
+            }
+        }
+        if signals.hangup.swap(false, Ordering::Relaxed) {
+            log::info!("SIGHUP: reopening file outputs");
+            reopen.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(interval) = watchdog {
+            if last_watchdog.elapsed() >= interval {
+                last_watchdog = Instant::now();
+                notify(sd_notify::NotifyState::Watchdog);
+            }
         }
         if last_counters.elapsed() >= COUNTER_INTERVAL {
             last_counters = Instant::now();
@@ -174,13 +278,18 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
         }
         if last_summary.elapsed() >= SUMMARY_INTERVAL {
             last_summary = Instant::now();
-            log_summary(&pipeline, ring.stats(), kernel);
+            log_summary(&pipeline, ring.stats(), kernel, &outputs.counts());
         }
     }
+    notify(sd_notify::NotifyState::Stopping);
     store_counters(&ring, &pipeline, kernel);
-    log::info!("stopping on signal");
-    log_summary(&pipeline, ring.stats(), kernel);
-    Ok(())
+    match &result {
+        Ok(()) => log::info!("stopping on signal"),
+        Err(e) => log::error!("stopping: {e}"),
+    }
+    let output_counts = outputs.shutdown(OUTPUT_DRAIN_GRACE);
+    log_summary(&pipeline, ring.stats(), kernel, &output_counts);
+    result
 }
 
 fn store_counters(ring: &RingSink, pipeline: &Pipeline, kernel: KernelStats) {
@@ -194,7 +303,10 @@ fn store_counters(ring: &RingSink, pipeline: &Pipeline, kernel: KernelStats) {
             kernel.dropped + kernel.if_dropped,
         ),
         (SensorCounter::HellosParsed, c.hellos_parsed),
-        (SensorCounter::ParseFailures, c.parse_failures),
+        (
+            SensorCounter::ParseFailures,
+            c.parse_failures + c.hellos_too_large + c.reassembly_over_budget,
+        ),
         (SensorCounter::FlowsEvicted, flows.evicted + flows.expired),
         (SensorCounter::RingWrites, r.writes),
         (SensorCounter::RecordsTooLarge, r.too_large),
@@ -203,32 +315,65 @@ fn store_counters(ring: &RingSink, pipeline: &Pipeline, kernel: KernelStats) {
     }
 }
 
-fn log_summary(pipeline: &Pipeline, ring: RingStats, kernel: KernelStats) {
+fn log_summary(
+    pipeline: &Pipeline,
+    ring: RingStats,
+    kernel: KernelStats,
+    outputs: &[OutputCounts],
+) {
     let c = pipeline.counters();
     let flows = pipeline.flow_stats();
+    let outputs: Vec<String> = outputs
+        .iter()
+        .map(|o| {
+            format!(
+                "{}(written={} queue_drops={} write_failures={})",
+                o.name, o.written, o.dropped, o.failed
+            )
+        })
+        .collect();
     log::info!(
-        "packets={} kernel_drops={} if_drops={} syns={} hellos={} parse_failures={} \
-         incomplete_hellos={} not_tls={} retransmissions={} malformed_frames={} not_tcp={} \
-         fragments={} flows={} flows_evicted={} flows_expired={} ring_writes={} \
-         ring_too_large={} ring_errors={} ring_shortened={}",
+        "packets={} kernel_drops={} if_drops={} excluded={} syns={} hellos={} reassembled={} \
+         parse_failures={} (body={} extensions={} interleaved={}) too_large={} over_budget={} \
+         incomplete_waits={} not_tls={} not_hello={} retransmissions={} out_of_order={} \
+         malformed_frames={} not_tcp={} fragments={} flows={} flows_evicted={} flows_expired={} \
+         flows_without_hello={} buffered_bytes={} open_connections={} closes={} ring_writes={} \
+         ring_too_large={} ring_errors={} ring_shortened={} ring_closed_marked={} \
+         ring_closed_not_found={} outputs=[{}]",
         c.packets_seen,
         kernel.dropped,
         kernel.if_dropped,
+        c.packets_excluded,
         c.syns,
         c.hellos_parsed,
+        c.hellos_reassembled,
         c.parse_failures,
+        c.parse_malformed_body,
+        c.parse_malformed_extensions,
+        c.parse_interleaved,
+        c.hellos_too_large,
+        c.reassembly_over_budget,
         c.hellos_incomplete,
         c.payloads_not_tls,
+        c.payloads_not_hello,
         c.retransmissions,
+        c.segments_out_of_order,
         c.packets_malformed,
         c.packets_not_tcp + c.packets_not_ip,
         c.ip_fragments,
         pipeline.flows_tracked(),
         flows.evicted,
         flows.expired,
+        flows.expired_without_hello,
+        pipeline.reassembly_bytes(),
+        pipeline.open_connections(),
+        c.connections_closed,
         ring.writes,
         ring.too_large,
         ring.errors,
         ring.shortened,
+        ring.closed_marked,
+        ring.closed_not_found,
+        outputs.join(" "),
     );
 }

@@ -1,4 +1,5 @@
-//! `ja4sensor` command line: `run` (live capture into the ring) and `read` (a capture file to
+//! `ja4sensor` command line: `run` (live capture into the ring; also what a bare `ja4sensor
+//! [--config FILE]` does, so sentinel's unit line keeps working) and `read` (a capture file to
 //! JSON lines). Everything else lives in the library.
 
 #![forbid(unsafe_code)]
@@ -10,10 +11,18 @@ use clap::{Parser, Subcommand};
 use ja4sensor::{live, offline};
 
 #[derive(Debug, Parser)]
-#[command(name = "ja4sensor", version, about)]
+#[command(
+    name = "ja4sensor",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand: `run` with these options.
+    #[command(flatten)]
+    run: live::RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -27,11 +36,25 @@ enum Command {
     },
 }
 
+/// sentinel is a Go program: its flags have one dash (`ja4sentinel -config FILE`). Accept that
+/// spelling of the flags we share so its systemd unit's `ExecStart` line works unchanged.
+fn sentinel_flags(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.map(|a| match a.as_str() {
+        "-config" => "--config".to_owned(),
+        _ => match a.strip_prefix("-config=") {
+            Some(v) => format!("--config={v}"),
+            None => a,
+        },
+    })
+    .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(sentinel_flags(std::env::args()));
     let result = match cli.command {
-        Command::Run(args) => live::run(args),
-        Command::Read { file } => offline::read(&file),
+        Some(Command::Run(args)) => live::run(args),
+        Some(Command::Read { file }) => offline::read(&file),
+        None => live::run(cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

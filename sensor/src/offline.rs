@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::capture::{self, CaptureError};
 use crate::flow::MAX_FLOWS;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Event, Pipeline};
 use crate::publish::JsonLinesSink;
 use crate::SensorError;
 
@@ -29,6 +29,7 @@ pub fn read(path: &Path) -> Result<(), SensorError> {
         };
         let time_ns = capture::timestamp_ns(packet.header, 1);
         pipeline.process(time_ns, packet.data, &mut |event| {
+            let Event::Hello(event) = event else { return };
             if write_error.is_none() {
                 if let Err(e) = sink.publish(&event) {
                     write_error = Some(e);

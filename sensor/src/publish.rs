@@ -7,7 +7,7 @@ use std::path::Path;
 
 use correlate_lib::record::{MAX_ALPN_LEN, MAX_RAW_FINGERPRINT_LEN, MAX_SNI_LEN};
 use correlate_lib::ring::{RingConfig, RingError, RingWriter, SensorCounter};
-use correlate_lib::TlsRecord;
+use correlate_lib::{ConnKey, TlsRecord};
 use serde_json::Value;
 
 use crate::pipeline::HelloEvent;
@@ -69,6 +69,10 @@ pub struct RingStats {
     pub errors: u64,
     /// Records whose strings were shortened to the codec's limits.
     pub shortened: u64,
+    /// Client FIN/RST stored as `closed_time_ns` in the connection's record.
+    pub closed_marked: u64,
+    /// Closes whose record was no longer in the ring (overwritten).
+    pub closed_not_found: u64,
 }
 
 /// The sensor's ring writer plus its counters.
@@ -112,6 +116,16 @@ impl RingSink {
                 self.stats.errors += 1;
                 log::warn!("ring publish failed: {e}");
             }
+        }
+    }
+
+    /// Stores the client's FIN/RST time in the record of `key`, so a reader never joins a later
+    /// connection on the same client port to this handshake.
+    pub fn mark_closed(&mut self, key: &ConnKey, time_ns: u64) {
+        if self.writer.mark_closed(key, time_ns) {
+            self.stats.closed_marked += 1;
+        } else {
+            self.stats.closed_not_found += 1;
         }
     }
 

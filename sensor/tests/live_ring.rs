@@ -108,6 +108,17 @@ fn live_hello_on_loopback_is_published_into_the_ring() {
     assert!(tcp.options.starts_with("MSS"), "{}", tcp.options);
     assert!(record.syn_time_ns > 0 && record.hello_time_ns >= record.syn_time_ns);
 
+    assert_eq!(record.closed_time_ns, 0, "still open");
+    // The client closes: its FIN marks the record closed, so a later connection on the same
+    // client port cannot join this handshake.
+    drop(client);
+    let closed = wait_for("the close mark", || match reader.lookup(&key) {
+        Lookup::Hit(r) if r.closed_time_ns != 0 => Some(r),
+        _ => None,
+    });
+    assert!(closed.closed_time_ns >= closed.hello_time_ns);
+    assert_eq!(closed.ja4, record.ja4);
+
     wait_for("counters in the ring header", || {
         (reader.counter(SensorCounter::HellosParsed) >= 1
             && reader.counter(SensorCounter::RingWrites) >= 1)
