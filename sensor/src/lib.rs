@@ -3,9 +3,11 @@
 //! shared-memory ring that Apache reads.
 //!
 //! The code follows the packet: [`capture`] → [`flow`] → [`hello`] → [`fingerprint`] →
-//! [`publish`], glued by [`pipeline`]; [`live`] and [`offline`] drive it from an interface or a
-//! file. The binary (`main.rs`) is only the command line. The parsers ([`hello`], [`capture`])
-//! take hostile bytes and are fuzzed from `fuzz/`.
+//! [`publish`] (the ring) and [`output`] (sentinel's JSON outputs), glued by [`pipeline`];
+//! [`live`] and [`offline`] drive it from an interface or a file; [`config`] is sentinel's YAML.
+//! The binary (`main.rs`) is only the command line. The parsers ([`hello`], [`capture`]) and the
+//! reassembly ([`flow`]) take hostile bytes and are fuzzed from `fuzz/` (targets `client_hello`,
+//! `frame`, `segments`).
 
 #![forbid(unsafe_code)]
 
