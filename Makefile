@@ -28,8 +28,8 @@ demo: release
 # Speed, as ratios against baselines measured in the same run (not part of `make test`).
 bench: release
 	$(CARGO) bench -p correlate-lib --bench ring
-	scripts/bench/sensor.sh
 	python3 scripts/bench/overhead.py
+	scripts/bench/sensor.sh
 
 install: release
 	./apxs/install.sh

@@ -31,6 +31,13 @@ pub const PATH: &str = "path";
 pub const QUERY: &str = "query";
 pub const HTTP_VERSION: &str = "http_version";
 pub const STATUS: &str = "status";
+/// Bytes of the response body and headers sent (mod_log_config's `%B` of the final request).
+pub const BYTES_SENT: &str = "bytes_sent";
+/// Microseconds from the start of the request to its log phase (mod_log_config's `%D`).
+pub const DURATION_US: &str = "duration_us";
+/// `r->useragent_ip` when it differs from the TCP peer (mod_remoteip rewrote it); the join
+/// always uses the TCP peer, logged as `src_ip`.
+pub const USERAGENT_IP: &str = "useragent_ip";
 /// Prefix of a configured request header: `header_User-Agent`.
 pub const HEADER_PREFIX: &str = "header_";
 

@@ -148,21 +148,32 @@ impl JoinRules {
     }
 }
 
-/// Merges the sensor's fields into the request's line. Fields only one side has are copied;
-/// a field both have with the same value is kept once; with different values both are kept as
-/// `a_<name>` (request) and `b_<name>` (sensor) and the plain name is dropped.
-pub fn merge_fields(line: &mut Map<String, Value>, sensor: Map<String, Value>) {
+/// Merges the sensor's fields (source B, [`TlsRecord::json_fields`]) into the request's line
+/// (source A, fields in the order they are printed). Fields only the sensor has are appended; a
+/// field both have with the same value is kept once (the 4-tuple); with different values both
+/// are kept as `a_<name>` (request) and `b_<name>` (sensor) and the plain name is dropped.
+///
+/// `timestamp` is the one collision that is always present and always differs: the line's
+/// `timestamp` is the request time as RFC 3339 (what logcorrelator prints and `http_logs` parses)
+/// and stays; `a_timestamp` is the request time and `b_timestamp` the ClientHello time, both Unix
+/// nanoseconds (`UInt64` columns of seed 001's `http_logs`).
+pub fn merge_fields(line: &mut Vec<(String, Value)>, sensor: Map<String, Value>, a_time_ns: u64) {
     for (name, b) in sensor {
-        match line.remove(&name) {
-            None => {
-                line.insert(name, b);
-            }
-            Some(a) if a == b => {
-                line.insert(name, a);
-            }
-            Some(a) => {
-                line.insert(format!("{}{name}", fields::PREFIX_A), a);
-                line.insert(format!("{}{name}", fields::PREFIX_B), b);
+        if name == fields::TIMESTAMP {
+            line.push((
+                format!("{}{name}", fields::PREFIX_A),
+                Value::from(a_time_ns),
+            ));
+            line.push((format!("{}{name}", fields::PREFIX_B), b));
+            continue;
+        }
+        match line.iter().position(|(n, _)| *n == name) {
+            None => line.push((name, b)),
+            Some(i) if line[i].1 == b => {}
+            Some(i) => {
+                let a = line.remove(i).1;
+                line.insert(i, (format!("{}{name}", fields::PREFIX_A), a));
+                line.push((format!("{}{name}", fields::PREFIX_B), b));
             }
         }
     }
@@ -263,21 +274,36 @@ mod tests {
 
     #[test]
     fn colliding_fields_with_different_values_keep_both_sides() {
-        let mut line = Map::new();
-        line.insert("timestamp".into(), Value::from(111u64));
-        line.insert("src_ip".into(), Value::from("198.51.100.7"));
-        line.insert("method".into(), Value::from("GET"));
+        let mut line: Vec<(String, Value)> = vec![
+            (
+                "timestamp".into(),
+                Value::from("2026-01-01T00:00:00.000001Z"),
+            ),
+            ("src_ip".into(), Value::from("198.51.100.7")),
+            ("method".into(), Value::from("GET")),
+            ("tls_sni".into(), Value::from("a.example")),
+        ];
         let mut sensor = Map::new();
         sensor.insert("timestamp".into(), Value::from(222u64));
         sensor.insert("src_ip".into(), Value::from("198.51.100.7"));
         sensor.insert("ja4".into(), Value::from("t13"));
-        merge_fields(&mut line, sensor);
-        assert_eq!(line.get("a_timestamp"), Some(&Value::from(111u64)));
-        assert_eq!(line.get("b_timestamp"), Some(&Value::from(222u64)));
-        assert!(line.get("timestamp").is_none());
-        assert_eq!(line.get("src_ip"), Some(&Value::from("198.51.100.7")));
-        assert_eq!(line.get("method"), Some(&Value::from("GET")));
-        assert_eq!(line.get("ja4"), Some(&Value::from("t13")));
+        sensor.insert("tls_sni".into(), Value::from("b.example"));
+        merge_fields(&mut line, sensor, 111);
+        let get = |n: &str| line.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("a_timestamp"), Some(Value::from(111u64)));
+        assert_eq!(get("b_timestamp"), Some(Value::from(222u64)));
+        assert_eq!(
+            get("timestamp"),
+            Some(Value::from("2026-01-01T00:00:00.000001Z")),
+            "the line keeps its RFC 3339 time"
+        );
+        assert_eq!(get("src_ip"), Some(Value::from("198.51.100.7")));
+        assert_eq!(line.iter().filter(|(k, _)| k == "src_ip").count(), 1);
+        assert_eq!(get("method"), Some(Value::from("GET")));
+        assert_eq!(get("ja4"), Some(Value::from("t13")));
+        assert_eq!(get("tls_sni"), None);
+        assert_eq!(get("a_tls_sni"), Some(Value::from("a.example")));
+        assert_eq!(get("b_tls_sni"), Some(Value::from("b.example")));
     }
 
     #[test]

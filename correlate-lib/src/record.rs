@@ -103,7 +103,7 @@ pub struct TcpMeta {
     pub mss: u16,
     /// `None` when the SYN carried no window-scale option.
     pub window_scale: Option<u8>,
-    /// Option kinds in wire order, named as sentinel prints them: `MSS,NOP,WScale,SAckOK,...`.
+    /// Option kinds in wire order, named as sentinel prints them: `MSS,NOP,WScale,SACK,Timestamps,...`.
     pub options: String,
 }
 

@@ -11,3 +11,4 @@
 #include <apr_pools.h>
 #include <apr_strings.h>
 #include <apr_tables.h>
+#include <http_connection.h>

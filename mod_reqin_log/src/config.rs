@@ -1,14 +1,72 @@
 //! The module's directives: what each accepts, how a value is checked, and how a virtual host
 //! inherits from the main server. Pure: no httpd calls, so `apache2 -t` errors are unit-tested.
+//! README.md ("mod_reqin_log directives") has the table of every directive with its default;
+//! [`DIRECTIVES`] is the same list in code, and a unit test keeps the two in step.
 //!
-//! | directive      | value                                   | default                         |
-//! |----------------|-----------------------------------------|---------------------------------|
-//! | `ReqinLogFile` | path (absolute or under ServerRoot), or `\|program` | unset: the module logs nothing |
-//! | `ReqinLogRing` | absolute path of the sensor's ring      | [`DEFAULT_RING_PATH`]           |
+//! The `JsonSockLog*` directives are those of the original C module, with its meaning and
+//! defaults; everything new is prefixed `ReqinLog`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use correlate_lib::join::{JoinRules, MatchMode, DEFAULT_TIME_WINDOW};
 use correlate_lib::ring::DEFAULT_RING_PATH;
+use ipnet::IpNet;
+
+/// Every directive the module registers (c/shim.c holds the table httpd reads).
+pub const DIRECTIVES: &[&str] = &[
+    "JsonSockLogEnabled",
+    "JsonSockLogSocket",
+    "JsonSockLogHeaders",
+    "JsonSockLogMaxHeaders",
+    "JsonSockLogMaxHeaderValueLen",
+    "JsonSockLogReconnectInterval",
+    "JsonSockLogErrorReportInterval",
+    "JsonSockLogLevel",
+    "ReqinLogFile",
+    "ReqinLogRing",
+    "ReqinLogTimeWindow",
+    "ReqinLogOrphanDelay",
+    "ReqinLogMatchMode",
+    "ReqinLogExcludeSource",
+    "ReqinLogIncludePorts",
+    "ReqinLogRedactHeaders",
+    "ReqinLogExportEnv",
+    "ReqinLogLookupWait",
+    "ReqinLogTestPanic",
+];
+
+/// The C module's default: at most 25 configured headers per line.
+pub const DEFAULT_MAX_HEADERS: usize = 25;
+/// The C module's default: a header value is cut after 256 bytes.
+pub const DEFAULT_MAX_HEADER_VALUE_LEN: usize = 256;
+/// Hard limits, whatever is configured: a line must stay one datagram and one buffered write.
+pub const MAX_MAX_HEADERS: usize = 256;
+pub const MAX_MAX_HEADER_VALUE_LEN: usize = 16 * 1024;
+/// Seconds between reconnection attempts of the datagram socket (the C module's default).
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(10);
+/// Seconds between two error-log reports of the same sink failure (the C module's default).
+pub const DEFAULT_ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// logcorrelator's `apache_emit_delay_ms`.
+pub const DEFAULT_ORPHAN_DELAY: Duration = Duration::from_millis(500);
+/// Longest orphan delay accepted: the pending queue holds lines that long.
+pub const MAX_ORPHAN_DELAY: Duration = Duration::from_secs(10);
+/// How long `post_read_request` may wait for the sensor to publish this connection's hello
+/// (only while the sensor has not yet processed the packets up to the request): long enough
+/// for a sensor a few packets behind, short enough not to matter to a client.
+pub const DEFAULT_LOOKUP_WAIT: Duration = Duration::from_millis(20);
+pub const MAX_LOOKUP_WAIT: Duration = Duration::from_secs(1);
+/// Headers whose values are credentials: never logged unless listed in `JsonSockLogHeaders`
+/// *and* removed from the redaction list (`ReqinLogRedactHeaders -Cookie`).
+pub const DEFAULT_REDACTED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+];
+/// What a redacted header's value is replaced with.
+pub const REDACTED_VALUE: &str = "[REDACTED]";
 
 /// Where the JSON lines go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,6 +120,15 @@ impl std::fmt::Display for LogTarget {
 /// Parses a `ReqinLogRing` value: the sensor creates the ring at an absolute path, possibly after
 /// httpd started, so only its directory has to exist now.
 pub fn parse_ring_path(arg: &str) -> Result<PathBuf, ConfigError> {
+    parse_absolute_file(arg)
+}
+
+/// `JsonSockLogSocket`: the UNIX datagram socket of the collector, which may start later.
+pub fn parse_socket_path(arg: &str) -> Result<PathBuf, ConfigError> {
+    parse_absolute_file(arg)
+}
+
+fn parse_absolute_file(arg: &str) -> Result<PathBuf, ConfigError> {
     let arg = arg.trim();
     if arg.is_empty() {
         return Err(ConfigError::Empty);
@@ -88,6 +155,101 @@ fn require_parent_dir(path: &Path) -> Result<(), ConfigError> {
     }
 }
 
+/// `On`/`Off`, as httpd's FLAG directives spell it (the C shim passes FLAG values as text).
+pub fn parse_flag(arg: &str) -> Result<bool, ConfigError> {
+    match arg.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(ConfigError::Expected {
+            what: "On or Off",
+            got: arg.to_owned(),
+        }),
+    }
+}
+
+/// A duration: `500ms`, `2s`, `1m` (humantime); a bare number is seconds, as in the C module's
+/// `*Interval` directives.
+pub fn parse_duration(arg: &str, max: Duration) -> Result<Duration, ConfigError> {
+    let arg = arg.trim();
+    let d = match arg.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(arg).map_err(|_| ConfigError::Expected {
+            what: "a duration such as 500ms, 2s or 10 (seconds)",
+            got: arg.to_owned(),
+        })?,
+    };
+    if d > max {
+        return Err(ConfigError::TooLarge {
+            got: arg.to_owned(),
+            max: humantime::format_duration(max).to_string(),
+        });
+    }
+    Ok(d)
+}
+
+/// A count between 1 and `max`.
+pub fn parse_count(arg: &str, max: usize) -> Result<usize, ConfigError> {
+    let n: usize = arg.trim().parse().map_err(|_| ConfigError::Expected {
+        what: "a positive integer",
+        got: arg.to_owned(),
+    })?;
+    if n == 0 {
+        return Err(ConfigError::Expected {
+            what: "a positive integer",
+            got: arg.to_owned(),
+        });
+    }
+    if n > max {
+        return Err(ConfigError::TooLarge {
+            got: arg.to_owned(),
+            max: max.to_string(),
+        });
+    }
+    Ok(n)
+}
+
+/// An HTTP field name (RFC 9110 token).
+pub fn parse_header_name(arg: &str) -> Result<String, ConfigError> {
+    let ok = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(arg.to_owned())
+    } else {
+        Err(ConfigError::Expected {
+            what: "an HTTP header name",
+            got: arg.to_owned(),
+        })
+    }
+}
+
+/// `JsonSockLogLevel`: the least severe level of the module's own error-log messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Verbosity {
+    Error,
+    Warn,
+    Info,
+    /// Every message; `LogLevel reqin_log:...` alone decides (the default).
+    #[default]
+    Debug,
+}
+
+impl Verbosity {
+    pub fn parse(arg: &str) -> Result<Self, ConfigError> {
+        match arg.trim().to_ascii_lowercase().as_str() {
+            "error" | "err" | "crit" | "alert" | "emerg" => Ok(Self::Error),
+            "warn" | "warning" => Ok(Self::Warn),
+            "info" | "notice" => Ok(Self::Info),
+            "debug" | "trace" => Ok(Self::Debug),
+            _ => Err(ConfigError::Expected {
+                what: "one of DEBUG, INFO, WARN, ERROR",
+                got: arg.to_owned(),
+            }),
+        }
+    }
+}
+
 /// A bad directive value. httpd prints it after `Syntax error on line N of FILE:`; the FFI layer
 /// prefixes the directive's name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,28 +266,249 @@ pub enum ConfigError {
     IsADirectory(PathBuf),
     #[error("directory {dir:?} of {path:?} does not exist")]
     MissingDir { dir: PathBuf, path: PathBuf },
+    #[error("expected {what}, got {got:?}")]
+    Expected { what: &'static str, got: String },
+    #[error("{got:?} is larger than the maximum of {max}")]
+    TooLarge { got: String, max: String },
+    #[error("unknown directive")]
+    Unknown,
 }
 
-/// The directive values of one server (the main server or a virtual host).
+/// The directive values of one server (the main server or a virtual host). `None`: not set
+/// here, inherited from the main server, else the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
+    pub enabled: Option<bool>,
     pub log_target: Option<LogTarget>,
+    pub socket: Option<PathBuf>,
+    pub headers: Option<Vec<String>>,
+    pub max_headers: Option<usize>,
+    pub max_header_value_len: Option<usize>,
+    pub reconnect_interval: Option<Duration>,
+    pub error_report_interval: Option<Duration>,
+    pub verbosity: Option<Verbosity>,
     pub ring_path: Option<PathBuf>,
+    pub time_window: Option<Duration>,
+    pub orphan_delay: Option<Duration>,
+    pub match_mode: Option<MatchMode>,
+    pub exclude_source: Option<Vec<IpNet>>,
+    pub include_ports: Option<Vec<u16>>,
+    /// Lower-case names.
+    pub redact: Option<BTreeSet<String>>,
+    pub export_env: Option<bool>,
+    pub lookup_wait: Option<Duration>,
+    /// Testing only: a request for exactly this path makes the log hook panic, to prove the
+    /// panic is caught and reported.
+    pub test_panic_path: Option<String>,
+}
+
+macro_rules! merge {
+    ($base:ident, $add:ident, $($f:ident),*) => {
+        Settings { $($f: $add.$f.clone().or_else(|| $base.$f.clone()),)* }
+    };
 }
 
 impl Settings {
     /// A virtual host inherits every directive it does not set from the main server.
     pub fn merge(base: &Settings, add: &Settings) -> Settings {
-        Settings {
-            log_target: add.log_target.clone().or_else(|| base.log_target.clone()),
-            ring_path: add.ring_path.clone().or_else(|| base.ring_path.clone()),
+        merge!(
+            base,
+            add,
+            enabled,
+            log_target,
+            socket,
+            headers,
+            max_headers,
+            max_header_value_len,
+            reconnect_interval,
+            error_report_interval,
+            verbosity,
+            ring_path,
+            time_window,
+            orphan_delay,
+            match_mode,
+            exclude_source,
+            include_ports,
+            redact,
+            export_env,
+            lookup_wait,
+            test_panic_path
+        )
+    }
+
+    /// Applies one directive (already split: ITERATE directives come one argument at a time).
+    /// `resolve` resolves a relative `ReqinLogFile` under ServerRoot.
+    pub fn apply(
+        &mut self,
+        directive: &str,
+        arg: &str,
+        resolve: impl FnOnce(&str) -> Option<PathBuf>,
+    ) -> Result<(), ConfigError> {
+        match directive {
+            "JsonSockLogEnabled" => self.enabled = Some(parse_flag(arg)?),
+            "JsonSockLogSocket" => self.socket = Some(parse_socket_path(arg)?),
+            "JsonSockLogHeaders" => {
+                let name = parse_header_name(arg.trim())?;
+                let list = self.headers.get_or_insert_with(Vec::new);
+                if !list.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+                    list.push(name);
+                }
+            }
+            "JsonSockLogMaxHeaders" => self.max_headers = Some(parse_count(arg, MAX_MAX_HEADERS)?),
+            "JsonSockLogMaxHeaderValueLen" => {
+                self.max_header_value_len = Some(parse_count(arg, MAX_MAX_HEADER_VALUE_LEN)?)
+            }
+            "JsonSockLogReconnectInterval" => {
+                self.reconnect_interval = Some(parse_duration(arg, Duration::from_secs(3600))?)
+            }
+            "JsonSockLogErrorReportInterval" => {
+                self.error_report_interval = Some(parse_duration(arg, Duration::from_secs(86400))?)
+            }
+            "JsonSockLogLevel" => self.verbosity = Some(Verbosity::parse(arg)?),
+            "ReqinLogFile" => self.log_target = Some(LogTarget::parse(arg, resolve)?),
+            "ReqinLogRing" => self.ring_path = Some(parse_ring_path(arg)?),
+            "ReqinLogTimeWindow" => {
+                let d = parse_duration(arg, Duration::from_secs(3600))?;
+                if d.is_zero() {
+                    return Err(ConfigError::Expected {
+                        what: "a window longer than zero",
+                        got: arg.to_owned(),
+                    });
+                }
+                self.time_window = Some(d);
+            }
+            "ReqinLogOrphanDelay" => {
+                self.orphan_delay = Some(parse_duration(arg, MAX_ORPHAN_DELAY)?)
+            }
+            "ReqinLogMatchMode" => {
+                self.match_mode =
+                    Some(
+                        MatchMode::parse(arg.trim()).ok_or_else(|| ConfigError::Expected {
+                            what: "one_to_many or one_to_one",
+                            got: arg.to_owned(),
+                        })?,
+                    )
+            }
+            "ReqinLogExcludeSource" => {
+                let arg = arg.trim();
+                let net = arg
+                    .parse::<IpNet>()
+                    .or_else(|_| arg.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| ConfigError::Expected {
+                        what: "an IP address or CIDR such as 10.0.0.0/8",
+                        got: arg.to_owned(),
+                    })?;
+                self.exclude_source.get_or_insert_with(Vec::new).push(net);
+            }
+            "ReqinLogIncludePorts" => {
+                let port = arg
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| ConfigError::Expected {
+                        what: "a TCP port (1-65535)",
+                        got: arg.to_owned(),
+                    })?;
+                self.include_ports.get_or_insert_with(Vec::new).push(port);
+            }
+            "ReqinLogRedactHeaders" => {
+                let set = self.redact.get_or_insert_with(|| {
+                    DEFAULT_REDACTED.iter().map(|s| s.to_string()).collect()
+                });
+                let arg = arg.trim();
+                if arg.eq_ignore_ascii_case("none") {
+                    set.clear();
+                } else if let Some(name) = arg.strip_prefix('-') {
+                    set.remove(&parse_header_name(name)?.to_ascii_lowercase());
+                } else {
+                    let name = arg.strip_prefix('+').unwrap_or(arg);
+                    set.insert(parse_header_name(name)?.to_ascii_lowercase());
+                }
+            }
+            "ReqinLogExportEnv" => self.export_env = Some(parse_flag(arg)?),
+            "ReqinLogLookupWait" => self.lookup_wait = Some(parse_duration(arg, MAX_LOOKUP_WAIT)?),
+            "ReqinLogTestPanic" => {
+                let path = arg.trim();
+                if !path.starts_with('/') {
+                    return Err(ConfigError::Expected {
+                        what: "a URL path starting with /",
+                        got: arg.to_owned(),
+                    });
+                }
+                self.test_panic_path = Some(path.to_owned());
+            }
+            _ => return Err(ConfigError::Unknown),
         }
+        Ok(())
+    }
+
+    /// Whether this server logs at all: a sink is configured and `JsonSockLogEnabled` is not Off.
+    pub fn logs(&self) -> bool {
+        self.enabled != Some(false) && (self.log_target.is_some() || self.socket.is_some())
     }
 
     pub fn ring_path(&self) -> &Path {
         self.ring_path
             .as_deref()
             .unwrap_or(Path::new(DEFAULT_RING_PATH))
+    }
+
+    pub fn headers(&self) -> &[String] {
+        self.headers.as_deref().unwrap_or(&[])
+    }
+
+    pub fn max_headers(&self) -> usize {
+        self.max_headers.unwrap_or(DEFAULT_MAX_HEADERS)
+    }
+
+    pub fn max_header_value_len(&self) -> usize {
+        self.max_header_value_len
+            .unwrap_or(DEFAULT_MAX_HEADER_VALUE_LEN)
+    }
+
+    pub fn reconnect_interval(&self) -> Duration {
+        self.reconnect_interval
+            .unwrap_or(DEFAULT_RECONNECT_INTERVAL)
+    }
+
+    pub fn error_report_interval(&self) -> Duration {
+        self.error_report_interval
+            .unwrap_or(DEFAULT_ERROR_REPORT_INTERVAL)
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity.unwrap_or_default()
+    }
+
+    pub fn orphan_delay(&self) -> Duration {
+        self.orphan_delay.unwrap_or(DEFAULT_ORPHAN_DELAY)
+    }
+
+    pub fn export_env(&self) -> bool {
+        self.export_env.unwrap_or(true)
+    }
+
+    pub fn lookup_wait(&self) -> Duration {
+        self.lookup_wait.unwrap_or(DEFAULT_LOOKUP_WAIT)
+    }
+
+    /// Whether a header's value must be replaced by [`REDACTED_VALUE`].
+    pub fn is_redacted(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        match &self.redact {
+            Some(set) => set.contains(&lower),
+            None => DEFAULT_REDACTED.contains(&lower.as_str()),
+        }
+    }
+
+    pub fn join_rules(&self) -> JoinRules {
+        JoinRules {
+            time_window: self.time_window.unwrap_or(DEFAULT_TIME_WINDOW),
+            mode: self.match_mode.unwrap_or_default(),
+            exclude_source: self.exclude_source.clone().unwrap_or_default(),
+            include_dest_ports: self.include_ports.clone().unwrap_or_default(),
+        }
     }
 }
 
@@ -136,6 +519,10 @@ mod tests {
 
     fn under(root: &Path) -> impl FnOnce(&str) -> Option<PathBuf> + '_ {
         move |rel| Some(root.join(rel))
+    }
+
+    fn apply(s: &mut Settings, d: &str, a: &str) -> Result<(), ConfigError> {
+        s.apply(d, a, |_| None)
     }
 
     #[test]
@@ -207,17 +594,108 @@ mod tests {
         let base = Settings {
             log_target: Some(LogTarget::Pipe("cat".into())),
             ring_path: Some("/dev/shm/a.ring".into()),
+            max_headers: Some(3),
+            ..Settings::default()
         };
         let add = Settings {
-            log_target: None,
             ring_path: Some("/dev/shm/b.ring".into()),
+            match_mode: Some(MatchMode::OneToOne),
+            ..Settings::default()
         };
         let merged = Settings::merge(&base, &add);
         assert_eq!(merged.log_target, base.log_target);
         assert_eq!(merged.ring_path(), Path::new("/dev/shm/b.ring"));
+        assert_eq!(merged.max_headers(), 3);
+        assert_eq!(merged.join_rules().mode, MatchMode::OneToOne);
         assert_eq!(
             Settings::default().ring_path(),
             Path::new(DEFAULT_RING_PATH)
         );
+    }
+
+    #[test]
+    fn c_module_defaults() {
+        let s = Settings::default();
+        assert_eq!(s.max_headers(), 25);
+        assert_eq!(s.max_header_value_len(), 256);
+        assert_eq!(s.orphan_delay(), Duration::from_millis(500));
+        assert!(s.export_env());
+        assert!(!s.logs(), "no sink, no logging");
+    }
+
+    #[test]
+    fn every_directive_is_handled_and_bad_values_say_what_was_expected() {
+        for d in DIRECTIVES {
+            let mut s = Settings::default();
+            let err = apply(&mut s, d, "\u{1}bogus value").unwrap_err();
+            assert_ne!(err, ConfigError::Unknown, "{d} is not handled");
+            assert!(!err.to_string().is_empty());
+        }
+        let mut s = Settings::default();
+        assert!(apply(&mut s, "ReqinLogTimeWindow", "0").is_err());
+        assert!(apply(&mut s, "ReqinLogOrphanDelay", "1h")
+            .unwrap_err()
+            .to_string()
+            .contains("maximum"));
+        assert!(apply(&mut s, "JsonSockLogMaxHeaders", "0").is_err());
+        assert!(apply(&mut s, "ReqinLogIncludePorts", "70000").is_err());
+        assert!(apply(&mut s, "ReqinLogExcludeSource", "10.0.0.0/33").is_err());
+        assert!(apply(&mut s, "JsonSockLogEnabled", "yes").is_err());
+    }
+
+    #[test]
+    fn values_parse() {
+        let mut s = Settings::default();
+        apply(&mut s, "ReqinLogTimeWindow", "500ms").unwrap();
+        apply(&mut s, "ReqinLogOrphanDelay", "2").unwrap();
+        apply(&mut s, "ReqinLogMatchMode", "one_to_one").unwrap();
+        apply(&mut s, "ReqinLogExcludeSource", "10.0.0.0/8").unwrap();
+        apply(&mut s, "ReqinLogExcludeSource", "192.0.2.1").unwrap();
+        apply(&mut s, "ReqinLogIncludePorts", "443").unwrap();
+        apply(&mut s, "JsonSockLogHeaders", "User-Agent").unwrap();
+        apply(&mut s, "JsonSockLogHeaders", "user-agent").unwrap();
+        apply(&mut s, "JsonSockLogEnabled", "off").unwrap();
+        apply(&mut s, "JsonSockLogLevel", "WARN").unwrap();
+        let rules = s.join_rules();
+        assert_eq!(rules.time_window, Duration::from_millis(500));
+        assert_eq!(rules.exclude_source.len(), 2);
+        assert_eq!(rules.include_dest_ports, vec![443]);
+        assert_eq!(s.orphan_delay(), Duration::from_secs(2));
+        assert_eq!(s.headers(), ["User-Agent"], "case-insensitive, kept once");
+        assert_eq!(s.enabled, Some(false));
+        assert_eq!(s.verbosity(), Verbosity::Warn);
+    }
+
+    #[test]
+    fn readme_documents_every_directive() {
+        let readme = include_str!("../../README.md");
+        for d in DIRECTIVES {
+            assert!(
+                readme.contains(&format!("| `{d} ")),
+                "{d} missing from README's directive table"
+            );
+        }
+        let shim = include_str!("../c/shim.c");
+        for d in DIRECTIVES {
+            assert!(
+                shim.contains(&format!("(\"{d}\"")),
+                "{d} missing from c/shim.c"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_are_redacted_unless_removed_from_the_list() {
+        let mut s = Settings::default();
+        assert!(s.is_redacted("Authorization"));
+        assert!(s.is_redacted("COOKIE"));
+        assert!(!s.is_redacted("User-Agent"));
+        apply(&mut s, "ReqinLogRedactHeaders", "X-Api-Key").unwrap();
+        apply(&mut s, "ReqinLogRedactHeaders", "-Cookie").unwrap();
+        assert!(s.is_redacted("x-api-key"));
+        assert!(s.is_redacted("Authorization"), "defaults stay");
+        assert!(!s.is_redacted("Cookie"));
+        apply(&mut s, "ReqinLogRedactHeaders", "none").unwrap();
+        assert!(!s.is_redacted("Authorization"));
     }
 }

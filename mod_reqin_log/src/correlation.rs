@@ -93,6 +93,28 @@ impl RingHandle {
         (result, event)
     }
 
+    /// Unix ns up to which the sensor has processed every packet (0: no ring, or never said).
+    pub fn watermark(&self) -> u64 {
+        self.current()
+            .and_then(|r| catch_unwind(AssertUnwindSafe(|| r.watermark())).ok())
+            .unwrap_or(0)
+    }
+
+    /// The sensor's statistics from the ring header, when a ring is mapped.
+    pub fn status(&self) -> Option<crate::stats::RingStatus> {
+        let reader = self.current()?;
+        catch_unwind(AssertUnwindSafe(|| crate::stats::RingStatus {
+            generation: reader.generation(),
+            published: reader.published(),
+            watermark_ns: reader.watermark(),
+            sensor_counters: correlate_lib::ring::SensorCounter::ALL
+                .iter()
+                .map(|c| (c.name(), reader.counter(*c)))
+                .collect(),
+        }))
+        .ok()
+    }
+
     pub fn is_attached(&self) -> bool {
         self.current().is_some()
     }

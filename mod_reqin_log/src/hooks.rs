@@ -1,43 +1,59 @@
 //! What the module does at each httpd phase, in safe Rust over the wrappers of [`crate::ffi`]:
 //!
-//! - directives fill the [`Settings`] of each server (`ReqinLogFile`, `ReqinLogRing`);
-//! - `post_config` (parent, once per configuration generation) opens the log sinks, which the
-//!   children inherit;
-//! - `child_init` (each child) attaches to the sensor's ring;
-//! - `post_read_request` (REALLY_FIRST) looks the connection's 4-tuple up in the ring and caches
-//!   a hit on the connection: every request of a keep-alive connection shares its handshake;
-//! - `log_transaction` looks up once more if the sensor published a hair late, and writes the
-//!   line.
+//! - directives fill the [`Settings`] of each server (config.rs);
+//! - `post_config` (parent, once per configuration generation) opens the log sinks and maps the
+//!   shared counters, which the children inherit;
+//! - `child_init` (each child) attaches to the sensor's ring and starts the orphan flusher;
+//! - `pre_connection` (REALLY_FIRST, primary connections only) records the accept time: a
+//!   handshake joins the connection only if its SYN is inside the window around it;
+//! - `post_read_request` (REALLY_FIRST) numbers the request on its connection, looks the
+//!   4-tuple up (caching a hit on the connection: keep-alive requests and HTTP/2 streams share
+//!   their primary connection's handshake) and exports the fingerprint as environment variables;
+//! - `log_transaction` writes the line now when the join is decided, else hands it to the
+//!   flusher;
+//! - `handler` serves `SetHandler reqin-log-status` (Prometheus text).
 //!
-//! All state belongs to a pool (the configuration's, or the connection's): nothing survives a
-//! graceful restart in a Rust static.
+//! All state belongs to a pool (the configuration's, the child's, the connection's, the
+//! request's): nothing survives a graceful restart in a Rust static.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::c_int;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use correlate_lib::join::{JoinRules, NoJoin};
 use correlate_lib::ring::Lookup;
 use correlate_lib::{ConnKey, TlsRecord};
 
-use crate::config::{parse_ring_path, ConfigError, LogTarget, Settings};
+use crate::config::{LogTarget, Settings};
 use crate::correlation::{RingEvent, RingHandle};
+use crate::ffi::shm::SharedCounters;
 use crate::ffi::{
-    Cmd, Conn, Level, Pool, Request, Server, TlsProbe, DECLINED, HTTP_INTERNAL_SERVER_ERROR, OK,
+    spawn_without_signals, Conn, Level, LogHandle, Pool, Request, Server, TlsProbe, DECLINED,
+    HTTP_INTERNAL_SERVER_ERROR, OK,
 };
+use crate::flusher::{Flusher, Pending};
 use crate::record::{self, RequestSnapshot};
-use crate::sink::Sink;
+use crate::sink::{DatagramSink, FileSink};
+use crate::stats::{self, Counter};
+
+/// The handler name of the status page: `SetHandler reqin-log-status`.
+pub const STATUS_HANDLER: &str = "reqin-log-status";
 
 /// The module's state for one server, owned by the configuration pool.
 #[derive(Default)]
 pub struct ServerState {
     pub settings: Settings,
-    /// Set by `post_config` when this server has a `ReqinLogFile`; unset, the module is off here.
-    sink: OnceLock<Arc<Sink>>,
+    /// Set by `post_config` when this server logs.
+    output: OnceLock<Arc<Output>>,
+    /// The generation's counters, shared by every server (set by `post_config`).
+    stats: OnceLock<Arc<Stats>>,
+    rules: OnceLock<Arc<JoinRules>>,
     /// Set by `child_init` (children only).
     ring: OnceLock<Arc<RingHandle>>,
+    flusher: OnceLock<Arc<Flusher>>,
     tls_probe: OnceLock<TlsProbe>,
 }
 
@@ -51,97 +67,423 @@ impl ServerState {
     }
 }
 
-/// The module's state for one connection, owned by the connection pool.
-#[derive(Default)]
+/// The module's state for one client connection (the primary one: HTTP/2 streams use their
+/// master's), owned by the connection pool.
 pub struct ConnState {
+    /// Unix ns at `pre_connection`.
+    accept_ns: u64,
+    /// Requests read so far (HTTP/2: streams), for `keepalives`.
+    requests: AtomicU64,
     /// The sensor's record of this connection's handshake, once found.
     record: OnceLock<TlsRecord>,
 }
 
-pub fn set_log_file(state: &mut ServerState, arg: &str, cmd: &Cmd<'_>) -> Result<(), ConfigError> {
-    state.settings.log_target = Some(LogTarget::parse(arg, |rel| cmd.server_root_relative(rel))?);
-    Ok(())
+/// The module's state for one request, owned by the request pool.
+pub struct RequestState {
+    /// 1-based position on the connection (`keepalives`).
+    index: u64,
 }
 
-pub fn set_ring(state: &mut ServerState, arg: &str, _cmd: &Cmd<'_>) -> Result<(), ConfigError> {
-    state.settings.ring_path = Some(parse_ring_path(arg)?);
-    Ok(())
+/// The generation's counters in shared memory (absent if the mapping failed: then no counts).
+pub struct Stats {
+    shm: Option<SharedCounters>,
+}
+
+impl Stats {
+    pub fn add(&self, c: Counter, n: u64) {
+        if let Some(shm) = &self.shm {
+            shm.add(c.index(), n);
+        }
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.shm.as_ref().map_or(0, |s| s.get(c.index()))
+    }
+}
+
+/// Where one server's lines go, and what counts them.
+pub struct Output {
+    file: Option<Arc<FileSink>>,
+    socket: Option<Arc<DatagramSink>>,
+    pub stats: Arc<Stats>,
+    log: LogHandle,
+}
+
+impl Output {
+    /// Writes one finished line to every sink; counts it.
+    pub fn write(&self, line: &[u8], correlated: bool) {
+        let mut written = false;
+        if let Some(file) = &self.file {
+            match file.write_line(line) {
+                Ok(()) => written = true,
+                Err(report) => {
+                    self.stats.add(Counter::WriteErrors, 1);
+                    if let Some(msg) = report {
+                        self.log.log(Level::Err, &msg);
+                    }
+                }
+            }
+        }
+        if let Some(socket) = &self.socket {
+            match socket.send(line) {
+                Ok(()) => written = true,
+                Err(report) => {
+                    self.stats.add(Counter::Dropped, 1);
+                    if let Some(msg) = report {
+                        self.log.log(Level::Warning, &msg);
+                    }
+                }
+            }
+        }
+        if written {
+            self.stats.add(Counter::LinesWritten, 1);
+        }
+        self.stats.add(
+            if correlated {
+                Counter::Correlated
+            } else {
+                Counter::Orphans
+            },
+            1,
+        );
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub fn count_panic(server: Server<'_>) {
+    if let Some(stats) = server.state().and_then(|s| s.stats.get()) {
+        stats.add(Counter::Panics, 1);
+    }
 }
 
 pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
     let probe = TlsProbe::lookup();
-    // Virtual hosts inheriting the main server's ReqinLogFile share its descriptor.
-    let mut opened: HashMap<LogTarget, Arc<Sink>> = HashMap::new();
+    let stats = Arc::new(Stats {
+        shm: match SharedCounters::map(Counter::ALL.len()) {
+            Ok(shm) => Some(shm),
+            Err(e) => {
+                main.log(
+                    Level::Warning,
+                    0,
+                    &format!("cannot map shared counters ({e}); the status page shows zeros"),
+                );
+                None
+            }
+        },
+    });
+    // Virtual hosts inheriting the main server's sinks share its descriptor.
+    let mut files: HashMap<LogTarget, Arc<FileSink>> = HashMap::new();
+    let mut sockets: HashMap<PathBuf, Arc<DatagramSink>> = HashMap::new();
+    let mut any = false;
     for server in main.and_following() {
         let Some(state) = server.state() else {
             continue;
         };
+        let settings = &state.settings;
         let _ = state.tls_probe.set(probe);
-        let Some(target) = &state.settings.log_target else {
+        let _ = state.stats.set(Arc::clone(&stats));
+        let _ = state.rules.set(Arc::new(settings.join_rules()));
+        if !settings.logs() {
             continue;
-        };
-        let sink = match opened.get(target) {
-            Some(sink) => Arc::clone(sink),
-            None => match Sink::open(pconf, target) {
-                Ok(sink) => {
-                    let sink = Arc::new(sink);
-                    opened.insert(target.clone(), Arc::clone(&sink));
-                    sink
-                }
-                Err(e) => {
-                    server.log(
-                        Level::Err,
-                        e.status,
-                        &format!("ReqinLogFile: cannot open {target}: {e}"),
-                    );
-                    return HTTP_INTERNAL_SERVER_ERROR;
-                }
+        }
+        any = true;
+        let file = match &settings.log_target {
+            None => None,
+            Some(target) => match files.get(target) {
+                Some(f) => Some(Arc::clone(f)),
+                None => match FileSink::open(pconf, target, settings.error_report_interval()) {
+                    Ok(f) => {
+                        let f = Arc::new(f);
+                        files.insert(target.clone(), Arc::clone(&f));
+                        Some(f)
+                    }
+                    Err(e) => {
+                        server.log(
+                            Level::Err,
+                            e.status,
+                            &format!("ReqinLogFile: cannot open {target}: {e}"),
+                        );
+                        return HTTP_INTERNAL_SERVER_ERROR;
+                    }
+                },
             },
         };
-        let _ = state.sink.set(sink);
+        let socket = settings.socket.as_ref().map(|path| {
+            Arc::clone(sockets.entry(path.clone()).or_insert_with(|| {
+                Arc::new(DatagramSink::new(
+                    path.clone(),
+                    settings.reconnect_interval(),
+                    settings.error_report_interval(),
+                ))
+            }))
+        });
+        let _ = state.output.set(Arc::new(Output {
+            file,
+            socket,
+            stats: Arc::clone(&stats),
+            log: server.log_handle(),
+        }));
     }
-    if opened.is_empty() {
+    if !any {
         main.log(
             Level::Debug,
             0,
-            "no ReqinLogFile configured: mod_reqin_log logs nothing",
+            "no ReqinLogFile or JsonSockLogSocket configured: mod_reqin_log logs nothing",
         );
     }
+    // The generation's counters live as long as its configuration.
+    pconf.own(ArcHolder(stats));
     OK
 }
 
-pub fn child_init(main: Server<'_>) {
+struct ArcHolder(#[allow(dead_code)] Arc<Stats>);
+
+pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     let now = Instant::now();
+    // One flusher per child; it is stopped, drained and joined when the child's pool goes.
+    let flusher = match Flusher::start(|f| spawn_without_signals("reqin-log-flush", f)) {
+        Ok(f) => Some(Arc::new(f)),
+        Err(e) => {
+            main.log(
+                Level::Err,
+                0,
+                &format!(
+                    "cannot start the orphan flusher thread ({e}); orphans are written at once"
+                ),
+            );
+            None
+        }
+    };
     // One mapping per ring file, shared by every server that uses it.
     let mut rings: HashMap<PathBuf, Arc<RingHandle>> = HashMap::new();
     for server in main.and_following() {
         let Some(state) = server.state() else {
             continue;
         };
-        if state.sink.get().is_none() {
-            continue;
-        }
         let path = state.settings.ring_path();
         let ring = rings
             .entry(path.to_path_buf())
             .or_insert_with(|| {
                 let ring = Arc::new(RingHandle::new(path.to_path_buf(), now));
-                if let Some(event) = ring.attach(now) {
-                    log_ring_event(server, &event);
+                if state.output.get().is_some() {
+                    if let Some(event) = ring.attach(now) {
+                        log_ring_event(server, &event);
+                    }
                 }
                 ring
             })
             .clone();
         let _ = state.ring.set(ring);
+        if let Some(f) = &flusher {
+            let _ = state.flusher.set(Arc::clone(f));
+        }
     }
+    if let Some(f) = flusher {
+        pchild.own(FlusherOwner(f));
+    }
+}
+
+/// Holds the last reference the pool drops: the flusher's Drop joins its thread only once the
+/// servers' references (dropped with the configuration pool, later) are irrelevant, so the
+/// pool cleanup stops it explicitly.
+struct FlusherOwner(Arc<Flusher>);
+
+impl Drop for FlusherOwner {
+    fn drop(&mut self) {
+        self.0.stop_and_join();
+    }
+}
+
+pub fn pre_connection(conn: Conn<'_>) {
+    if conn.is_secondary() {
+        return;
+    }
+    let _ = conn.state_or_init(new_conn_state);
+}
+
+fn new_conn_state() -> ConnState {
+    ConnState {
+        accept_ns: now_ns(),
+        requests: AtomicU64::new(0),
+        record: OnceLock::new(),
+    }
+}
+
+/// The primary connection's state. A secondary connection never creates it (its master's
+/// `pre_connection` did, before any stream existed), so streams on other threads only read it.
+fn conn_state<'a>(conn: Conn<'a>) -> Option<&'a ConnState> {
+    let primary = conn.primary();
+    match primary.state() {
+        Some(s) => Some(s),
+        None if !conn.is_secondary() => primary.state_or_init(new_conn_state),
+        None => None,
+    }
+}
+
+fn request_state<'a>(r: Request<'a>, cs: Option<&ConnState>) -> Option<&'a RequestState> {
+    r.state_or_init(|| RequestState {
+        index: cs.map_or(1, |cs| cs.requests.fetch_add(1, Ordering::Relaxed) + 1),
+    })
+}
+
+/// The outcome of trying to join a request with its connection's handshake.
+// Returned once per hook and matched at once: boxing the record would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Join {
+    Joined(TlsRecord),
+    /// Decided: no handshake will ever join this request.
+    Never,
+    /// Not in the ring yet; the sensor may still publish it.
+    NotYet {
+        key: ConnKey,
+        accept_ns: u64,
+        ring: Arc<RingHandle>,
+    },
+}
+
+/// Looks `key` up and checks the record belongs to the connection accepted at `accept_ns`.
+/// `count`: whether a miss is final enough to count.
+pub fn lookup_record(
+    ring: &RingHandle,
+    rules: &JoinRules,
+    key: &ConnKey,
+    accept_ns: u64,
+    output: &Output,
+    count: bool,
+) -> Option<TlsRecord> {
+    let (found, _event) = ring.lookup(key, Instant::now());
+    match found {
+        Lookup::Hit(rec) => match rules.belongs(&rec, key, accept_ns) {
+            Ok(()) => Some(rec),
+            Err(_) => {
+                if count {
+                    output.stats.add(Counter::ForeignRecords, 1);
+                }
+                None
+            }
+        },
+        Lookup::Miss => None,
+        Lookup::Torn => {
+            if count {
+                output.stats.add(Counter::TornReads, 1);
+            }
+            None
+        }
+    }
+}
+
+/// Tries to join `r` now, waiting up to `wait` while the sensor has not yet processed the
+/// packets up to the request's arrival.
+fn join(
+    state: &ServerState,
+    server: Server<'_>,
+    r: Request<'_>,
+    cs: Option<&ConnState>,
+    index: u64,
+    wait: Duration,
+    count: bool,
+) -> Join {
+    let (Some(output), Some(rules), Some(conn)) =
+        (state.output.get(), state.rules.get(), r.connection())
+    else {
+        return Join::Never;
+    };
+    let primary = conn.primary();
+    let tls = state
+        .tls_probe
+        .get()
+        .and_then(|p| p.is_tls(primary))
+        .unwrap_or(false);
+    if !tls {
+        return Join::Never;
+    }
+    let (Some(client), Some(local), Some(cs)) = (primary.client_addr(), primary.local_addr(), cs)
+    else {
+        return Join::Never;
+    };
+    let key = ConnKey::new(client, local);
+    if let Err(why) = rules.admits(&key, index) {
+        if count {
+            match why {
+                NoJoin::ExcludedSource => output.stats.add(Counter::ExcludedSource, 1),
+                NoJoin::ExcludedPort => output.stats.add(Counter::ExcludedPort, 1),
+                NoJoin::NotFirstRequest => {}
+            }
+        }
+        return Join::Never;
+    }
+    if let Some(rec) = cs.record.get() {
+        return Join::Joined(rec.clone());
+    }
+    let Some(ring) = state.ring.get() else {
+        return Join::Never;
+    };
+    let arrival_ns = arrival_ns(r);
+    let deadline = Instant::now() + wait;
+    loop {
+        let (found, event) = ring.lookup(&key, Instant::now());
+        if let Some(event) = event {
+            log_ring_event(server, &event);
+        }
+        if let Lookup::Hit(rec) = found {
+            if rules.belongs(&rec, &key, cs.accept_ns).is_ok() {
+                return Join::Joined(cs.record.get_or_init(|| rec).clone());
+            }
+        }
+        if !ring.is_attached() {
+            // No sensor at all: every request is an orphan, at once.
+            return Join::Never;
+        }
+        if ring.watermark() >= arrival_ns || Instant::now() >= deadline {
+            return Join::NotYet {
+                key,
+                accept_ns: cs.accept_ns,
+                ring: Arc::clone(ring),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn arrival_ns(r: Request<'_>) -> u64 {
+    u64::try_from(r.request_time_us())
+        .unwrap_or(0)
+        .saturating_mul(1000)
 }
 
 pub fn post_read_request(r: Request<'_>) -> c_int {
     let (Some(server), Some(conn)) = (r.server(), r.connection()) else {
         return DECLINED;
     };
-    if let Some(state) = server.state().filter(|s| s.sink.get().is_some()) {
-        record_of(state, server, conn);
+    let Some(state) = server.state().filter(|s| s.output.get().is_some()) else {
+        return DECLINED;
+    };
+    let cs = conn_state(conn);
+    let Some(rs) = request_state(r, cs) else {
+        return DECLINED;
+    };
+    let joined = match join(
+        state,
+        server,
+        r,
+        cs,
+        rs.index,
+        state.settings.lookup_wait(),
+        false,
+    ) {
+        Join::Joined(rec) => Some(rec),
+        _ => None,
+    };
+    if state.settings.export_env() {
+        for (name, value) in crate::env::env_vars(joined.as_ref()) {
+            r.set_env(name, &value);
+        }
     }
     DECLINED
 }
@@ -153,89 +495,136 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     let Some(state) = server.state() else {
         return DECLINED;
     };
-    let Some(sink) = state.sink.get() else {
+    let Some(output) = state.output.get() else {
         return DECLINED;
     };
+    if let Some(path) = &state.settings.test_panic_path {
+        if r.uri().as_deref() == Some(path.as_str()) {
+            panic!("ReqinLogTestPanic: forced panic in the log hook for {path}");
+        }
+    }
     let conn = r.connection();
-    let tls = conn.and_then(|c| record_of(state, server, c));
-    let line = record::log_line(&snapshot(state, r, conn), tls);
-    if let Err(failure) = sink.write_line(&line) {
-        if let Some(failures) = failure.report {
-            server.log(
-                Level::Err,
-                failure.error.status,
-                &format!(
-                    "ReqinLogFile {}: {} log line(s) lost: {}",
-                    sink.target(),
-                    failures,
-                    failure.error
-                ),
-            );
+    let cs = conn.and_then(conn_state);
+    let index = request_state(r, cs).map_or(1, |rs| rs.index);
+    let snapshot = snapshot(state, output, r, conn, index);
+    match join(state, server, r, cs, index, Duration::ZERO, true) {
+        Join::Joined(rec) => output.write(&record::log_line(&snapshot, Some(&rec)), true),
+        Join::Never => output.write(&record::log_line(&snapshot, None), false),
+        Join::NotYet {
+            key,
+            accept_ns,
+            ring,
+        } => {
+            let arrival_ns = arrival_ns(r);
+            let orphan_now = |snapshot: &RequestSnapshot| {
+                output.stats.add(Counter::RingMisses, 1);
+                output.write(&record::log_line(snapshot, None), false);
+            };
+            if ring.watermark() >= arrival_ns {
+                // The sensor has processed every packet up to the request: no hello is coming.
+                orphan_now(&snapshot);
+            } else if let (Some(flusher), Some(rules)) = (state.flusher.get(), state.rules.get()) {
+                let pending = Box::new(Pending {
+                    snapshot,
+                    key,
+                    accept_ns,
+                    arrival_ns,
+                    deadline: Instant::now() + state.settings.orphan_delay(),
+                    rules: Arc::clone(rules),
+                    ring,
+                    output: Arc::clone(output),
+                });
+                if let Err(p) = flusher.submit(pending) {
+                    output.stats.add(Counter::QueueFull, 1);
+                    orphan_now(&p.snapshot);
+                }
+            } else {
+                orphan_now(&snapshot);
+            }
         }
     }
     OK
 }
 
-fn snapshot<'a>(
+fn snapshot(
     state: &ServerState,
-    r: Request<'a>,
-    conn: Option<Conn<'a>>,
-) -> RequestSnapshot<'a> {
+    output: &Output,
+    r: Request<'_>,
+    conn: Option<Conn<'_>>,
+    keepalives: u64,
+) -> RequestSnapshot {
     // Without a request line, method/path/protocol are httpd's placeholders, not the client's.
     let line = r.has_request_line();
+    let own = |s: Option<std::borrow::Cow<'_, str>>| s.map(|s| s.into_owned());
+    let client = conn.and_then(|c| c.client_addr());
+    let useragent_ip = own(r.useragent_ip()).filter(|ua| {
+        client.is_none_or(|c| {
+            ua.parse::<std::net::IpAddr>()
+                .map(|ip| {
+                    correlate_lib::record::normalize_ip(ip)
+                        != correlate_lib::record::normalize_ip(c.ip())
+                })
+                .unwrap_or(true)
+        })
+    });
+    let (headers, cuts) = record::collect_headers(&state.settings, |name| r.header(name));
+    output
+        .stats
+        .add(Counter::HeaderValuesTruncated, cuts.truncated_values);
+    output
+        .stats
+        .add(Counter::HeadersDropped, cuts.dropped_headers);
+    output.stats.add(Counter::HeadersRedacted, cuts.redacted);
+    let start_us = r.request_time_us();
+    let now_us = i64::try_from(now_ns() / 1000).unwrap_or(i64::MAX);
     RequestSnapshot {
-        request_time_us: r.request_time_us(),
-        client: conn.and_then(|c| c.client_addr()),
+        request_time_us: start_us,
+        client,
         local: conn.and_then(|c| c.local_addr()),
-        method: r.method().filter(|_| line),
+        useragent_ip,
+        method: own(r.method()).filter(|_| line),
         scheme: scheme(state, r, conn),
-        host: r.host(),
-        path: r.path().filter(|_| line),
-        query: r.args().filter(|_| line),
-        http_version: r.protocol().filter(|_| line),
+        host: own(r.host()),
+        path: own(r.path()).filter(|_| line),
+        query: own(r.args()).filter(|_| line),
+        http_version: own(r.protocol()).filter(|_| line),
         status: r.final_status(),
+        bytes_sent: r.bytes_sent(),
+        duration_us: u64::try_from(now_us.saturating_sub(start_us)).unwrap_or(0),
+        keepalives,
+        headers,
     }
 }
 
 /// "https" when the client's connection speaks TLS (mod_ssl's `ssl_is_https` on the primary
 /// connection), else "http"; without mod_ssl, what `ap_http_scheme` says.
-fn scheme<'a>(state: &ServerState, r: Request<'a>, conn: Option<Conn<'a>>) -> Option<Cow<'a, str>> {
+fn scheme(state: &ServerState, r: Request<'_>, conn: Option<Conn<'_>>) -> Option<String> {
     let tls = conn.and_then(|c| state.tls_probe.get().and_then(|p| p.is_tls(c.primary())));
     match tls {
-        Some(true) => Some(Cow::Borrowed("https")),
-        Some(false) => Some(Cow::Borrowed("http")),
-        None => r.http_scheme(),
+        Some(true) => Some("https".to_owned()),
+        Some(false) => Some("http".to_owned()),
+        None => r.http_scheme().map(|s| s.into_owned()),
     }
 }
 
-/// The connection's TLS record: cached on the connection once found, else looked up now.
-fn record_of<'a>(state: &ServerState, server: Server<'_>, conn: Conn<'a>) -> Option<&'a TlsRecord> {
-    let cached = conn.state_or_init(ConnState::default)?;
-    if let Some(record) = cached.record.get() {
-        return Some(record);
+/// `SetHandler reqin-log-status`: the counters of every child, and the sensor's.
+pub fn handler(r: Request<'_>) -> c_int {
+    if r.handler().as_deref() != Some(STATUS_HANDLER) {
+        return DECLINED;
     }
-    let ring = state.ring.get()?;
-    let key = ConnKey::new(conn.client_addr()?, conn.local_addr()?);
-    let (found, event) = ring.lookup(&key, Instant::now());
-    if let Some(event) = event {
-        log_ring_event(server, &event);
+    let Some(state) = r.server().and_then(|s| s.state()) else {
+        return DECLINED;
+    };
+    let Some(stats) = state.stats.get() else {
+        return DECLINED;
+    };
+    let ring = state.ring.get().and_then(|ring| ring.status());
+    let body = stats::render(|c| stats.get(c), ring.as_ref());
+    r.set_content_type(c"text/plain; version=0.0.4; charset=utf-8");
+    if !r.header_only() {
+        r.write(body.as_bytes());
     }
-    match found {
-        Lookup::Hit(record) => Some(cached.record.get_or_init(|| record)),
-        Lookup::Miss => None,
-        Lookup::Torn => {
-            server.log(
-                Level::Debug,
-                0,
-                &format!(
-                    "ring {}: torn slot for {}",
-                    ring.path().display(),
-                    key.conn_id()
-                ),
-            );
-            None
-        }
-    }
+    OK
 }
 
 fn log_ring_event(server: Server<'_>, event: &RingEvent) {

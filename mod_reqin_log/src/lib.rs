@@ -3,8 +3,10 @@
 //! publishes in a shared-memory ring.
 //!
 //! Read in this order: [`config`] (directives) → `hooks` (what runs at each httpd phase) →
-//! [`record`] (the JSON line) → `sink` (where it is written). [`correlation`] is the child's
-//! handle on the ring, [`addr`] the socket-address conversion. Every `unsafe` line is under
+//! [`record`] (the JSON line) → [`sink`] (where it is written), with `flusher` finishing the
+//! lines whose handshake arrives late. [`correlation`] is the child's handle on the ring,
+//! [`env`] the environment variables, [`stats`] the status page, [`addr`] the socket-address
+//! conversion. Every `unsafe` line is under
 //! `ffi/` (bindgen bindings, the `module` struct, `extern "C"` entry points, safe wrappers).
 //!
 //! `ffi`, `hooks` and `sink` call httpd, whose symbols only exist inside an httpd process; unit
@@ -17,11 +19,14 @@
 pub mod addr;
 pub mod config;
 pub mod correlation;
+pub mod env;
 pub mod record;
+pub mod sink;
+pub mod stats;
 
 #[cfg(not(test))]
 mod ffi;
 #[cfg(not(test))]
-mod hooks;
+mod flusher;
 #[cfg(not(test))]
-mod sink;
+mod hooks;

@@ -2,21 +2,23 @@
 //! knew about the request and, when the sensor saw the connection's handshake, its
 //! [`TlsRecord`]. Field names come only from [`correlate_lib::fields`]. Pure: no httpd calls.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use correlate_lib::{fields, TlsRecord};
-use serde::Serialize;
+use correlate_lib::{fields, join, TlsRecord};
+use serde_json::Value;
+
+use crate::config::{Settings, REDACTED_VALUE};
 
 /// Value of `orphan_side` for a request the sensor has no record of: source A (Apache) only.
 pub const ORPHAN_SIDE_APACHE: &str = "A";
 
-/// What httpd knew about one request when it was logged. Strings are borrowed from the request
-/// pool where they are valid UTF-8 (bytes that are not become U+FFFD: a JSON line is UTF-8).
-/// `None` when httpd never got that far (no request line: a 400 or 408 before the method).
+/// What httpd knew about one request when it was logged, copied out of the request's pool so a
+/// line can be finished later by the orphan flusher, after the request is gone. Strings that
+/// are not valid UTF-8 carry U+FFFD instead (a JSON line is UTF-8). `None` when httpd never got
+/// that far (no request line: a 400 or 408 before the method).
 #[derive(Debug, Clone, Default)]
-pub struct RequestSnapshot<'a> {
+pub struct RequestSnapshot {
     /// `r->request_time`: Unix microseconds when httpd started reading the request.
     pub request_time_us: i64,
     /// The TCP peer of the connection (`c->client_addr`), what the sensor saw; not
@@ -24,33 +26,92 @@ pub struct RequestSnapshot<'a> {
     pub client: Option<SocketAddr>,
     /// The local end of the connection (`c->local_addr`).
     pub local: Option<SocketAddr>,
-    pub method: Option<Cow<'a, str>>,
-    pub scheme: Option<Cow<'a, str>>,
-    pub host: Option<Cow<'a, str>>,
-    pub path: Option<Cow<'a, str>>,
-    pub query: Option<Cow<'a, str>>,
-    pub http_version: Option<Cow<'a, str>>,
+    /// `r->useragent_ip` when it differs from the TCP peer's address.
+    pub useragent_ip: Option<String>,
+    pub method: Option<String>,
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub query: Option<String>,
+    pub http_version: Option<String>,
     /// Status of the final (internally redirected) request.
     pub status: i32,
+    pub bytes_sent: u64,
+    pub duration_us: u64,
+    /// 1-based position of the request on its (primary) connection.
+    pub keepalives: u64,
+    /// The configured headers present on the request, names as configured, values already
+    /// truncated and redacted ([`collect_headers`]).
+    pub headers: Vec<(String, String)>,
+}
+
+/// What [`collect_headers`] had to cut, for the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderCuts {
+    /// Values longer than `JsonSockLogMaxHeaderValueLen`.
+    pub truncated_values: u64,
+    /// Present headers beyond `JsonSockLogMaxHeaders`.
+    pub dropped_headers: u64,
+    pub redacted: u64,
+}
+
+/// The configured headers of a request: `get` returns a header's value (case-insensitive, as
+/// httpd's tables), lossily decoded. At most `JsonSockLogMaxHeaders` of them, each cut to
+/// `JsonSockLogMaxHeaderValueLen` bytes on a character boundary; credentials replaced by
+/// [`REDACTED_VALUE`].
+pub fn collect_headers(
+    settings: &Settings,
+    mut get: impl FnMut(&str) -> Option<String>,
+) -> (Vec<(String, String)>, HeaderCuts) {
+    let mut out = Vec::new();
+    let mut cuts = HeaderCuts::default();
+    let max_len = settings.max_header_value_len();
+    for name in settings.headers() {
+        let Some(mut value) = get(name) else {
+            continue;
+        };
+        if out.len() >= settings.max_headers() {
+            cuts.dropped_headers += 1;
+            continue;
+        }
+        if settings.is_redacted(name) {
+            cuts.redacted += 1;
+            value = REDACTED_VALUE.to_owned();
+        } else if value.len() > max_len {
+            let mut end = max_len;
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            value.truncate(end);
+            cuts.truncated_values += 1;
+        }
+        out.push((name.clone(), value));
+    }
+    (out, cuts)
 }
 
 /// The complete line, `\n` included, ready for a single `write()`.
-pub fn log_line(req: &RequestSnapshot<'_>, tls: Option<&TlsRecord>) -> Vec<u8> {
-    let mut line = JsonLine::new();
+pub fn log_line(req: &RequestSnapshot, tls: Option<&TlsRecord>) -> Vec<u8> {
+    let mut line: Vec<(String, Value)> = Vec::with_capacity(48);
+    let mut put = |name: &str, value: Value| line.push((name.to_owned(), value));
     let time = rfc3339_micros(req.request_time_us);
-    line.field(fields::TIME, &time);
-    line.field(fields::TIMESTAMP, &time);
+    put(fields::TIME, time.clone().into());
+    put(fields::TIMESTAMP, time.into());
     if let Some(client) = req.client {
-        line.field(fields::SRC_IP, &client.ip().to_string());
-        line.field(fields::SRC_PORT, &client.port());
+        put(fields::SRC_IP, client.ip().to_string().into());
+        put(fields::SRC_PORT, client.port().into());
     }
     if let Some(local) = req.local {
-        line.field(fields::DST_IP, &local.ip().to_string());
-        line.field(fields::DST_PORT, &local.port());
+        put(fields::DST_IP, local.ip().to_string().into());
+        put(fields::DST_PORT, local.port().into());
     }
-    line.field(fields::CORRELATED, &tls.is_some());
+    put(fields::CORRELATED, tls.is_some().into());
     if tls.is_none() {
-        line.field(fields::ORPHAN_SIDE, ORPHAN_SIDE_APACHE);
+        put(fields::ORPHAN_SIDE, ORPHAN_SIDE_APACHE.into());
+    }
+    put(fields::KEEPALIVES, req.keepalives.into());
+    if let Some(ip) = &req.useragent_ip {
+        put(fields::USERAGENT_IP, ip.clone().into());
     }
     for (name, value) in [
         (fields::METHOD, &req.method),
@@ -59,87 +120,53 @@ pub fn log_line(req: &RequestSnapshot<'_>, tls: Option<&TlsRecord>) -> Vec<u8> {
         (fields::PATH, &req.path),
     ] {
         if let Some(v) = value {
-            line.field(name, v.as_ref());
+            put(name, v.clone().into());
         }
     }
     // Present whenever there was a request line: `""` for a request without a query string.
     if req.method.is_some() || req.query.is_some() {
-        line.field(fields::QUERY, req.query.as_deref().unwrap_or(""));
+        put(fields::QUERY, req.query.clone().unwrap_or_default().into());
     }
     if let Some(v) = &req.http_version {
-        line.field(fields::HTTP_VERSION, v.as_ref());
+        put(fields::HTTP_VERSION, v.clone().into());
     }
-    line.field(fields::STATUS, &req.status);
+    put(fields::STATUS, req.status.into());
+    put(fields::BYTES_SENT, req.bytes_sent.into());
+    put(fields::DURATION_US, req.duration_us.into());
+    for (name, value) in &req.headers {
+        put(
+            &format!("{}{name}", fields::HEADER_PREFIX),
+            value.clone().into(),
+        );
+    }
     if let Some(rec) = tls {
-        // The sensor's 4-tuple is the one we joined on (same values, already logged) and its
-        // `timestamp` is the ClientHello time, logged below as `b_timestamp`.
-        const OURS: [&str; 5] = [
-            fields::SRC_IP,
-            fields::SRC_PORT,
-            fields::DST_IP,
-            fields::DST_PORT,
-            fields::TIMESTAMP,
-        ];
-        for (name, value) in rec.json_fields() {
-            if !OURS.contains(&name.as_str()) {
-                line.field(&name, &value);
-            }
-        }
         let a_ns = u64::try_from(req.request_time_us)
             .unwrap_or(0)
             .saturating_mul(1000);
-        line.field(&format!("{}{}", fields::PREFIX_A, fields::TIMESTAMP), &a_ns);
-        line.field(
-            &format!("{}{}", fields::PREFIX_B, fields::TIMESTAMP),
-            &rec.hello_time_ns,
-        );
+        join::merge_fields(&mut line, rec.json_fields(), a_ns);
     }
-    line.finish()
+    let mut buf = Vec::with_capacity(LINE_CAPACITY);
+    buf.push(b'{');
+    for (i, (name, value)) in line.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        // Strings and numbers always serialise; a failure could only leave the line short.
+        let _ = serde_json::to_writer(&mut buf, name);
+        buf.push(b':');
+        let _ = serde_json::to_writer(&mut buf, value);
+    }
+    buf.extend_from_slice(b"}\n");
+    buf
 }
+
+/// Typical line length; one allocation for most requests.
+const LINE_CAPACITY: usize = 1536;
 
 /// `2026-11-25T07:01:02.123456Z` for a Unix time in microseconds (before 1970: the epoch).
 pub fn rfc3339_micros(unix_us: i64) -> String {
     let us = u64::try_from(unix_us).unwrap_or(0);
     humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us)).to_string()
-}
-
-/// A JSON object written field by field, in the order given (serde_json's `Map` would sort).
-struct JsonLine {
-    buf: Vec<u8>,
-    empty: bool,
-}
-
-/// Typical line length; one allocation for most requests.
-const LINE_CAPACITY: usize = 1024;
-
-impl JsonLine {
-    fn new() -> Self {
-        let mut buf = Vec::with_capacity(LINE_CAPACITY);
-        buf.push(b'{');
-        Self { buf, empty: true }
-    }
-
-    fn field<V: Serialize + ?Sized>(&mut self, name: &str, value: &V) {
-        let start = self.buf.len();
-        if !self.empty {
-            self.buf.push(b',');
-        }
-        let ok = serde_json::to_writer(&mut self.buf, name).is_ok() && {
-            self.buf.push(b':');
-            serde_json::to_writer(&mut self.buf, value).is_ok()
-        };
-        if ok {
-            self.empty = false;
-        } else {
-            // Strings and numbers always serialise; never leave half a field behind anyway.
-            self.buf.truncate(start);
-        }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.buf.extend_from_slice(b"}\n");
-        self.buf
-    }
 }
 
 #[cfg(test)]
@@ -153,7 +180,7 @@ mod tests {
     /// 2026-11-25T07:01:02.123456Z
     const REQUEST_US: i64 = 1_795_590_062_123_456;
 
-    fn get_request() -> RequestSnapshot<'static> {
+    fn get_request() -> RequestSnapshot {
         RequestSnapshot {
             request_time_us: REQUEST_US,
             client: Some(v4(127, 0, 0, 1, 50000)),
@@ -165,6 +192,8 @@ mod tests {
             query: None,
             http_version: Some("HTTP/1.1".into()),
             status: 200,
+            keepalives: 1,
+            ..RequestSnapshot::default()
         }
     }
 
@@ -270,11 +299,7 @@ mod tests {
     fn hostile_path_and_host_still_give_one_valid_json_line() {
         let mut req = get_request();
         req.path = Some("/a\"b\\c\n{\"injected\":1}\u{0}\u{1b}[31m".into());
-        req.host = Some(
-            String::from_utf8_lossy(b"evil\xff\r\nhost")
-                .into_owned()
-                .into(),
-        );
+        req.host = Some(String::from_utf8_lossy(b"evil\xff\r\nhost").into_owned());
         req.query = Some("x=\"}".into());
         let v = parse(&log_line(&req, None));
         assert_eq!(v["path"], "/a\"b\\c\n{\"injected\":1}\u{0}\u{1b}[31m");

@@ -303,11 +303,32 @@ fn store_counters(ring: &RingSink, pipeline: &Pipeline, kernel: KernelStats) {
             kernel.dropped + kernel.if_dropped,
         ),
         (SensorCounter::HellosParsed, c.hellos_parsed),
+        // The total of every reason below; kept for readers that only show one number.
         (
             SensorCounter::ParseFailures,
             c.parse_failures + c.hellos_too_large + c.reassembly_over_budget,
         ),
-        (SensorCounter::FlowsEvicted, flows.evicted + flows.expired),
+        (SensorCounter::ParseMalformedBody, c.parse_malformed_body),
+        (
+            SensorCounter::ParseMalformedExtensions,
+            c.parse_malformed_extensions,
+        ),
+        (SensorCounter::HellosTooLarge, c.hellos_too_large),
+        (
+            SensorCounter::ReassemblyOverBudget,
+            c.reassembly_over_budget,
+        ),
+        (SensorCounter::HellosReassembled, c.hellos_reassembled),
+        (SensorCounter::PayloadsNotTls, c.payloads_not_tls),
+        (SensorCounter::PacketsMalformed, c.packets_malformed),
+        (SensorCounter::PacketsExcluded, c.packets_excluded),
+        (SensorCounter::FlowsEvicted, flows.evicted),
+        (SensorCounter::FlowsExpired, flows.expired),
+        (
+            SensorCounter::FlowsWithoutHello,
+            flows.expired_without_hello,
+        ),
+        (SensorCounter::ConnectionsClosed, c.connections_closed),
         (SensorCounter::RingWrites, r.writes),
         (SensorCounter::RecordsTooLarge, r.too_large),
     ] {

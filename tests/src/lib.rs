@@ -526,3 +526,129 @@ pub fn bool_field(line: &Value, name: &str) -> Result<bool> {
         .and_then(Value::as_bool)
         .ok_or_else(|| format!("line has no bool {name:?}: {line}").into())
 }
+
+// ---------------------------------------------------------------------------------------------
+// mod_reqin_log module tests (tests/tests/module_*.rs): a sensor-plus-httpd pair, raw clients,
+// the status page, and config checks.
+
+/// The lines of the module's log whose client port is `port`, in log order.
+pub fn lines_for_port(lines: &[Value], port: u16) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l.get("src_port").and_then(Value::as_u64) == Some(u64::from(port)))
+        .cloned()
+        .collect()
+}
+
+/// Waits until the log holds a line for each client port, and returns those lines.
+pub fn wait_lines_for_ports(httpd: &Httpd, ports: &[u16], timeout: Duration) -> Result<Vec<Value>> {
+    wait_for(timeout, &format!("log lines for ports {ports:?}"), || {
+        let lines = httpd.log_lines().ok()?;
+        ports
+            .iter()
+            .all(|p| !lines_for_port(&lines, *p).is_empty())
+            .then_some(lines)
+    })
+    .map_err(|e| format!("{e}; log so far: {:?}", httpd.log_lines()).into())
+}
+
+/// The real sensor on `lo` for a TLS port chosen now, and a private httpd on that port with our
+/// module and `extra_conf`; the sensor starts first, as in production.
+pub struct Stack {
+    pub root: tempfile::TempDir,
+    pub sensor: Option<Daemon>,
+    pub httpd: Httpd,
+}
+
+impl Stack {
+    pub fn start(mpm: &'static str, extra_conf: &str) -> Result<Self> {
+        let root = server_root()?;
+        let ring = root.path().join("ja4sensor.ring");
+        let tls_port = free_port()?;
+        let sensor = start_sensor(&ring, &[tls_port])?;
+        let opts = HttpdOptions {
+            mpm,
+            tls_port: Some(tls_port),
+            extra_conf: extra_conf.to_owned(),
+        };
+        let httpd = Httpd::start(root.path(), &ring, &opts)?;
+        Ok(Self {
+            root,
+            sensor: Some(sensor),
+            httpd,
+        })
+    }
+}
+
+/// Runs `curl -sk --max-time 10 <args>` and returns stdout (curl's exit status must be 0).
+pub fn curl_output(args: &[&str]) -> Result<String> {
+    let out = run(Command::new("curl")
+        .args(["-sk", "--max-time", "10"])
+        .args(args))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Sends raw bytes to a plain-HTTP port and returns the answer (the request should ask for
+/// `Connection: close`).
+pub fn raw_http(port: u16, request: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request)?;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    Ok(answer)
+}
+
+/// Fetches a Prometheus page over plain HTTP and returns `metric -> value`.
+pub fn prometheus(url: &str) -> Result<std::collections::HashMap<String, f64>> {
+    let text = curl_output(&[url])?;
+    let mut m = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((k, v)) = line.split_once(' ') {
+            m.insert(k.to_owned(), v.trim().parse()?);
+        }
+    }
+    if m.is_empty() {
+        return Err(format!("no metrics at {url}: {text:?}").into());
+    }
+    Ok(m)
+}
+
+/// Writes the test httpd config (as [`Httpd::start`] does) without starting httpd, and runs
+/// `apache2 -t` on it; returns (success, stdout+stderr).
+pub fn config_test(root: &Path, extra_conf: &str) -> Result<(bool, String)> {
+    let cert = Cert::generate(root)?;
+    let docroot = root.join("htdocs");
+    fs::create_dir_all(&docroot)?;
+    let template = fs::read_to_string(workspace_root().join("httpd-conf/test/httpd.conf.in"))?;
+    let mut conf_text = template
+        .replace("@SERVER_ROOT@", &root.display().to_string())
+        .replace("@MODULES_DIR@", "/usr/lib/apache2/modules")
+        .replace("@MPM@", "event")
+        .replace("@REQIN_MODULE@", &module_path().display().to_string())
+        .replace("@LISTEN_TLS@", &free_port()?.to_string())
+        .replace("@LISTEN_HTTP@", &free_port()?.to_string())
+        .replace("@CERT@", &cert.cert.display().to_string())
+        .replace("@KEY@", &cert.key.display().to_string())
+        .replace("@REQIN_LOG@", &root.join("reqin.log").display().to_string())
+        .replace("@RING@", &root.join("ring").display().to_string())
+        .replace("@DOCROOT@", &docroot.display().to_string());
+    conf_text.push('\n');
+    conf_text.push_str(extra_conf);
+    let conf = root.join("httpd-t.conf");
+    fs::write(&conf, conf_text)?;
+    let out = Command::new("apache2")
+        .arg("-t")
+        .arg("-f")
+        .arg(&conf)
+        .output()?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}

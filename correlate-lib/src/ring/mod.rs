@@ -72,10 +72,32 @@ pub enum SensorCounter {
     FlowsEvicted = 4,
     RingWrites = 5,
     RecordsTooLarge = 6,
+    /// hellos that spanned several TCP segments or TLS records
+    HellosReassembled = 7,
+    /// handshake records whose ClientHello body did not parse
+    ParseMalformedBody = 8,
+    /// ClientHellos whose extension block did not parse
+    ParseMalformedExtensions = 9,
+    /// ClientHellos larger than the per-flow cap, dropped
+    HellosTooLarge = 10,
+    /// segments dropped because all flows together hit the reassembly memory cap
+    ReassemblyOverBudget = 11,
+    /// client payloads on a TLS port that were not a TLS handshake
+    PayloadsNotTls = 12,
+    /// frames whose link/IP/TCP headers did not parse
+    PacketsMalformed = 13,
+    /// packets from core.exclude_source_ips
+    PacketsExcluded = 14,
+    /// flows dropped after flow_timeout_sec without a complete hello
+    FlowsExpired = 15,
+    /// flows that ended (expired or evicted) without any ClientHello: SYN floods, half-open connections
+    FlowsWithoutHello = 16,
+    /// client FIN/RST seen for a published connection
+    ConnectionsClosed = 17,
 }
 
 impl SensorCounter {
-    pub const ALL: [SensorCounter; 7] = [
+    pub const ALL: [SensorCounter; 18] = [
         SensorCounter::PacketsSeen,
         SensorCounter::KernelDrops,
         SensorCounter::HellosParsed,
@@ -83,6 +105,17 @@ impl SensorCounter {
         SensorCounter::FlowsEvicted,
         SensorCounter::RingWrites,
         SensorCounter::RecordsTooLarge,
+        SensorCounter::HellosReassembled,
+        SensorCounter::ParseMalformedBody,
+        SensorCounter::ParseMalformedExtensions,
+        SensorCounter::HellosTooLarge,
+        SensorCounter::ReassemblyOverBudget,
+        SensorCounter::PayloadsNotTls,
+        SensorCounter::PacketsMalformed,
+        SensorCounter::PacketsExcluded,
+        SensorCounter::FlowsExpired,
+        SensorCounter::FlowsWithoutHello,
+        SensorCounter::ConnectionsClosed,
     ];
 
     /// Name as printed in logs and Prometheus output.
@@ -95,6 +128,17 @@ impl SensorCounter {
             SensorCounter::FlowsEvicted => "flows_evicted",
             SensorCounter::RingWrites => "ring_writes",
             SensorCounter::RecordsTooLarge => "records_too_large",
+            SensorCounter::HellosReassembled => "hellos_reassembled",
+            SensorCounter::ParseMalformedBody => "parse_failures_malformed_body",
+            SensorCounter::ParseMalformedExtensions => "parse_failures_malformed_extensions",
+            SensorCounter::HellosTooLarge => "hellos_too_large",
+            SensorCounter::ReassemblyOverBudget => "reassembly_over_budget",
+            SensorCounter::PayloadsNotTls => "payloads_not_tls",
+            SensorCounter::PacketsMalformed => "packets_malformed",
+            SensorCounter::PacketsExcluded => "packets_excluded",
+            SensorCounter::FlowsExpired => "flows_expired",
+            SensorCounter::FlowsWithoutHello => "flows_without_hello",
+            SensorCounter::ConnectionsClosed => "connections_closed",
         }
     }
 

@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 pub mod module;
+pub mod shm;
 
 use std::borrow::Cow;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -18,7 +19,8 @@ use std::panic::Location;
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 
-use crate::hooks::{ConnState, ServerState};
+use crate::config::Verbosity;
+use crate::hooks::{ConnState, RequestState, ServerState};
 
 #[allow(
     non_camel_case_types,
@@ -60,6 +62,19 @@ impl Level {
             Level::Info => sys::APLOG_INFO,
             Level::Debug => sys::APLOG_DEBUG,
         }) as c_int
+    }
+}
+
+impl Level {
+    /// Whether `JsonSockLogLevel` lets a message of this level through.
+    pub fn allowed_by(self, v: Verbosity) -> bool {
+        let needed = match self {
+            Level::Crit | Level::Err => Verbosity::Error,
+            Level::Warning => Verbosity::Warn,
+            Level::Info => Verbosity::Info,
+            Level::Debug => Verbosity::Debug,
+        };
+        needed <= v
     }
 }
 
@@ -171,6 +186,12 @@ impl<'a> Pool<'a> {
             _life: PhantomData,
         })
     }
+
+    /// Hands `value` to the pool: it is dropped when the pool is cleared or destroyed (for the
+    /// child's pool: when the child exits, after its worker threads).
+    pub fn own<T: Send + Sync + 'static>(&self, value: T) {
+        pool_box(self.raw.as_ptr(), value);
+    }
 }
 
 /// A `server_rec` (the main server or a virtual host).
@@ -199,7 +220,68 @@ impl<'a> Server<'a> {
     /// `ap_log_error` with our module index, so `LogLevel reqin_log:LEVEL` applies.
     #[track_caller]
     pub fn log(&self, level: Level, status: apr_status_t, msg: &str) {
-        log_error(self.raw, level, status, msg);
+        let v = self
+            .state()
+            .map(|s| s.settings.verbosity())
+            .unwrap_or_default();
+        if level.allowed_by(v) {
+            log_error(self.raw, level, status, msg);
+        }
+    }
+
+    /// A handle other threads of the child (the orphan flusher) log through.
+    pub fn log_handle(&self) -> LogHandle {
+        LogHandle {
+            raw: self.raw,
+            verbosity: self
+                .state()
+                .map(|s| s.settings.verbosity())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// `ap_log_error` for a server from any thread of the child.
+#[derive(Clone, Copy)]
+pub struct LogHandle {
+    raw: *const sys::server_rec,
+    verbosity: Verbosity,
+}
+
+// SAFETY: the server_rec is allocated from the configuration pool and only read; it outlives
+// every thread that holds a handle (the flusher is joined in a cleanup of the child pool, a
+// sub-pool of the configuration pool). ap_log_error is thread-safe.
+unsafe impl Send for LogHandle {}
+// SAFETY: see Send.
+unsafe impl Sync for LogHandle {}
+
+impl LogHandle {
+    #[track_caller]
+    pub fn log(&self, level: Level, msg: &str) {
+        if level.allowed_by(self.verbosity) {
+            log_error(self.raw, level, 0, msg);
+        }
+    }
+}
+
+/// Starts a thread with every signal blocked. httpd's MPMs (prefork above all) rely on their
+/// signals reaching their own threads: a SIGTERM handled on ours would run the child's exit,
+/// whose pool cleanup joins this very thread.
+pub fn spawn_without_signals<F>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    // SAFETY: plain sigset manipulation on local values; pthread_sigmask changes only the
+    // calling thread's mask, restored right after the spawn (the new thread inherits the
+    // blocked mask).
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let handle = std::thread::Builder::new().name(name.to_owned()).spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        handle
     }
 }
 
@@ -282,6 +364,21 @@ impl<'a> Conn<'a> {
     /// The client's real connection for an HTTP/2 stream (`c->master`), else this one.
     pub fn primary(&self) -> Conn<'a> {
         Conn::new(self.raw.master).unwrap_or(*self)
+    }
+
+    /// An HTTP/2 stream's secondary connection.
+    pub fn is_secondary(&self) -> bool {
+        !self.raw.master.is_null()
+    }
+
+    /// The server the connection arrived on (`c->base_server`).
+    pub fn base_server(&self) -> Option<Server<'a>> {
+        Server::new(self.raw.base_server)
+    }
+
+    /// Our per-connection state, if `pre_connection` created it.
+    pub fn state(&self) -> Option<&'a ConnState> {
+        get_config::<ConnState>(self.raw.conn_config)
     }
 
     /// Our per-connection state, created on first use and dropped with the connection's pool.
@@ -399,6 +496,89 @@ impl<'a> Request<'a> {
             last = next;
         }
         last.status
+    }
+
+    /// Our per-request state (`r->request_config`), created on first use, dropped with the
+    /// request's pool. Only the thread serving the request sees it.
+    pub fn state_or_init(&self, init: impl FnOnce() -> RequestState) -> Option<&'a RequestState> {
+        if let Some(existing) = get_config::<RequestState>(self.raw.request_config) {
+            return Some(existing);
+        }
+        let slot = config_slot(self.raw.request_config)?;
+        let boxed = pool_box(self.raw.pool, init());
+        // SAFETY: our slot of this request's config vector, written by the one thread serving
+        // the request; `boxed` lives until the request pool's cleanup.
+        unsafe {
+            *slot = boxed as *mut c_void;
+            (boxed as *const RequestState).as_ref()
+        }
+    }
+
+    pub fn uri(&self) -> Option<Cow<'a, str>> {
+        text(self.raw.uri)
+    }
+
+    pub fn handler(&self) -> Option<Cow<'a, str>> {
+        text(self.raw.handler)
+    }
+
+    pub fn header_only(&self) -> bool {
+        self.raw.header_only != 0
+    }
+
+    /// `r->useragent_ip` (mod_remoteip's view of the client).
+    pub fn useragent_ip(&self) -> Option<Cow<'a, str>> {
+        text(self.raw.useragent_ip)
+    }
+
+    /// A request header (case-insensitive), lossily decoded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        if self.raw.headers_in.is_null() {
+            return None;
+        }
+        let c = CString::new(name).ok()?;
+        // SAFETY: headers_in is a live table of the request; the value is a pool string.
+        text(unsafe { sys::apr_table_get(self.raw.headers_in, c.as_ptr()) }).map(Cow::into_owned)
+    }
+
+    /// `apr_table_set(r->subprocess_env, name, value)`.
+    pub fn set_env(&self, name: &str, value: &str) {
+        if self.raw.subprocess_env.is_null() {
+            return;
+        }
+        let (name, value) = (to_cstring(name), to_cstring(value));
+        // SAFETY: subprocess_env is a live table of the request; apr_table_set copies both.
+        unsafe { sys::apr_table_set(self.raw.subprocess_env, name.as_ptr(), value.as_ptr()) }
+    }
+
+    /// `r->bytes_sent` of the final request of the chain (mod_log_config's `%B`).
+    pub fn bytes_sent(&self) -> u64 {
+        let mut last = self.raw;
+        // SAFETY: as in `final_status`.
+        while let Some(next) = unsafe { last.next.as_ref() } {
+            last = next;
+        }
+        u64::try_from(last.bytes_sent).unwrap_or(0)
+    }
+
+    pub fn set_content_type(&self, ct: &'static CStr) {
+        // SAFETY: a static string; httpd keeps the pointer for the request's lifetime.
+        unsafe { sys::ap_set_content_type(self.raw as *const _ as *mut _, ct.as_ptr()) }
+    }
+
+    /// `ap_rwrite`: the response body, through the output filters.
+    pub fn write(&self, body: &[u8]) -> bool {
+        let Ok(len) = c_int::try_from(body.len()) else {
+            return false;
+        };
+        // SAFETY: the request is live and being handled by this thread.
+        unsafe {
+            sys::ap_rwrite(
+                body.as_ptr() as *const c_void,
+                len,
+                self.raw as *const _ as *mut _,
+            ) >= 0
+        }
     }
 
     /// `ap_http_scheme(r)`: what the server is configured to be (`SSLEngine on` → "https").

@@ -14,9 +14,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use super::{
-    log_error, pool_box, pool_str, sys, text, Cmd, Level, Pool, Request, Server, DECLINED, OK,
+    log_error, pool_box, pool_str, sys, text, Cmd, Conn, Level, Pool, Request, Server, DECLINED, OK,
 };
-use crate::config::ConfigError;
 use crate::hooks::{self, ServerState};
 
 extern "C" {
@@ -68,6 +67,11 @@ fn guard<T>(hook: &str, server: Option<Server<'_>>, fallback: T, f: impl FnOnce(
                 Some(s) => s.log(Level::Crit, 0, &msg),
                 None => log_error(ptr::null(), Level::Crit, 0, &msg),
             }));
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                if let Some(s) = server {
+                    hooks::count_panic(s);
+                }
+            }));
             fallback
         }
     }
@@ -82,6 +86,14 @@ extern "C" fn register_hooks(_p: *mut sys::apr_pool_t) {
         unsafe {
             sys::ap_hook_post_config(Some(post_config), none, none, middle);
             sys::ap_hook_child_init(Some(child_init), none, none, middle);
+            // REALLY_FIRST: the accept time, as close to the accept as a module can see it.
+            sys::ap_hook_pre_connection(
+                Some(pre_connection),
+                none,
+                none,
+                sys::APR_HOOK_REALLY_FIRST,
+            );
+            sys::ap_hook_handler(Some(handler), none, none, middle);
             // REALLY_FIRST: before mod_setenvif/mod_rewrite, which will read what we export.
             sys::ap_hook_post_read_request(
                 Some(post_read_request),
@@ -143,13 +155,38 @@ extern "C" fn post_config(
     })
 }
 
-extern "C" fn child_init(_pchild: *mut sys::apr_pool_t, s: *mut sys::server_rec) {
+extern "C" fn child_init(pchild: *mut sys::apr_pool_t, s: *mut sys::server_rec) {
     let server = Server::new(s);
     guard("child_init", server, (), || {
-        if let Some(server) = server {
-            hooks::child_init(server);
+        if let (Some(server), Some(pool)) = (server, Pool::new(pchild)) {
+            hooks::child_init(pool, server);
         }
     })
+}
+
+extern "C" fn pre_connection(c: *mut sys::conn_rec, _csd: *mut c_void) -> c_int {
+    let conn = Conn::new(c);
+    guard(
+        "pre_connection",
+        conn.and_then(|c| c.base_server()),
+        OK,
+        || {
+            if let Some(conn) = conn {
+                hooks::pre_connection(conn);
+            }
+            OK
+        },
+    )
+}
+
+extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
+    let request = Request::new(r);
+    guard(
+        "handler",
+        request.and_then(|r| r.server()),
+        DECLINED,
+        || request.map_or(DECLINED, hooks::handler),
+    )
 }
 
 extern "C" fn post_read_request(r: *mut sys::request_rec) -> c_int {
@@ -172,11 +209,14 @@ extern "C" fn log_transaction(r: *mut sys::request_rec) -> c_int {
     )
 }
 
-type DirectiveFn = fn(&mut ServerState, &str, &Cmd<'_>) -> Result<(), ConfigError>;
-
-/// Runs a directive handler; returns NULL, or the error httpd prints (allocated from cmd->pool)
-/// prefixed with the directive's name.
-fn directive(cmd: *mut sys::cmd_parms, arg: *const c_char, handler: DirectiveFn) -> *const c_char {
+/// Every directive of c/shim.c: applies it to the server's settings (config.rs); returns NULL,
+/// or the error httpd prints (allocated from cmd->pool) prefixed with the directive's name.
+#[no_mangle]
+pub extern "C" fn reqin_log_cmd(
+    cmd: *mut sys::cmd_parms,
+    _mconfig: *mut c_void,
+    arg: *const c_char,
+) -> *const c_char {
     // SAFETY: httpd passes the live cmd_parms of the directive being parsed.
     let Some(raw) = (unsafe { cmd.as_ref() }) else {
         return ptr::null();
@@ -188,7 +228,10 @@ fn directive(cmd: *mut sys::cmd_parms, arg: *const c_char, handler: DirectiveFn)
         let state = cmd
             .server_state_mut()
             .ok_or_else(|| format!("{name}: mod_reqin_log has no configuration for this server"))?;
-        handler(state, &arg, &cmd).map_err(|e| format!("{name}: {e}"))
+        state
+            .settings
+            .apply(&name, &arg, |rel| cmd.server_root_relative(rel))
+            .map_err(|e| format!("{name}: {e}"))
     }));
     match result {
         Ok(Ok(())) => ptr::null(),
@@ -201,24 +244,4 @@ fn directive(cmd: *mut sys::cmd_parms, arg: *const c_char, handler: DirectiveFn)
             ),
         ),
     }
-}
-
-/// `ReqinLogFile` (c/shim.c).
-#[no_mangle]
-pub extern "C" fn reqin_log_cmd_file(
-    cmd: *mut sys::cmd_parms,
-    _mconfig: *mut c_void,
-    arg: *const c_char,
-) -> *const c_char {
-    directive(cmd, arg, hooks::set_log_file)
-}
-
-/// `ReqinLogRing` (c/shim.c).
-#[no_mangle]
-pub extern "C" fn reqin_log_cmd_ring(
-    cmd: *mut sys::cmd_parms,
-    _mconfig: *mut c_void,
-    arg: *const c_char,
-) -> *const c_char {
-    directive(cmd, arg, hooks::set_ring)
 }

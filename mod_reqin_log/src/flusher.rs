@@ -1,0 +1,148 @@
+//! The orphan flusher: one thread per httpd child that finishes the lines whose handshake was
+//! not in the ring yet when the request was logged, so no worker waits for the sensor.
+//!
+//! A pending line is re-checked every [`TICK`]: written correlated as soon as the ring has a
+//! record that belongs to its connection, or as an orphan once the sensor has processed every
+//! packet up to the request (its watermark passed the request's arrival: the hello would have
+//! been seen) or the orphan delay expired. The queue is bounded; a full queue makes the worker
+//! write the line as an orphan at once (counted). When the child exits, the pool cleanup stops
+//! the thread, which gives every pending line one last lookup and writes it, then is joined:
+//! a graceful restart or stop loses no line, and no thread outlives the module's code.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use correlate_lib::ConnKey;
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use crate::correlation::RingHandle;
+use crate::hooks::{lookup_record, Output};
+use crate::record::{log_line, RequestSnapshot};
+use crate::stats::Counter;
+
+/// How often pending lines are re-checked.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Pending lines per child. At 500 ms each, 4096 covers 8000 uncorrelated TLS requests per
+/// second per child; beyond that lines are written as orphans at once rather than held.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// A finished request waiting for its handshake.
+pub struct Pending {
+    pub snapshot: RequestSnapshot,
+    pub key: ConnKey,
+    pub accept_ns: u64,
+    pub arrival_ns: u64,
+    pub deadline: Instant,
+    pub rules: Arc<correlate_lib::join::JoinRules>,
+    pub ring: Arc<RingHandle>,
+    pub output: Arc<Output>,
+}
+
+impl Pending {
+    /// Writes the line if it can be decided now (or `force`); false to keep it pending.
+    fn settle(&self, force: bool) -> bool {
+        if let Some(rec) = lookup_record(
+            &self.ring,
+            &self.rules,
+            &self.key,
+            self.accept_ns,
+            &self.output,
+            false,
+        ) {
+            self.output.stats.add(Counter::CorrelatedLate, 1);
+            self.output
+                .write(&log_line(&self.snapshot, Some(&rec)), true);
+            return true;
+        }
+        let seen_everything = self.ring.watermark() >= self.arrival_ns;
+        if force || seen_everything || Instant::now() >= self.deadline {
+            self.output.stats.add(Counter::RingMisses, 1);
+            self.output.stats.add(Counter::OrphansDelayed, 1);
+            self.output.write(&log_line(&self.snapshot, None), false);
+            return true;
+        }
+        false
+    }
+}
+
+/// The child's flusher; dropping it (pool cleanup) drains and joins the thread.
+pub struct Flusher {
+    tx: Sender<Box<Pending>>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Flusher {
+    pub fn start(
+        spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = bounded(QUEUE_CAPACITY);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = spawn(Box::new({
+            let stop = Arc::clone(&stop);
+            move || run(rx, stop)
+        }))?;
+        Ok(Self {
+            tx,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues a line; gives it back when the queue is full or the flusher stopped.
+    pub fn submit(&self, p: Box<Pending>) -> Result<(), Box<Pending>> {
+        self.tx.try_send(p).map_err(|e| match e {
+            TrySendError::Full(p) | TrySendError::Disconnected(p) => p,
+        })
+    }
+}
+
+impl Flusher {
+    /// Writes every pending line and joins the thread (idempotent).
+    pub fn stop_and_join(&self) {
+        self.stop.store(true, Ordering::Release);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run(rx: Receiver<Box<Pending>>, stop: Arc<AtomicBool>) {
+    let mut pending: Vec<Box<Pending>> = Vec::new();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        match rx.recv_timeout(TICK) {
+            Ok(p) => pending.push(p),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                for p in pending.drain(..) {
+                    settle_guarded(&p, true);
+                }
+                return;
+            }
+        }
+        pending.extend(rx.try_iter());
+        pending.retain(|p| !settle_guarded(p, stopping));
+        if stopping && pending.is_empty() && rx.is_empty() {
+            return;
+        }
+    }
+}
+
+/// A panic while settling one line (a bug) loses that line, not the flusher.
+fn settle_guarded(p: &Pending, force: bool) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.settle(force))).unwrap_or(true)
+}

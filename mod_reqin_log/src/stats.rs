@@ -1,0 +1,180 @@
+//! The module's counters and their Prometheus text, as the `reqin-log-status` handler serves
+//! them. The values live in shared memory (one block for every child of a configuration
+//! generation, see `ffi::shm`), so a scrape of any child returns the sum over all of them; this
+//! file only names them and renders them. Pure: unit-tested without httpd.
+
+use std::fmt::Write;
+
+/// One counter. Values only grow (Prometheus `counter` type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    LinesWritten = 0,
+    Correlated,
+    Orphans,
+    /// Orphans that waited in the flusher for the sensor (the rest were decided at once).
+    OrphansDelayed,
+    /// Requests joined late: by the flusher, after the log hook found nothing yet.
+    CorrelatedLate,
+    RingMisses,
+    TornReads,
+    /// A record was found but belongs to another connection (reused port, outside the window).
+    ForeignRecords,
+    ExcludedSource,
+    ExcludedPort,
+    WriteErrors,
+    /// Lines lost: the socket would block or is down.
+    Dropped,
+    /// The flusher's queue was full: the line was written at once, uncorrelated.
+    QueueFull,
+    HeaderValuesTruncated,
+    HeadersDropped,
+    HeadersRedacted,
+    Panics,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 17] = [
+        Counter::LinesWritten,
+        Counter::Correlated,
+        Counter::Orphans,
+        Counter::OrphansDelayed,
+        Counter::CorrelatedLate,
+        Counter::RingMisses,
+        Counter::TornReads,
+        Counter::ForeignRecords,
+        Counter::ExcludedSource,
+        Counter::ExcludedPort,
+        Counter::WriteErrors,
+        Counter::Dropped,
+        Counter::QueueFull,
+        Counter::HeaderValuesTruncated,
+        Counter::HeadersDropped,
+        Counter::HeadersRedacted,
+        Counter::Panics,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Metric name without the `reqin_log_` prefix and `_total` suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::LinesWritten => "lines_written",
+            Counter::Correlated => "correlated",
+            Counter::Orphans => "orphans",
+            Counter::OrphansDelayed => "orphans_delayed",
+            Counter::CorrelatedLate => "correlated_late",
+            Counter::RingMisses => "ring_misses",
+            Counter::TornReads => "torn_reads",
+            Counter::ForeignRecords => "foreign_records",
+            Counter::ExcludedSource => "excluded_source",
+            Counter::ExcludedPort => "excluded_port",
+            Counter::WriteErrors => "write_errors",
+            Counter::Dropped => "dropped",
+            Counter::QueueFull => "queue_full",
+            Counter::HeaderValuesTruncated => "header_values_truncated",
+            Counter::HeadersDropped => "headers_dropped",
+            Counter::HeadersRedacted => "headers_redacted",
+            Counter::Panics => "panics",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Counter::LinesWritten => "JSON lines written to at least one sink",
+            Counter::Correlated => "lines joined with the sensor's handshake record",
+            Counter::Orphans => "lines logged uncorrelated (orphan_side A)",
+            Counter::OrphansDelayed => "orphans that waited for the sensor in the flusher",
+            Counter::CorrelatedLate => "lines joined by the flusher after the log phase",
+            Counter::RingMisses => "ring lookups that found no record",
+            Counter::TornReads => "ring lookups that found only torn or corrupt slots",
+            Counter::ForeignRecords => {
+                "records found for the 4-tuple but of another connection (reused port)"
+            }
+            Counter::ExcludedSource => "requests not joined: client in ReqinLogExcludeSource",
+            Counter::ExcludedPort => "requests not joined: port not in ReqinLogIncludePorts",
+            Counter::WriteErrors => "failed writes to a sink",
+            Counter::Dropped => "lines lost because a sink was unavailable",
+            Counter::QueueFull => "lines written uncorrelated at once: orphan queue full",
+            Counter::HeaderValuesTruncated => "header values cut to JsonSockLogMaxHeaderValueLen",
+            Counter::HeadersDropped => "headers beyond JsonSockLogMaxHeaders",
+            Counter::HeadersRedacted => "header values replaced by [REDACTED]",
+            Counter::Panics => "panics caught at the FFI boundary",
+        }
+    }
+}
+
+/// Prometheus text exposition format (version 0.0.4).
+pub fn render(value: impl Fn(Counter) -> u64, ring: Option<&RingStatus>) -> String {
+    let mut out = String::with_capacity(4096);
+    for c in Counter::ALL {
+        let name = c.name();
+        let _ = writeln!(out, "# HELP reqin_log_{name}_total {}", c.help());
+        let _ = writeln!(out, "# TYPE reqin_log_{name}_total counter");
+        let _ = writeln!(out, "reqin_log_{name}_total {}", value(c));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP reqin_log_ring_attached 1 when this child has the sensor's ring mapped"
+    );
+    let _ = writeln!(out, "# TYPE reqin_log_ring_attached gauge");
+    let _ = writeln!(out, "reqin_log_ring_attached {}", u8::from(ring.is_some()));
+    if let Some(ring) = ring {
+        let _ = writeln!(out, "# TYPE ja4sensor_ring_generation gauge");
+        let _ = writeln!(out, "ja4sensor_ring_generation {}", ring.generation);
+        let _ = writeln!(out, "# TYPE ja4sensor_ring_published_total counter");
+        let _ = writeln!(out, "ja4sensor_ring_published_total {}", ring.published);
+        let _ = writeln!(
+            out,
+            "# HELP ja4sensor_watermark_seconds capture time up to which the sensor processed every packet"
+        );
+        let _ = writeln!(out, "# TYPE ja4sensor_watermark_seconds gauge");
+        let _ = writeln!(
+            out,
+            "ja4sensor_watermark_seconds {:.6}",
+            ring.watermark_ns as f64 / 1e9
+        );
+        for (name, v) in &ring.sensor_counters {
+            let _ = writeln!(out, "# TYPE ja4sensor_{name}_total counter");
+            let _ = writeln!(out, "ja4sensor_{name}_total {v}");
+        }
+    }
+    out
+}
+
+/// The sensor's statistics as its ring header publishes them.
+#[derive(Debug, Clone, Default)]
+pub struct RingStatus {
+    pub generation: u64,
+    pub published: u64,
+    pub watermark_ns: u64,
+    pub sensor_counters: Vec<(&'static str, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_dense_and_rendered_once_each() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        let text = render(|c| c.index() as u64 * 10, None);
+        assert!(text.contains("reqin_log_orphans_total 20\n"), "{text}");
+        assert!(text.contains("reqin_log_ring_attached 0\n"));
+        for c in Counter::ALL {
+            let needle = format!("\nreqin_log_{}_total ", c.name());
+            assert_eq!(text.matches(&needle).count(), 1, "{needle}");
+        }
+        let ring = RingStatus {
+            generation: 3,
+            sensor_counters: vec![("packets_seen", 7)],
+            ..RingStatus::default()
+        };
+        let text = render(|_| 0, Some(&ring));
+        assert!(text.contains("ja4sensor_packets_seen_total 7\n"), "{text}");
+    }
+}
