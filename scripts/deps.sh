@@ -7,11 +7,16 @@ APT_PACKAGES=(
   apache2 apache2-dev          # the httpd we load into, apxs and headers
   libpcap-dev                  # the sensor's capture library
   clang libclang-dev           # bindgen
-  tshark                       # independent JA3 oracle in the end-to-end tests
+  tshark tcpdump               # independent JA3 oracle; tcpdump records what a live test saw
   curl openssl nghttp2-client  # real TLS clients (curl, openssl s_client, h2load)
   python3                      # the JA4 corpus checker
   jq                           # the demo pretty-prints the log
   iproute2 procps psmisc       # ip, ps, fuser used by fixtures
+  clickhouse-server clickhouse-client  # the shipper's tests start a private server
+  python3-venv                 # .venv: chdb (seed DDL on a modern engine), ziglang (glibc 2.28 builds)
+  rpm                          # rpmbuild for `make rpm`
+  binutils                     # readelf: GLIBC_ symbol versions of the packaged binaries
+  systemd                      # systemd-analyze verify/security of the units
 )
 
 missing=()
@@ -47,3 +52,26 @@ if command -v rustup >/dev/null; then
     fi
   done
 fi
+
+# Python tools kept out of the system interpreter, in the project's .venv (gitignored):
+# chdb runs the seed's own ClickHouse DDL in-process; ziglang is the linker cargo-zigbuild uses
+# to build against el8's glibc 2.28.
+VENV="$(dirname "$0")/../.venv"
+PY_PACKAGES=(chdb ziglang)
+if [[ ! -x "$VENV/bin/python3" ]]; then
+  python3 -m venv "$VENV"
+fi
+for p in "${PY_PACKAGES[@]}"; do
+  if ! "$VENV/bin/python3" -m pip show -q "$p" >/dev/null 2>&1; then
+    echo "deps: pip install $p"
+    "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "$p"
+  fi
+done
+
+# Packaging tools: cargo-zigbuild (el8 glibc baseline) and cargo-deb.
+for tool in cargo-zigbuild cargo-deb; do
+  if ! command -v "$tool" >/dev/null && [[ ! -x "$HOME/.cargo/bin/$tool" ]]; then
+    echo "deps: cargo install $tool"
+    cargo install --locked -q "$tool"
+  fi
+done

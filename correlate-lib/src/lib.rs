@@ -12,4 +12,4 @@ pub mod join;
 pub mod record;
 pub mod ring;
 
-pub use record::{ConnKey, IpMeta, TcpMeta, TlsRecord};
+pub use record::{ConnKey, IpMeta, RecordView, TcpMeta, TlsRecord};

@@ -253,13 +253,43 @@ impl TlsRecord {
     /// Decodes what [`TlsRecord::encode`] wrote. Trailing bytes are allowed (a slot is
     /// fixed-size); everything else that does not fit is an error.
     pub fn decode(buf: &[u8]) -> Result<Self, CodecError> {
+        RecordView::parse(buf).map(|v| v.to_record())
+    }
+}
+
+/// A decoded record that borrows its strings from the bytes it was decoded from: what a ring
+/// lookup yields before anything is allocated. [`RecordView::to_record`] makes the owned form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    key: Option<&'a [u8; CONN_KEY_BYTES]>,
+    pub syn_time_ns: u64,
+    pub hello_time_ns: u64,
+    pub closed_time_ns: u64,
+    pub ip: Option<IpMeta>,
+    /// Window size, MSS and window scale of the SYN (see [`TcpMeta`]); `None` without a SYN.
+    pub tcp: Option<(u16, u16, Option<u8>)>,
+    pub tcp_options: &'a str,
+    pub tls_version: &'a str,
+    pub tls_sni: &'a str,
+    pub tls_alpn: &'a str,
+    pub ja4: &'a str,
+    pub ja4_r: &'a str,
+    pub ja3: &'a str,
+    pub ja3_hash: &'a str,
+    pub sensor_id: &'a str,
+}
+
+impl<'a> RecordView<'a> {
+    /// Parses what [`TlsRecord::encode`] wrote, checking every length against the buffer and
+    /// the field's limit, and every string for UTF-8. Trailing bytes are allowed.
+    pub fn parse(buf: &'a [u8]) -> Result<Self, CodecError> {
         let mut r = Cursor { buf, pos: 0 };
         let version = r.u8()?;
         if version != CODEC_VERSION {
             return Err(CodecError::Version(version));
         }
         let flags = r.u8()?;
-        let key_bytes: [u8; CONN_KEY_BYTES] = r.array()?;
+        let key_bytes: &'a [u8; CONN_KEY_BYTES] = r.array_ref()?;
         let syn_time_ns = u64::from_le_bytes(r.array()?);
         let hello_time_ns = u64::from_le_bytes(r.array()?);
         let closed_time_ns = u64::from_le_bytes(r.array()?);
@@ -272,7 +302,7 @@ impl TlsRecord {
         let window_size = u16::from_le_bytes(r.array()?);
         let mss = u16::from_le_bytes(r.array()?);
         let wscale = r.u8()?;
-        let mut strings: [String; 9] = Default::default();
+        let mut strings: [&'a str; 9] = [""; 9];
         for (slot, field) in strings.iter_mut().zip(StrField::ALL) {
             let len = usize::from(u16::from_le_bytes(r.array()?));
             if len > field.max_len() {
@@ -282,24 +312,23 @@ impl TlsRecord {
                     max: field.max_len(),
                 });
             }
-            let bytes = r.take(len)?;
             *slot =
-                String::from_utf8(bytes.to_vec()).map_err(|_| CodecError::Utf8(field.name()))?;
+                std::str::from_utf8(r.take(len)?).map_err(|_| CodecError::Utf8(field.name()))?;
         }
-        let [options, tls_version, tls_sni, tls_alpn, ja4, ja4_r, ja3, ja3_hash, sensor_id] =
+        let [tcp_options, tls_version, tls_sni, tls_alpn, ja4, ja4_r, ja3, ja3_hash, sensor_id] =
             strings;
         Ok(Self {
-            key: (flags & FLAG_KEY != 0).then(|| ConnKey::from_canonical_bytes(&key_bytes)),
+            key: (flags & FLAG_KEY != 0).then_some(key_bytes),
             syn_time_ns,
             hello_time_ns,
             closed_time_ns,
             ip: (flags & FLAG_IP != 0).then_some(ip),
-            tcp: (flags & FLAG_TCP != 0).then_some(TcpMeta {
+            tcp: (flags & FLAG_TCP != 0).then_some((
                 window_size,
                 mss,
-                window_scale: (flags & FLAG_WSCALE != 0).then_some(wscale),
-                options,
-            }),
+                (flags & FLAG_WSCALE != 0).then_some(wscale),
+            )),
+            tcp_options,
             tls_version,
             tls_sni,
             tls_alpn,
@@ -309,6 +338,59 @@ impl TlsRecord {
             ja3_hash,
             sensor_id,
         })
+    }
+
+    /// The fixed-size head only: the connection key (as [`ConnKey::canonical_bytes`]) and the
+    /// ClientHello time. What a reader needs to pick a candidate before paying for the strings.
+    #[allow(clippy::type_complexity)]
+    pub fn parse_head(
+        buf: &'a [u8],
+    ) -> Result<(Option<&'a [u8; CONN_KEY_BYTES]>, u64), CodecError> {
+        let mut r = Cursor { buf, pos: 0 };
+        let version = r.u8()?;
+        if version != CODEC_VERSION {
+            return Err(CodecError::Version(version));
+        }
+        let flags = r.u8()?;
+        let key_bytes: &'a [u8; CONN_KEY_BYTES] = r.array_ref()?;
+        let _syn_time_ns: [u8; 8] = r.array()?;
+        let hello_time_ns = u64::from_le_bytes(r.array()?);
+        Ok(((flags & FLAG_KEY != 0).then_some(key_bytes), hello_time_ns))
+    }
+
+    /// True when the record belongs to the connection whose [`ConnKey::canonical_bytes`] are
+    /// given: a byte comparison, no address is built.
+    pub fn has_key(&self, canonical: &[u8; CONN_KEY_BYTES]) -> bool {
+        self.key == Some(canonical)
+    }
+
+    pub fn key(&self) -> Option<ConnKey> {
+        self.key.map(ConnKey::from_canonical_bytes)
+    }
+
+    /// The owned record (allocates its strings).
+    pub fn to_record(&self) -> TlsRecord {
+        TlsRecord {
+            key: self.key(),
+            syn_time_ns: self.syn_time_ns,
+            hello_time_ns: self.hello_time_ns,
+            closed_time_ns: self.closed_time_ns,
+            ip: self.ip,
+            tcp: self.tcp.map(|(window_size, mss, window_scale)| TcpMeta {
+                window_size,
+                mss,
+                window_scale,
+                options: self.tcp_options.to_owned(),
+            }),
+            tls_version: self.tls_version.to_owned(),
+            tls_sni: self.tls_sni.to_owned(),
+            tls_alpn: self.tls_alpn.to_owned(),
+            ja4: self.ja4.to_owned(),
+            ja4_r: self.ja4_r.to_owned(),
+            ja3: self.ja3.to_owned(),
+            ja3_hash: self.ja3_hash.to_owned(),
+            sensor_id: self.sensor_id.to_owned(),
+        }
     }
 }
 
@@ -430,9 +512,17 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
+        Ok(*self.array_ref()?)
+    }
+
+    fn array_ref<const N: usize>(&mut self) -> Result<&'a [u8; N], CodecError> {
+        let bytes = self.take(N)?;
+        // `take` returned exactly N bytes.
+        bytes.try_into().map_err(|_| CodecError::Truncated {
+            offset: self.pos,
+            needed: N,
+            len: self.buf.len(),
+        })
     }
 }
 

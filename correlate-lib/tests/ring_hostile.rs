@@ -355,9 +355,16 @@ proptest::proptest! {
         }
         forge_slot(&p, &g, 0, &payload);
         let r = RingReader::open(&p).unwrap();
-        let expected = match correlate_lib::TlsRecord::decode(&payload) {
-            Ok(d) if d.key == rec.key => Lookup::Hit(d),
-            Ok(_) => Lookup::Miss,
+        // A reader picks candidates by the record's fixed head (key, hello time) and decodes
+        // the strings of the one it returns: a head naming another connection is a miss
+        // whatever follows it; a head or strings that do not decode are a torn read.
+        let canonical = rec.key.unwrap().canonical_bytes();
+        let expected = match correlate_lib::RecordView::parse_head(&payload) {
+            Ok((key, _)) if key != Some(&canonical) => Lookup::Miss,
+            Ok(_) => match correlate_lib::TlsRecord::decode(&payload) {
+                Ok(d) => Lookup::Hit(d),
+                Err(_) => Lookup::Torn,
+            },
             Err(_) => Lookup::Torn,
         };
         proptest::prop_assert_eq!(r.lookup(&rec.key.unwrap()), expected);

@@ -497,7 +497,7 @@ impl Config {
         i32::try_from(bytes).unwrap_or(i32::MAX)
     }
 
-    /// The BPF filter: `core.bpf_filter` if set, else TCP packets to the listen ports and, when
+    /// The BPF filter: `core.bpf_filter` if set, else [`HANDSHAKE_PACKETS`] to the listen ports and, when
     /// `local_ips` is not empty, to those addresses (sentinel's `dst host` clause). Loopback
     /// IPv4 is written `dst net 127.0.0.0/8`: every 127.x address reaches the host.
     pub fn bpf_filter(&self, local_ips: &[IpAddr]) -> String {
@@ -524,9 +524,25 @@ impl Config {
         if !hosts.is_empty() {
             filter.push_str(&format!(" and ({})", hosts.join(" or ")));
         }
+        filter.push_str(" and ");
+        filter.push_str(HANDSHAKE_PACKETS);
         filter
     }
 }
+
+/// What the sensor needs of a connection, as a BPF clause: its SYN (the traits), its FIN or RST
+/// (the close time), and the client payloads that may hold the ClientHello. Pure ACKs and
+/// segments that begin with a TLS 1.2/1.3 application-data record header (`17 03 03`) — the bulk
+/// of a busy server's client-to-server packets once the handshake is done — are dropped in the
+/// kernel and never wake the sensor. A ClientHello split over segments continues with whatever
+/// byte comes next, so a continuation segment is dropped only if it happens to begin with those
+/// three bytes (1 in 16 million for random key-share bytes; a client crafting that split only
+/// makes itself an orphan, which is visible). IPv6 packets are all kept: libpcap's `tcp[]` only
+/// indexes IPv4 headers.
+pub const HANDSHAKE_PACKETS: &str = "(ip6 \
+    or tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0 \
+    or (ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2) > 0 \
+        and not (tcp[((tcp[12] & 0xf0) >> 2):2] = 0x1703 and tcp[((tcp[12] & 0xf0) >> 2) + 2] = 0x03)))";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -577,7 +593,7 @@ watchdog:
         assert_eq!(cfg.ring, RingSection::default());
         assert_eq!(
             cfg.bpf_filter(&[]),
-            "tcp and (dst port 443 or dst port 8443)"
+            format!("tcp and (dst port 443 or dst port 8443) and {HANDSHAKE_PACKETS}")
         );
     }
 
@@ -587,12 +603,12 @@ watchdog:
         let ips = cfg.local_ips().unwrap();
         assert_eq!(
             cfg.bpf_filter(&ips),
-            "tcp and (dst port 443) and (dst host 192.0.2.10 or dst host 2001:db8::1)"
+            format!("tcp and (dst port 443) and (dst host 192.0.2.10 or dst host 2001:db8::1) and {HANDSHAKE_PACKETS}")
         );
         let lo = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         assert_eq!(
             cfg.bpf_filter(&lo),
-            "tcp and (dst port 443) and (dst net 127.0.0.0/8 or dst host ::1)"
+            format!("tcp and (dst port 443) and (dst net 127.0.0.0/8 or dst host ::1) and {HANDSHAKE_PACKETS}")
         );
     }
 
@@ -602,7 +618,11 @@ watchdog:
         let cfg = Config::parse("ring:\n  path: /tmp/x.ring\n").unwrap();
         assert_eq!(cfg.core, CoreConfig::default());
         assert_eq!(cfg.ring.path, Path::new("/tmp/x.ring"));
-        assert_eq!(cfg.bpf_filter(&[]), "tcp and (dst port 443)");
+        assert_eq!(
+            cfg.bpf_filter(&[]),
+            format!("tcp and (dst port 443) and {HANDSHAKE_PACKETS}")
+        );
+        crate::capture::check_filter(&cfg.bpf_filter(&[])).unwrap();
         assert_eq!(cfg.pcap_buffer_bytes(), 2 * 1024 * 1024);
     }
 

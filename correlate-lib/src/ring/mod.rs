@@ -34,7 +34,7 @@ use layout::Geometry;
 use mapping::{ReadOnlyWords, SharedWord, WritableWords};
 use seqlock::ReadAttempt;
 
-use crate::record::{CodecError, ConnKey, TlsRecord};
+use crate::record::{CodecError, ConnKey, RecordView, TlsRecord, CONN_KEY_BYTES};
 
 /// Default location: tmpfs, readable by the Apache group only (see the sensor's `ring_group`).
 pub const DEFAULT_RING_PATH: &str = "/dev/shm/ja4sensor.ring";
@@ -770,22 +770,46 @@ impl RingReader {
         load_word(self.words(), i)
     }
 
-    /// Finds the newest record for `key` in O(1) (bounded index probing).
+    /// Finds the newest record for `key` in O(1) (bounded index probing) and returns it owned.
+    /// Uses a per-thread [`LookupBuf`]; [`RingReader::find`] avoids the string allocations.
     pub fn lookup(&self, key: &ConnKey) -> Lookup {
         self.lookup_traced(key).0
     }
 
     /// [`RingReader::lookup`], plus what each candidate slot turned out to be.
     pub fn lookup_traced(&self, key: &ConnKey) -> (Lookup, LookupTrace) {
+        thread_local! {
+            static BUF: std::cell::RefCell<LookupBuf> = std::cell::RefCell::new(LookupBuf::default());
+        }
+        let owned = |buf: &mut LookupBuf| {
+            let (found, trace) = self.find(key, buf);
+            let lookup = match found {
+                Found::Hit(view) => Lookup::Hit(view.to_record()),
+                Found::Miss => Lookup::Miss,
+                Found::Torn => Lookup::Torn,
+            };
+            (lookup, trace)
+        };
+        // A nested lookup on the same thread (none exists today) gets a buffer of its own
+        // rather than a panic.
+        BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => owned(&mut buf),
+            Err(_) => owned(&mut LookupBuf::default()),
+        })
+    }
+
+    /// Finds the newest record for `key`, decoded in place in `buf`: no allocation once the
+    /// buffer has grown to a slot. The view borrows `buf` until the caller is done with it.
+    pub fn find<'b>(&self, key: &ConnKey, buf: &'b mut LookupBuf) -> (Found<'b>, LookupTrace) {
         let g = self.geometry;
-        let hash = key.hash64();
+        let canonical = key.canonical_bytes();
+        let hash = xxhash_rust::xxh3::xxh3_64(&canonical);
         let tag = layout::entry_tag(hash);
         let mask = u64::from(g.index_buckets) - 1;
         let first = hash & mask;
         let mut trace = LookupTrace::default();
-        let mut best: Option<TlsRecord> = None;
-        // Allocated at the first candidate only: most misses have none.
-        let mut scratch: Option<Scratch> = None;
+        // Hello time of the record held in `buf.best`, if any.
+        let mut best: Option<u64> = None;
         for i in 0..u64::from(g.probe_limit) {
             let b = ((first + i) & mask) as usize;
             let Some((entry_tag, slot)) =
@@ -797,34 +821,47 @@ impl RingReader {
                 continue;
             }
             trace.candidates += 1;
-            let scratch = scratch.get_or_insert_with(|| Scratch::new(g));
-            match self.read_slot(slot, scratch, &mut trace) {
-                SlotRead::Record(rec) if rec.key.as_ref() == Some(key) => {
+            match self.read_slot(slot, &canonical, buf, &mut trace) {
+                SlotRead::Record {
+                    hello_time_ns,
+                    key_matches: true,
+                } => {
                     // Two entries for one 4-tuple only exist transiently (or in a damaged
                     // index): the later handshake is the connection's current one.
-                    if best
-                        .as_ref()
-                        .is_none_or(|b| rec.hello_time_ns >= b.hello_time_ns)
-                    {
-                        best = Some(rec);
+                    if best.is_none_or(|t| hello_time_ns >= t) {
+                        best = Some(hello_time_ns);
+                        std::mem::swap(&mut buf.current, &mut buf.best);
                     }
                 }
-                SlotRead::Record(_) => trace.other_key += 1,
+                SlotRead::Record { .. } => trace.other_key += 1,
                 SlotRead::Torn => trace.torn += 1,
                 SlotRead::Corrupt => trace.corrupt += 1,
             }
         }
-        let outcome = match best {
-            Some(rec) => Lookup::Hit(rec),
-            None if trace.torn > 0 || trace.corrupt > 0 => Lookup::Torn,
-            None => Lookup::Miss,
+        let found = match best.map(|_| RecordView::parse(&buf.best)) {
+            Some(Ok(view)) => Found::Hit(view),
+            // Checksummed, with a valid head, but its strings do not decode: damage or a
+            // hostile writer.
+            Some(Err(_)) => {
+                trace.corrupt += 1;
+                Found::Torn
+            }
+            None if trace.torn > 0 || trace.corrupt > 0 => Found::Torn,
+            None => Found::Miss,
         };
-        (outcome, trace)
+        (found, trace)
     }
 
-    /// Copies `slot` under its seqlock and decodes it. Every number read from the slot is
-    /// checked before it is used; the bytes are only believed once the checksum matches.
-    fn read_slot(&self, slot: u32, scratch: &mut Scratch, trace: &mut LookupTrace) -> SlotRead {
+    /// Copies `slot` under its seqlock into `buf.current` and checks it decodes. Every number
+    /// read from the slot is checked before it is used; the bytes are only believed once the
+    /// checksum matches.
+    fn read_slot(
+        &self,
+        slot: u32,
+        canonical: &[u8; CONN_KEY_BYTES],
+        buf: &mut LookupBuf,
+        trace: &mut LookupTrace,
+    ) -> SlotRead {
         let g = self.geometry;
         if slot >= g.slot_count {
             return SlotRead::Corrupt;
@@ -838,7 +875,7 @@ impl RingReader {
         for _ in 0..READ_ATTEMPTS {
             // Copy the length|crc word and as many payload words as the length claims (at most
             // the slot: the seqlock clamps it).
-            let attempt = seqlock::read(slot_words, &mut scratch.words, |len_word| {
+            let attempt = seqlock::read(slot_words, &mut buf.words, |len_word| {
                 let len = layout::unpack(len_word).0 as usize;
                 1 + len.min(capacity).div_ceil(8)
             });
@@ -847,7 +884,7 @@ impl RingReader {
                 std::hint::spin_loop();
                 continue;
             }
-            let Some((&len_word, payload)) = scratch.words.split_first() else {
+            let Some((&len_word, payload)) = buf.words.split_first() else {
                 return SlotRead::Corrupt;
             };
             let (len, crc) = layout::unpack(len_word);
@@ -855,16 +892,30 @@ impl RingReader {
             if len == 0 || len > capacity || len > payload.len().saturating_mul(8) {
                 return SlotRead::Corrupt;
             }
-            scratch.bytes.clear();
-            scratch
-                .bytes
-                .extend(payload.iter().flat_map(|w| w.to_le_bytes()));
-            scratch.bytes.truncate(len);
-            if crc32fast::hash(&scratch.bytes) != crc {
+            let bytes = &mut buf.current;
+            bytes.clear();
+            bytes.resize(len, 0);
+            let mut chunks = bytes.chunks_exact_mut(8);
+            let mut words = payload.iter();
+            for (dst, word) in (&mut chunks).zip(&mut words) {
+                dst.copy_from_slice(&word.to_le_bytes());
+            }
+            let tail = chunks.into_remainder();
+            if let Some(word) = words.next() {
+                for (dst, src) in tail.iter_mut().zip(word.to_le_bytes()) {
+                    *dst = src;
+                }
+            }
+            if crc32fast::hash(bytes) != crc {
                 return SlotRead::Corrupt;
             }
-            return match TlsRecord::decode(&scratch.bytes) {
-                Ok(rec) => SlotRead::Record(rec),
+            // Only the fixed-size head here: the strings of the one record returned are
+            // checked once, by the caller's full parse.
+            return match RecordView::parse_head(bytes) {
+                Ok((key, hello_time_ns)) => SlotRead::Record {
+                    hello_time_ns,
+                    key_matches: key == Some(canonical),
+                },
                 Err(_) => SlotRead::Corrupt,
             };
         }
@@ -917,25 +968,31 @@ impl RingReader {
     }
 }
 
-/// Per-lookup buffers: the copied slot words and their bytes.
-struct Scratch {
+/// A reader's working memory for [`RingReader::find`]: the copied slot words, the bytes of the
+/// candidate being checked and of the best match so far. Grows to one slot and is then reused:
+/// keep one per thread.
+#[derive(Debug, Default)]
+pub struct LookupBuf {
     words: Vec<u64>,
-    bytes: Vec<u8>,
+    current: Vec<u8>,
+    best: Vec<u8>,
 }
 
-impl Scratch {
-    fn new(g: Geometry) -> Self {
-        Self {
-            words: Vec::with_capacity(g.slot_words()),
-            bytes: Vec::with_capacity(g.payload_capacity() + 8),
-        }
-    }
+/// Outcome of [`RingReader::find`]: [`Lookup`] with the record borrowed from a [`LookupBuf`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found<'b> {
+    Hit(RecordView<'b>),
+    Miss,
+    Torn,
 }
 
-// Returned once per candidate slot and matched at once, like `Lookup`.
-#[allow(clippy::large_enum_variant)]
+/// What one candidate slot was.
 enum SlotRead {
-    Record(TlsRecord),
+    /// A valid record; whether it is the 4-tuple asked for.
+    Record {
+        hello_time_ns: u64,
+        key_matches: bool,
+    },
     /// Still being rewritten after every attempt.
     Torn,
     /// A stable copy that is not a valid record.

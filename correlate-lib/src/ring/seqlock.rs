@@ -95,9 +95,15 @@ pub fn read<W: Word>(
     let Some(first) = body.first().map(Word::load_relaxed) else {
         return ReadAttempt::Raced;
     };
-    out.push(first);
     let n = body_words(first).clamp(1, body.len());
-    out.extend(body.iter().take(n).skip(1).map(Word::load_relaxed));
+    out.resize(n, 0);
+    // The first word was loaded above and decided the length: keep that value, not a reload.
+    if let Some((head, rest)) = out.split_first_mut() {
+        *head = first;
+        for (dst, src) in rest.iter_mut().zip(body.iter().skip(1)) {
+            *dst = src.load_relaxed();
+        }
+    }
     // Keeps the body loads above before the second sequence load (pairs with the writer's
     // fence(Release) after its odd store).
     fence(Ordering::Acquire);
