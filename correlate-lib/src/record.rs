@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::fields;
@@ -147,45 +148,61 @@ impl TlsRecord {
     /// the ClientHello time in Unix ns. The 4-tuple is included; the module, which has its own
     /// 4-tuple and `timestamp`, merges these with the collision rules of the join.
     pub fn json_fields(&self) -> Map<String, Value> {
-        let mut m = Map::new();
+        match serde_json::to_value(self.json()) {
+            Ok(Value::Object(m)) => m,
+            // A map serializer yields an object; no field can fail to serialize.
+            _ => Map::new(),
+        }
+    }
+
+    /// The same fields as [`TlsRecord::json_fields`], serialized straight to a writer (the
+    /// sensor's JSON outputs) without building a map.
+    pub fn json(&self) -> RecordJson<'_> {
+        RecordJson(self)
+    }
+
+    /// Writes the fields of [`TlsRecord::json_fields`] into an open map, so that callers can
+    /// add fields of their own to the same object.
+    pub fn serialize_fields<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {
         if let Some(k) = &self.key {
-            m.insert(fields::SRC_IP.into(), k.src.ip().to_string().into());
-            m.insert(fields::SRC_PORT.into(), k.src.port().into());
-            m.insert(fields::DST_IP.into(), k.dst.ip().to_string().into());
-            m.insert(fields::DST_PORT.into(), k.dst.port().into());
+            m.serialize_entry(fields::SRC_IP, &format_args!("{}", k.src.ip()))?;
+            m.serialize_entry(fields::SRC_PORT, &k.src.port())?;
+            m.serialize_entry(fields::DST_IP, &format_args!("{}", k.dst.ip()))?;
+            m.serialize_entry(fields::DST_PORT, &k.dst.port())?;
         }
         if let Some(ip) = &self.ip {
-            m.insert(fields::IP_META_TTL.into(), ip.ttl.into());
-            m.insert(fields::IP_META_TOTAL_LENGTH.into(), ip.total_length.into());
-            m.insert(fields::IP_META_ID.into(), ip.id.into());
-            m.insert(fields::IP_META_DF.into(), ip.df.into());
+            m.serialize_entry(fields::IP_META_TTL, &ip.ttl)?;
+            m.serialize_entry(fields::IP_META_TOTAL_LENGTH, &ip.total_length)?;
+            m.serialize_entry(fields::IP_META_ID, &ip.id)?;
+            m.serialize_entry(fields::IP_META_DF, &ip.df)?;
         }
         if let Some(tcp) = &self.tcp {
-            m.insert(fields::TCP_META_WINDOW_SIZE.into(), tcp.window_size.into());
+            m.serialize_entry(fields::TCP_META_WINDOW_SIZE, &tcp.window_size)?;
             if tcp.mss != 0 {
-                m.insert(fields::TCP_META_MSS.into(), tcp.mss.into());
+                m.serialize_entry(fields::TCP_META_MSS, &tcp.mss)?;
             }
             if let Some(ws) = tcp.window_scale.filter(|ws| *ws != 0) {
-                m.insert(fields::TCP_META_WINDOW_SCALE.into(), ws.into());
+                m.serialize_entry(fields::TCP_META_WINDOW_SCALE, &ws)?;
             }
-            m.insert(fields::TCP_META_OPTIONS.into(), tcp.options.clone().into());
+            m.serialize_entry(fields::TCP_META_OPTIONS, &tcp.options)?;
         }
         if let Some(k) = &self.key {
-            m.insert(fields::CONN_ID.into(), k.conn_id().into());
+            // `conn_id` as ConnKey::conn_id formats it.
+            m.serialize_entry(fields::CONN_ID, &format_args!("{}-{}", k.src, k.dst))?;
         }
-        m.insert(fields::SENSOR_ID.into(), self.sensor_id.clone().into());
-        m.insert(fields::TLS_VERSION.into(), self.tls_version.clone().into());
-        m.insert(fields::TLS_SNI.into(), self.tls_sni.clone().into());
-        m.insert(fields::TLS_ALPN.into(), self.tls_alpn.clone().into());
+        m.serialize_entry(fields::SENSOR_ID, &self.sensor_id)?;
+        m.serialize_entry(fields::TLS_VERSION, &self.tls_version)?;
+        m.serialize_entry(fields::TLS_SNI, &self.tls_sni)?;
+        m.serialize_entry(fields::TLS_ALPN, &self.tls_alpn)?;
         if let Some(ms) = self.syn_to_clienthello_ms() {
-            m.insert(fields::SYN_TO_CLIENTHELLO_MS.into(), ms.into());
+            m.serialize_entry(fields::SYN_TO_CLIENTHELLO_MS, &ms)?;
         }
-        m.insert(fields::JA4.into(), self.ja4.clone().into());
-        m.insert(fields::JA4_R.into(), self.ja4_r.clone().into());
-        m.insert(fields::JA3.into(), self.ja3.clone().into());
-        m.insert(fields::JA3_HASH.into(), self.ja3_hash.clone().into());
-        m.insert(fields::TIMESTAMP.into(), self.hello_time_ns.into());
-        m
+        m.serialize_entry(fields::JA4, &self.ja4)?;
+        m.serialize_entry(fields::JA4_R, &self.ja4_r)?;
+        m.serialize_entry(fields::JA3, &self.ja3)?;
+        m.serialize_entry(fields::JA3_HASH, &self.ja3_hash)?;
+        m.serialize_entry(fields::TIMESTAMP, &self.hello_time_ns)?;
+        Ok(())
     }
 
     /// Encodes into `out` (cleared first). Fails when a string exceeds its limit; the ring's slot
@@ -254,6 +271,17 @@ impl TlsRecord {
     /// fixed-size); everything else that does not fit is an error.
     pub fn decode(buf: &[u8]) -> Result<Self, CodecError> {
         RecordView::parse(buf).map(|v| v.to_record())
+    }
+}
+
+/// [`TlsRecord::json`]: the record's JSON object as a `Serialize` value.
+pub struct RecordJson<'a>(&'a TlsRecord);
+
+impl Serialize for RecordJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serializer.serialize_map(None)?;
+        self.0.serialize_fields(&mut m)?;
+        m.end()
     }
 }
 

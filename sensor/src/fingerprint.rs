@@ -18,8 +18,6 @@
 //! wire order, values joined by `-`, GREASE removed from ciphers, extensions and groups (point
 //! formats kept); `ja3_hash` is its MD5 in lowercase hex.
 
-use std::fmt::Write as _;
-
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
@@ -130,14 +128,25 @@ fn ja4_alpn(first: Option<&[u8]>) -> String {
     }
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` as lowercase hex. The fingerprints format thousands of numbers per second:
+/// a digit table instead of `fmt` machinery.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
+/// `0a0b,1301,...`: four hex digits each, comma-separated (JA4's lists).
 fn hex4_list(values: &[u16]) -> String {
     let mut out = String::with_capacity(values.len() * 5);
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{v:04x}");
+        push_hex(&mut out, &v.to_be_bytes());
     }
     out
 }
@@ -145,9 +154,10 @@ fn hex4_list(values: &[u16]) -> String {
 fn truncated_sha256(input: &str) -> String {
     let digest = Sha256::digest(input.as_bytes());
     let mut out = String::with_capacity(JA4_HASH_CHARS);
-    for b in digest.iter().take(JA4_HASH_CHARS / 2) {
-        let _ = write!(out, "{b:02x}");
-    }
+    push_hex(
+        &mut out,
+        digest.get(..JA4_HASH_CHARS / 2).unwrap_or(&digest),
+    );
     out
 }
 
@@ -219,32 +229,35 @@ pub fn ja4(hello: &ClientHello, transport: Transport) -> Ja4 {
     }
 }
 
-fn decimal_list<T: std::fmt::Display>(values: impl Iterator<Item = T>) -> String {
-    let mut out = String::new();
+/// `771-4865-...`: decimal, dash-separated (JA3's lists), appended to `out`.
+fn push_decimal_list<'a, T: itoa::Integer + Copy + 'a>(
+    out: &mut String,
+    values: impl Iterator<Item = &'a T>,
+) {
+    let mut digits = itoa::Buffer::new();
     for (i, v) in values.enumerate() {
         if i > 0 {
             out.push('-');
         }
-        let _ = write!(out, "{v}");
+        out.push_str(digits.format(*v));
     }
-    out
 }
 
 pub fn ja3(hello: &ClientHello) -> Ja3 {
     let not_grease = |v: &&u16| !is_grease(**v);
-    let ja3 = format!(
-        "{},{},{},{},{}",
-        hello.legacy_version,
-        decimal_list(hello.ciphers.iter().filter(not_grease)),
-        decimal_list(hello.extensions.iter().filter(not_grease)),
-        decimal_list(hello.supported_groups.iter().filter(not_grease)),
-        decimal_list(hello.ec_point_formats.iter()),
-    );
+    let mut ja3 = String::with_capacity(256);
+    ja3.push_str(itoa::Buffer::new().format(hello.legacy_version));
+    ja3.push(',');
+    push_decimal_list(&mut ja3, hello.ciphers.iter().filter(not_grease));
+    ja3.push(',');
+    push_decimal_list(&mut ja3, hello.extensions.iter().filter(not_grease));
+    ja3.push(',');
+    push_decimal_list(&mut ja3, hello.supported_groups.iter().filter(not_grease));
+    ja3.push(',');
+    push_decimal_list(&mut ja3, hello.ec_point_formats.iter());
     let digest = Md5::digest(ja3.as_bytes());
     let mut ja3_hash = String::with_capacity(32);
-    for b in digest {
-        let _ = write!(ja3_hash, "{b:02x}");
-    }
+    push_hex(&mut ja3_hash, &digest);
     Ja3 { ja3, ja3_hash }
 }
 

@@ -231,8 +231,10 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
                         );
                         ring.publish(&event);
                         if !outputs.is_empty() {
-                            let json = serde_json::Value::Object(event.record.json_fields());
-                            outputs.send(&json.to_string());
+                            match serde_json::to_string(&event.record.json()) {
+                                Ok(json) => outputs.send(&json),
+                                Err(e) => log::warn!("record not serializable: {e}"),
+                            }
                         }
                     }
                     Event::Closed { key, time_ns } => ring.mark_closed(&key, time_ns),

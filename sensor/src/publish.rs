@@ -30,13 +30,24 @@ pub enum PublishError {
 /// The JSON object `ja4sensor read` prints for one hello: every sentinel `LogRecord` field plus
 /// `transport` and `sni` (null when absent).
 pub fn offline_json(event: &HelloEvent) -> serde_json::Map<String, Value> {
-    let mut m = event.record.json_fields();
-    m.insert(OFFLINE_TRANSPORT.into(), "tcp".into());
-    m.insert(
-        OFFLINE_SNI.into(),
-        event.sni.clone().map_or(Value::Null, Value::from),
-    );
-    m
+    match serde_json::to_value(OfflineJson(event)) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// [`offline_json`] as a `Serialize` value, written without building a map.
+struct OfflineJson<'a>(&'a HelloEvent);
+
+impl serde::Serialize for OfflineJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = serializer.serialize_map(None)?;
+        self.0.record.serialize_fields(&mut m)?;
+        m.serialize_entry(OFFLINE_TRANSPORT, "tcp")?;
+        m.serialize_entry(OFFLINE_SNI, &self.0.sni)?;
+        m.end()
+    }
 }
 
 /// Writes one JSON object per line.
@@ -50,7 +61,7 @@ impl<W: Write> JsonLinesSink<W> {
     }
 
     pub fn publish(&mut self, event: &HelloEvent) -> Result<(), PublishError> {
-        serde_json::to_writer(&mut self.out, &offline_json(event))?;
+        serde_json::to_writer(&mut self.out, &OfflineJson(event))?;
         self.out.write_all(b"\n")?;
         Ok(())
     }
