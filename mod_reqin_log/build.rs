@@ -108,6 +108,7 @@ fn main() {
         "apr_file_t",
         "piped_log",
         "apr_status_t",
+        "ap_unixd_mpm_retained_data",
     ] {
         bindings = bindings.allowlist_type(ty);
     }
@@ -126,8 +127,14 @@ fn main() {
         "ap_server_root_relative",
         "ap_open_piped_log",
         "ap_piped_log_write_fd",
+        "ap_piped_log_read_fd",
         "apr_pool_cleanup_register",
         "apr_pool_cleanup_null",
+        "apr_pool_userdata_get",
+        "apr_pool_userdata_set",
+        "ap_state_query",
+        "ap_unixd_mpm_get_retained_data",
+        "apr_file_close",
         "apr_pstrdup",
         "apr_file_open",
         "apr_file_write_full",
@@ -152,6 +159,8 @@ fn main() {
         "APR_OS_DEFAULT",
         "APLOG_.*",
         "APR_INET6?",
+        "AP_SQ_MAIN_STATE",
+        "AP_SQ_MS_CREATE_PRE_CONFIG",
     ] {
         bindings = bindings.allowlist_var(var);
     }

@@ -12,3 +12,4 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 #include <http_connection.h>
+#include <unixd.h>

@@ -224,26 +224,31 @@ pub fn parse_header_name(arg: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// `JsonSockLogLevel`: the least severe level of the module's own error-log messages.
+/// `JsonSockLogLevel`: the least severe level of the module's own error-log messages, on top of
+/// `LogLevel reqin_log:...`. Values and default as the original C module: DEBUG, INFO, WARNING
+/// (the default), ERROR, EMERG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Verbosity {
+    /// Emergencies only: the module itself has none, so it writes nothing.
+    Emerg,
     Error,
+    #[default]
     Warn,
     Info,
-    /// Every message; `LogLevel reqin_log:...` alone decides (the default).
-    #[default]
+    /// Every message; `LogLevel reqin_log:...` alone decides.
     Debug,
 }
 
 impl Verbosity {
     pub fn parse(arg: &str) -> Result<Self, ConfigError> {
         match arg.trim().to_ascii_lowercase().as_str() {
-            "error" | "err" | "crit" | "alert" | "emerg" => Ok(Self::Error),
+            "emerg" => Ok(Self::Emerg),
+            "error" | "err" | "crit" | "alert" => Ok(Self::Error),
             "warn" | "warning" => Ok(Self::Warn),
             "info" | "notice" => Ok(Self::Info),
             "debug" | "trace" => Ok(Self::Debug),
             _ => Err(ConfigError::Expected {
-                what: "one of DEBUG, INFO, WARN, ERROR",
+                what: "one of DEBUG, INFO, WARNING, ERROR, EMERG",
                 got: arg.to_owned(),
             }),
         }
@@ -443,9 +448,16 @@ impl Settings {
         Ok(())
     }
 
-    /// Whether this server logs at all: a sink is configured and `JsonSockLogEnabled` is not Off.
+    /// Whether this server logs at all: a sink is in use and `JsonSockLogEnabled` is not Off.
     pub fn logs(&self) -> bool {
-        self.enabled != Some(false) && (self.log_target.is_some() || self.socket.is_some())
+        self.enabled != Some(false) && (self.log_target.is_some() || self.socket_sink().is_some())
+    }
+
+    /// The `JsonSockLogSocket` in use. As in the original C module, whose `JsonSockLogEnabled`
+    /// defaults to Off, the socket gets lines only with `JsonSockLogEnabled On`; a
+    /// `ReqinLogFile` (new) logs unless `JsonSockLogEnabled Off`.
+    pub fn socket_sink(&self) -> Option<&PathBuf> {
+        self.socket.as_ref().filter(|_| self.enabled == Some(true))
     }
 
     pub fn ring_path(&self) -> &Path {
@@ -664,6 +676,27 @@ mod tests {
         assert_eq!(s.headers(), ["User-Agent"], "case-insensitive, kept once");
         assert_eq!(s.enabled, Some(false));
         assert_eq!(s.verbosity(), Verbosity::Warn);
+    }
+
+    #[test]
+    fn json_sock_log_defaults_are_the_c_modules() {
+        let mut s = Settings::default();
+        assert_eq!(s.verbosity(), Verbosity::Warn, "JsonSockLogLevel WARNING");
+        apply(&mut s, "JsonSockLogSocket", "/run/x.sock").unwrap();
+        assert_eq!(s.socket_sink(), None, "JsonSockLogEnabled defaults to Off");
+        assert!(!s.logs());
+        apply(&mut s, "JsonSockLogEnabled", "On").unwrap();
+        assert!(s.socket_sink().is_some() && s.logs());
+        for (arg, v) in [
+            ("DEBUG", Verbosity::Debug),
+            ("INFO", Verbosity::Info),
+            ("WARNING", Verbosity::Warn),
+            ("ERROR", Verbosity::Error),
+            ("EMERG", Verbosity::Emerg),
+        ] {
+            assert_eq!(Verbosity::parse(arg), Ok(v));
+        }
+        assert!(Verbosity::Emerg < Verbosity::Error);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What the module does at each httpd phase, in safe Rust over the wrappers of [`crate::ffi`]:
 //!
 //! - directives fill the [`Settings`] of each server (config.rs);
-//! - `post_config` (parent, once per configuration generation) opens the log sinks and maps the
-//!   shared counters, which the children inherit;
+//! - `post_config` (parent, once per configuration generation) opens the log sinks and finds
+//!   (first time: maps) the shared counters, which live as long as the parent and which the
+//!   children inherit;
 //! - `child_init` (each child) attaches to the sensor's ring and starts the orphan flusher;
 //! - `pre_connection` (REALLY_FIRST, primary connections only) records the accept time: a
 //!   handshake joins the connection only if its SYN is inside the window around it;
@@ -84,7 +85,8 @@ pub struct RequestState {
     index: u64,
 }
 
-/// The generation's counters in shared memory (absent if the mapping failed: then no counts).
+/// The counters in shared memory, the same block for every generation of this httpd parent
+/// (absent if the mapping failed: then no counts).
 pub struct Stats {
     shm: Option<SharedCounters>,
 }
@@ -165,7 +167,8 @@ pub fn count_panic(server: Server<'_>) {
 pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
     let probe = TlsProbe::lookup();
     let stats = Arc::new(Stats {
-        shm: match SharedCounters::map(Counter::ALL.len()) {
+        // Mapped once for the parent's life: counters survive graceful restarts (monotonic).
+        shm: match SharedCounters::for_parent_lifetime(main, Counter::ALL.len()) {
             Ok(shm) => Some(shm),
             Err(e) => {
                 main.log(
@@ -186,6 +189,16 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
             continue;
         };
         let settings = &state.settings;
+        if let (Some(path), None) = (&settings.socket, settings.socket_sink()) {
+            server.log(
+                Level::Warning,
+                0,
+                &format!(
+                    "JsonSockLogSocket {} is ignored: JsonSockLogEnabled is not On (its default is Off, as in the original module)",
+                    path.display()
+                ),
+            );
+        }
         let _ = state.tls_probe.set(probe);
         let _ = state.stats.set(Arc::clone(&stats));
         let _ = state.rules.set(Arc::new(settings.join_rules()));
@@ -197,7 +210,12 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
             None => None,
             Some(target) => match files.get(target) {
                 Some(f) => Some(Arc::clone(f)),
-                None => match FileSink::open(pconf, target, settings.error_report_interval()) {
+                None => match FileSink::open(
+                    pconf,
+                    main.parent_lifetime_pool(),
+                    target,
+                    settings.error_report_interval(),
+                ) {
                     Ok(f) => {
                         let f = Arc::new(f);
                         files.insert(target.clone(), Arc::clone(&f));
@@ -214,7 +232,7 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
                 },
             },
         };
-        let socket = settings.socket.as_ref().map(|path| {
+        let socket = settings.socket_sink().map(|path| {
             Arc::clone(sockets.entry(path.clone()).or_insert_with(|| {
                 Arc::new(DatagramSink::new(
                     path.clone(),
@@ -237,7 +255,8 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
             "no ReqinLogFile or JsonSockLogSocket configured: mod_reqin_log logs nothing",
         );
     }
-    // The generation's counters live as long as its configuration.
+    // This generation's handle on the counters lives as long as its configuration (the block
+    // itself as long as the parent).
     pconf.own(ArcHolder(stats));
     OK
 }

@@ -1,9 +1,12 @@
 //! Where finished lines go:
 //!
-//! - `ReqinLogFile`: a file opened for append or a piped log, opened once per configuration
-//!   generation in the parent (`post_config`) so every child inherits the descriptor, like
-//!   mod_log_config's `CustomLog`. Each line is one `write(2)` of the complete line: children
-//!   appending to one `O_APPEND` file never interleave.
+//! - `ReqinLogFile`: a file opened for append or a piped log, opened in the parent
+//!   (`post_config`) so every child inherits the descriptor, like mod_log_config's `CustomLog`.
+//!   Each line is one `write(2)` of the complete line: children appending to one `O_APPEND`
+//!   file never interleave. A file is opened once per configuration generation; a piped log
+//!   program is kept across graceful restarts, in the process pool (unlike `CustomLog`, whose
+//!   program httpd kills at every graceful restart, losing the lines old children were still
+//!   writing); a hard restart, which kills it with the children, starts a new one.
 //! - `JsonSockLogSocket`: the original C module's UNIX datagram socket, one JSON object per
 //!   datagram, non-blocking. Each child connects on first use; when a send fails the line is
 //!   dropped (and counted), the socket closed, and a new connection tried at most once per
@@ -75,14 +78,21 @@ pub struct FileSink {
 
 #[cfg(not(test))]
 impl FileSink {
+    /// A file is opened in `pool` (the generation's). A piped log program is started in
+    /// `pipe_pool`: the process pool when httpd has one that outlives the generation, so that a
+    /// graceful restart does not kill the program while old children still write to it.
     pub fn open(
         pool: Pool<'_>,
+        pipe_pool: Option<Pool<'_>>,
         target: &LogTarget,
         report: Duration,
     ) -> Result<Self, crate::ffi::AprError> {
         let file = match target {
             LogTarget::File(path) => AprFile::open_append(pool, path)?,
-            LogTarget::Pipe(program) => AprFile::open_pipe(pool, program)?,
+            LogTarget::Pipe(program) => match pipe_pool {
+                Some(lasting) => AprFile::open_lasting_pipe(lasting, program)?,
+                None => AprFile::open_pipe(pool, program)?,
+            },
         };
         Ok(Self {
             target: target.clone(),

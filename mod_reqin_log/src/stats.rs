@@ -1,7 +1,8 @@
 //! The module's counters and their Prometheus text, as the `reqin-log-status` handler serves
-//! them. The values live in shared memory (one block for every child of a configuration
-//! generation, see `ffi::shm`), so a scrape of any child returns the sum over all of them; this
-//! file only names them and renders them. Pure: unit-tested without httpd.
+//! them. The values live in shared memory (one block for every child of every configuration
+//! generation of one httpd parent, see `ffi::shm`), so a scrape of any child returns the sum over
+//! all of them, and a graceful restart never sends a counter back to zero; this file only names
+//! them and renders them. Pure: unit-tested without httpd.
 
 use std::fmt::Write;
 

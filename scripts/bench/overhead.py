@@ -87,7 +87,8 @@ class Server:
             text = text.replace(k, str(v))
         if variant != "c":
             text = "\n".join(l for l in text.splitlines()
-                              if "reqin_log_module" not in l and not l.lstrip().startswith("ReqinLog"))
+                              if "reqin_log_module" not in l
+                              and not l.lstrip().startswith(("ReqinLog", "JsonSockLog")))
             text = text.replace(" reqin_log:debug", "")
         if variant == "b":
             text += "\n" + JSON_LOGFORMAT + f'\nCustomLog "{self.log}" reqin_json\n'

@@ -555,21 +555,36 @@ pub fn wait_lines_for_ports(httpd: &Httpd, ports: &[u16], timeout: Duration) -> 
 /// The real sensor on `lo` for a TLS port chosen now, and a private httpd on that port with our
 /// module and `extra_conf`; the sensor starts first, as in production.
 pub struct Stack {
-    pub root: tempfile::TempDir,
-    pub sensor: Option<Daemon>,
+    // Fields drop in this order: httpd must stop (it needs its config and pid file) before the
+    // sensor and before the temp dir holding both is removed.
     pub httpd: Httpd,
+    pub sensor: Option<Daemon>,
+    pub root: tempfile::TempDir,
 }
 
 impl Stack {
     pub fn start(mpm: &'static str, extra_conf: &str) -> Result<Self> {
+        Self::start_with(mpm, &[], |_| extra_conf.to_owned())
+    }
+
+    /// As [`Stack::start`], with the sensor also capturing `more_ports` (extra `Listen`s of
+    /// the config) and the extra config written knowing the server root (where
+    /// [`Httpd::start`] puts `cert.pem` and `key.pem`, for an extra TLS virtual host).
+    pub fn start_with(
+        mpm: &'static str,
+        more_ports: &[u16],
+        extra_conf: impl FnOnce(&Path) -> String,
+    ) -> Result<Self> {
         let root = server_root()?;
         let ring = root.path().join("ja4sensor.ring");
         let tls_port = free_port()?;
-        let sensor = start_sensor(&ring, &[tls_port])?;
+        let mut ports = vec![tls_port];
+        ports.extend_from_slice(more_ports);
+        let sensor = start_sensor(&ring, &ports)?;
         let opts = HttpdOptions {
             mpm,
             tls_port: Some(tls_port),
-            extra_conf: extra_conf.to_owned(),
+            extra_conf: extra_conf(root.path()),
         };
         let httpd = Httpd::start(root.path(), &ring, &opts)?;
         Ok(Self {

@@ -229,6 +229,22 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// The process pool (`s->process->pool`): it lives as long as the httpd parent, across
+    /// every configuration generation and every unload of this DSO. `None` during the start-up
+    /// pre-check pass, which runs before httpd detaches: a program started then would not be
+    /// the daemon's child (nobody would reap or restart it).
+    pub fn parent_lifetime_pool(&self) -> Option<Pool<'a>> {
+        // SAFETY: ap_state_query only reads httpd's global state.
+        let state = unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE as c_int) };
+        if state == sys::AP_SQ_MS_CREATE_PRE_CONFIG as c_int {
+            return None;
+        }
+        // SAFETY: httpd sets `s->process` on every server_rec to its process_rec, which lives
+        // as long as the process; null is handled.
+        let process = unsafe { self.raw.process.as_ref() }?;
+        Pool::new(process.pool)
+    }
+
     /// A handle other threads of the child (the orphan flusher) log through.
     pub fn log_handle(&self) -> LogHandle {
         LogHandle {
@@ -603,6 +619,16 @@ unsafe impl Send for AprFile {}
 // SAFETY: see Send.
 unsafe impl Sync for AprFile {}
 
+/// Whether the restart that started this configuration generation was not a graceful one
+/// (`SIGHUP`, `apachectl restart`: every child killed), as the Unix MPMs record it in their
+/// retained data: `was_graceful` is set from the restart signal when the old configuration
+/// pool is cleared, before the new configuration is read.
+fn last_restart_was_hard() -> bool {
+    // SAFETY: returns the Unix MPMs' retained data, created on first use and kept for the life
+    // of the process (null handled); the flag is a plain int.
+    unsafe { sys::ap_unixd_mpm_get_retained_data().as_ref() }.is_none_or(|d| d.was_graceful == 0)
+}
+
 /// An APR error with its message.
 #[derive(Debug, Clone)]
 pub struct AprError {
@@ -666,6 +692,73 @@ impl AprFile {
             } else {
                 sys::ap_piped_log_write_fd(pl)
             }
+        };
+        NonNull::new(file)
+            .map(|raw| Self { raw })
+            .ok_or_else(|| AprError {
+                status: 0,
+                message: format!("could not start piped log program {program:?}"),
+            })
+    }
+
+    /// As [`AprFile::open_pipe`] in the process pool ([`Server::parent_lifetime_pool`]): later
+    /// configuration generations find the running program in the pool's userdata and write to
+    /// the same pipe, so a graceful restart neither kills the program nor loses what old
+    /// children still write. httpd restarts the program if it dies (reliable piped logs), on
+    /// the same pipe, and stops it with the parent; after a hard restart, which kills it, a new
+    /// one is started. A command no longer configured keeps its (idle) program until the
+    /// parent exits.
+    pub fn open_lasting_pipe(process_pool: Pool<'_>, program: &str) -> Result<Self, AprError> {
+        let key = to_cstring(&format!("mod_reqin_log/piped-log/{program}"));
+        let pool = process_pool.raw.as_ptr();
+        let mut data: *mut c_void = ptr::null_mut();
+        // SAFETY: `pool` is the live process pool; the call reads its userdata table and
+        // writes one pointer into `data`.
+        let status = unsafe { sys::apr_pool_userdata_get(&mut data, key.as_ptr(), pool) };
+        let mut pl = if status == APR_SUCCESS {
+            data as *mut sys::piped_log
+        } else {
+            ptr::null_mut()
+        };
+        if !pl.is_null() && last_restart_was_hard() {
+            // A hard restart signals the whole process group (the program dies of its SIGHUP
+            // like the children) and httpd, reaping it while it stops, does not start it
+            // again: retire the old pipe and start a new program.
+            // SAFETY: `pl` is the piped log stored under our key, allocated in the process
+            // pool. The parent closes its own copies of the pipe, which nothing of this
+            // generation uses (a program that survived gets end-of-file); closing them again
+            // in the pool's cleanup at exit is a harmless EBADF. No unregistering: httpd did it
+            // when it reaped the program, and APR crashes on a second one.
+            unsafe {
+                sys::apr_file_close(sys::ap_piped_log_write_fd(pl));
+                sys::apr_file_close(sys::ap_piped_log_read_fd(pl));
+            }
+            pl = ptr::null_mut();
+        }
+        if pl.is_null() {
+            // SAFETY: `pool` is live and lives as long as the process; the piped log, its pipe
+            // and its restart registration belong to it.
+            pl = unsafe { sys::ap_open_piped_log(pool, to_cstring(program).as_ptr()) };
+            if !pl.is_null() {
+                // SAFETY: APR copies the key; the value is the piped log allocated in the same
+                // pool, so it lives as long as the entry. The cleanup is APR's no-op (not a
+                // function of this DSO, which httpd may unload before the pool goes).
+                unsafe {
+                    sys::apr_pool_userdata_set(
+                        pl as *const c_void,
+                        key.as_ptr(),
+                        Some(sys::apr_pool_cleanup_null),
+                        pool,
+                    );
+                }
+            }
+        }
+        let file = if pl.is_null() {
+            ptr::null_mut()
+        } else {
+            // SAFETY: `pl` is a live piped log of the process pool (just opened, or stored
+            // under our key by an earlier generation of this process).
+            unsafe { sys::ap_piped_log_write_fd(pl) }
         };
         NonNull::new(file)
             .map(|raw| Self { raw })
