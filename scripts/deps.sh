@@ -14,7 +14,7 @@ APT_PACKAGES=(
   iproute2 procps psmisc       # ip, ps, fuser used by fixtures
   clickhouse-server clickhouse-client  # the shipper's tests start a private server
   python3-venv                 # .venv: chdb (seed DDL on a modern engine), ziglang (glibc 2.28 builds)
-  rpm                          # rpmbuild for `make rpm`
+  rpm patchelf logrotate       # `make rpm`, `make deb` (libpcap soname), the logrotate test
   binutils                     # readelf: GLIBC_ symbol versions of the packaged binaries
   systemd                      # systemd-analyze verify/security of the units
 )

@@ -250,9 +250,21 @@ pub enum CaptureError {
     Poll(#[source] std::io::Error),
 }
 
-/// Opens a live capture in immediate mode (each packet is delivered as it arrives, not when a
-/// kernel buffer block fills) with the given BPF filter. The handle is non-blocking: an empty
-/// read returns [`pcap::Error::TimeoutExpired`]; wait with [`wait_readable`].
+/// How long a packet may wait in the kernel before the sensor sees it. Live captures use
+/// TPACKET_V3: the kernel packs packets of any size into blocks and hands a block over when it
+/// is full or this old, so a 2 MiB buffer holds thousands of SYNs and hellos. (Immediate mode
+/// would use TPACKET_V2, whose fixed frames are as large as the interface MTU: on `lo`, 64 KiB,
+/// 32 frames in 2 MiB, and a burst of 33 SYNs loses packets.)
+pub const BLOCK_TIMEOUT_MS: i32 = 1;
+
+/// Bound on how long ago a packet still held in the kernel's open block was captured: the block
+/// timeout rounded up to the kernel's timer tick (at worst 10 ms at HZ=100), plus slack. A read
+/// that finds nothing has processed every packet captured before `now - this`.
+pub const CAPTURE_LATENCY_NS: u64 = 15_000_000;
+
+/// Opens a live capture (TPACKET_V3 blocks retired after [`BLOCK_TIMEOUT_MS`]) with the given
+/// BPF filter. The handle is non-blocking: an empty read returns
+/// [`pcap::Error::TimeoutExpired`]; wait with [`wait_readable`].
 /// `buffer_bytes` is libpcap's kernel buffer (see `Config::pcap_buffer_bytes`).
 pub fn open_live(
     interface: &str,
@@ -265,7 +277,8 @@ pub fn open_live(
     };
     let mut cap = Capture::from_device(interface)
         .map_err(open_err)?
-        .immediate_mode(true)
+        .immediate_mode(false)
+        .timeout(BLOCK_TIMEOUT_MS)
         .buffer_size(buffer_bytes)
         .snaplen(SNAPLEN)
         .promisc(false)

@@ -10,11 +10,11 @@
 //! | `core.local_ips` | `[]` | — | server addresses: the generated filter adds `dst host` for each; empty = every address of this host, loopback included (sentinel leaves loopback out; our Apache is on this host and may be reached through `lo`) |
 //! | `core.exclude_source_ips` | `[]` | — | client IPs or CIDRs (`10.0.0.0/8`) whose packets are skipped (counted) |
 //! | `core.flow_timeout_sec` | `30` | `JA4SENSOR_FLOW_TIMEOUT`, `JA4SENTINEL_FLOW_TIMEOUT` | idle time before a flow waiting for its hello is dropped (1–300) |
-//! | `core.packet_buffer_size` | `1000` | `JA4SENSOR_PACKET_BUFFER_SIZE`, `JA4SENTINEL_PACKET_BUFFER_SIZE` | packets the capture can queue while processing lags (1–1 000 000); sets libpcap's kernel buffer to this many 2 KiB frames, at least libpcap's 2 MiB default |
+//! | `core.packet_buffer_size` | `1000` | `JA4SENSOR_PACKET_BUFFER_SIZE`, `JA4SENTINEL_PACKET_BUFFER_SIZE` | packets the capture can queue while processing lags (1–1 000 000); sets libpcap's kernel buffer to this many 2 KiB frames, at least 8 MiB |
 //! | `core.log_level` | `info` | — (as sentinel; `RUST_LOG` wins) | `error`, `warn`, `info`, `debug`, `trace` |
 //! | `core.sensor_id` | `""` | `JA4SENSOR_SENSOR_ID` | ours: copied into every record (`sensor_id`), ≤ 64 bytes |
 //! | `ring.path` | `/dev/shm/ja4sensor.ring` | `JA4SENSOR_RING_PATH` | ours: the shared-memory ring read by mod_reqin_log |
-//! | `ring.slot_count` | `65536` | — | records kept; the oldest is overwritten when full (1024–16 Mi) |
+//! | `ring.slot_count` | `32768` | — | records kept (2 KiB each); the oldest is overwritten when full (1024–16 Mi) |
 //! | `ring.group` | `""` | `JA4SENSOR_RING_GROUP` | group owning the ring file: the Apache group (`www-data`, `apache`) |
 //! | `ring.mode` | `"0640"` | — | file mode: owner writes, the group (httpd children) reads; no group/other write |
 //! | `outputs[].type` | — | — | `unix_socket`, `file` or `stdout` (the ring is always written) |
@@ -482,12 +482,15 @@ impl Config {
             .collect()
     }
 
-    /// libpcap's kernel buffer for `core.packet_buffer_size` packets: 2 KiB a frame (an MTU-size
-    /// frame plus the ring's per-frame header), at least libpcap's own 2 MiB default, at most
-    /// 1 GiB.
+    /// libpcap's kernel buffer for `core.packet_buffer_size` packets: 2 KiB a packet (an
+    /// MTU-size frame plus its header), at least 8 MiB, at most 1 GiB. The floor is about time,
+    /// not packets: libpcap splits the buffer into 256 KiB blocks that the kernel hands over when
+    /// full or [`crate::capture::BLOCK_TIMEOUT_MS`] old, so a quiet block holds only a few
+    /// packets; 32 blocks let the sensor be descheduled for tens of milliseconds (a busy 2-core
+    /// host) without a kernel drop.
     pub fn pcap_buffer_bytes(&self) -> i32 {
         const FRAME_BYTES: u64 = 2048;
-        const MIN: u64 = 2 * 1024 * 1024;
+        const MIN: u64 = 8 * 1024 * 1024;
         const MAX: u64 = 1024 * 1024 * 1024;
         let bytes = self
             .core
@@ -623,7 +626,7 @@ watchdog:
             format!("tcp and (dst port 443) and {HANDSHAKE_PACKETS}")
         );
         crate::capture::check_filter(&cfg.bpf_filter(&[])).unwrap();
-        assert_eq!(cfg.pcap_buffer_bytes(), 2 * 1024 * 1024);
+        assert_eq!(cfg.pcap_buffer_bytes(), 8 * 1024 * 1024);
     }
 
     #[test]

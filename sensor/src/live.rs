@@ -242,9 +242,11 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
                 ring.set_watermark(watermark_ns);
             }
             Err(pcap::Error::TimeoutExpired) => {
-                // Nothing buffered: in immediate mode a packet captured before this read began
-                // would have been returned by it, so everything up to `polled_at_ns` is processed.
-                watermark_ns = watermark_ns.max(polled_at_ns);
+                // Nothing handed over: a packet captured before this read began is either
+                // processed or still in the kernel's open block, which is handed over at most
+                // CAPTURE_LATENCY_NS after its first packet.
+                watermark_ns =
+                    watermark_ns.max(polled_at_ns.saturating_sub(capture::CAPTURE_LATENCY_NS));
                 ring.set_watermark(watermark_ns);
                 pipeline.tick(unix_now_ns());
                 if let Err(e) = capture::wait_readable(&cap, capture::POLL_TIMEOUT) {

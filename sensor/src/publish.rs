@@ -114,10 +114,27 @@ impl RingSink {
     /// fingerprint must not stop the capture.
     pub fn publish(&mut self, event: &HelloEvent) {
         let record = fit_for_ring(&event.record);
-        if matches!(record, Cow::Owned(_)) {
+        let mut shortened = matches!(record, Cow::Owned(_));
+        let mut result = self.writer.publish(&record);
+        if let Err(RingError::RecordTooLarge { len, max }) = result {
+            // A hello listing many ciphers and extensions makes long raw fingerprints. Their
+            // tails go (`ja4_r` first, then `ja3`; `ja4` and `ja3_hash` stay whole) rather than
+            // the whole record: the request still joins its handshake.
+            let mut r = record.into_owned();
+            let mut excess = len.saturating_sub(max);
+            for s in [&mut r.ja4_r, &mut r.ja3] {
+                let keep = s.len().saturating_sub(excess);
+                excess = excess.saturating_sub(s.len() - keep);
+                truncate_at_char(s, keep);
+            }
+            log::debug!("record of {len} bytes shortened to fit a {max}-byte slot");
+            shortened = true;
+            result = self.writer.publish(&r);
+        }
+        if shortened {
             self.stats.shortened += 1;
         }
-        match self.writer.publish(&record) {
+        match result {
             Ok(()) => self.stats.writes += 1,
             Err(RingError::RecordTooLarge { len, max }) => {
                 self.stats.too_large += 1;
@@ -200,6 +217,46 @@ mod tests {
             fit_for_ring(&TlsRecord::default()),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_record_larger_than_a_slot_is_published_with_shorter_raw_strings() {
+        use correlate_lib::ring::{Lookup, RingReader};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ring");
+        let mut sink = RingSink::create(&path, RingConfig::default(), 0o600, None).unwrap();
+        let key = correlate_lib::ConnKey::new(
+            correlate_lib::record::v4(127, 0, 0, 1, 40000),
+            correlate_lib::record::v4(127, 0, 0, 1, 443),
+        );
+        // A hello offering 600 ciphers: both raw strings alone exceed a 2 KiB slot.
+        let record = TlsRecord {
+            key: Some(key),
+            hello_time_ns: 1,
+            ja4: "t13d999900_aaaaaaaaaaaa_bbbbbbbbbbbb".into(),
+            ja4_r: "0a0a,".repeat(600),
+            ja3: "49195-".repeat(600),
+            ja3_hash: "0123456789abcdef0123456789abcdef".into(),
+            ..TlsRecord::default()
+        };
+        sink.publish(&HelloEvent {
+            record: record.clone(),
+            sni: None,
+        });
+        assert_eq!(
+            (
+                sink.stats().writes,
+                sink.stats().shortened,
+                sink.stats().too_large
+            ),
+            (1, 1, 0)
+        );
+        let Lookup::Hit(got) = RingReader::open(&path).unwrap().lookup(&key) else {
+            panic!("the record is in the ring");
+        };
+        assert_eq!((got.ja4, got.ja3_hash), (record.ja4, record.ja3_hash));
+        assert!(record.ja4_r.starts_with(&got.ja4_r) && got.ja4_r.len() < record.ja4_r.len());
+        assert!(record.ja3.starts_with(&got.ja3));
     }
 
     #[test]

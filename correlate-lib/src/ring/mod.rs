@@ -39,10 +39,13 @@ use crate::record::{CodecError, ConnKey, RecordView, TlsRecord, CONN_KEY_BYTES};
 /// Default location: tmpfs, readable by the Apache group only (see the sensor's `ring_group`).
 pub const DEFAULT_RING_PATH: &str = "/dev/shm/ja4sensor.ring";
 /// Default number of slots. At 1000 new TLS connections per second a record stays findable for
-/// over a minute, far longer than the wait between a handshake and its first request.
-pub const DEFAULT_SLOT_COUNT: u32 = 65_536;
-/// Default slot size in bytes (seqlock word + length + crc + encoded record).
-pub const DEFAULT_SLOT_SIZE: u32 = 1024;
+/// over half a minute, far longer than the wait between a handshake and its first request.
+pub const DEFAULT_SLOT_COUNT: u32 = 32_768;
+/// Default slot size in bytes (seqlock word + length + crc + encoded record). A browser's
+/// record is ~600 bytes, but `ja3` and `ja4_r` grow with the hello's lists: a hello offering a
+/// hundred ciphers (old Firefox, curl with OpenSSL's full list) needs ~1.3 KB. 2 KiB slots keep
+/// them whole; the sensor shortens the raw strings of anything larger.
+pub const DEFAULT_SLOT_SIZE: u32 = 2048;
 
 /// Sizing of a ring created by the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
