@@ -274,6 +274,29 @@ impl TlsRecord {
     }
 }
 
+/// The fixed-size start of an encoded record.
+struct Head<'a> {
+    flags: u8,
+    key_bytes: &'a [u8; CONN_KEY_BYTES],
+    syn_time_ns: u64,
+    hello_time_ns: u64,
+}
+
+impl<'a> Head<'a> {
+    fn read(r: &mut Cursor<'a>) -> Result<Self, CodecError> {
+        let version = r.u8()?;
+        if version != CODEC_VERSION {
+            return Err(CodecError::Version(version));
+        }
+        Ok(Self {
+            flags: r.u8()?,
+            key_bytes: r.array_ref()?,
+            syn_time_ns: u64::from_le_bytes(r.array()?),
+            hello_time_ns: u64::from_le_bytes(r.array()?),
+        })
+    }
+}
+
 /// [`TlsRecord::json`]: the record's JSON object as a `Serialize` value.
 pub struct RecordJson<'a>(&'a TlsRecord);
 
@@ -312,14 +335,12 @@ impl<'a> RecordView<'a> {
     /// the field's limit, and every string for UTF-8. Trailing bytes are allowed.
     pub fn parse(buf: &'a [u8]) -> Result<Self, CodecError> {
         let mut r = Cursor { buf, pos: 0 };
-        let version = r.u8()?;
-        if version != CODEC_VERSION {
-            return Err(CodecError::Version(version));
-        }
-        let flags = r.u8()?;
-        let key_bytes: &'a [u8; CONN_KEY_BYTES] = r.array_ref()?;
-        let syn_time_ns = u64::from_le_bytes(r.array()?);
-        let hello_time_ns = u64::from_le_bytes(r.array()?);
+        let Head {
+            flags,
+            key_bytes,
+            syn_time_ns,
+            hello_time_ns,
+        } = Head::read(&mut r)?;
         let closed_time_ns = u64::from_le_bytes(r.array()?);
         let ip = IpMeta {
             ttl: r.u8()?,
@@ -374,16 +395,11 @@ impl<'a> RecordView<'a> {
     pub fn parse_head(
         buf: &'a [u8],
     ) -> Result<(Option<&'a [u8; CONN_KEY_BYTES]>, u64), CodecError> {
-        let mut r = Cursor { buf, pos: 0 };
-        let version = r.u8()?;
-        if version != CODEC_VERSION {
-            return Err(CodecError::Version(version));
-        }
-        let flags = r.u8()?;
-        let key_bytes: &'a [u8; CONN_KEY_BYTES] = r.array_ref()?;
-        let _syn_time_ns: [u8; 8] = r.array()?;
-        let hello_time_ns = u64::from_le_bytes(r.array()?);
-        Ok(((flags & FLAG_KEY != 0).then_some(key_bytes), hello_time_ns))
+        let head = Head::read(&mut Cursor { buf, pos: 0 })?;
+        Ok((
+            (head.flags & FLAG_KEY != 0).then_some(head.key_bytes),
+            head.hello_time_ns,
+        ))
     }
 
     /// True when the record belongs to the connection whose [`ConnKey::canonical_bytes`] are

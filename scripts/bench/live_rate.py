@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import SENSOR, free_port  # noqa: E402
+from overhead import free_port, start_sensor  # noqa: E402
 from sensor_gen_pcap import DEFAULT_CORPUS, SYN_OPTIONS, checksum, collect_hellos  # noqa: E402
 
 SYN, FIN_ACK, PSH_ACK = 0x02, 0x11, 0x18
@@ -102,13 +102,8 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory(prefix="reqin-rate-") as tmp:
         ring = Path(tmp) / "ring"
-        sensor = subprocess.Popen([str(SENSOR), "run", "--interface", "lo", "--ports", str(port), "--ring", str(ring)],
-                                  stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "sensor.log", "w"))
+        sensor = start_sensor(port, ring, Path(tmp) / "sensor.log")
         try:
-            for _ in range(200):
-                if ring.exists():
-                    break
-                time.sleep(0.05)
             time.sleep(0.5)
             header = RingHeader(ring)
             raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)

@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import SENSOR, Server, free_port, h2load  # noqa: E402
+from live_rate import SYN, SYN_OPTIONS, packet  # noqa: E402
+from overhead import Server, free_port, h2load, start_sensor  # noqa: E402
 
 
 def status_kib(pid, field):
@@ -35,42 +35,13 @@ def status_kib(pid, field):
     return 0
 
 
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
-
-
-def syn_packet(src, sport, dst, dport, seq):
-    """IPv4 + TCP SYN with Linux's option layout (MSS, SACK, TS, NOP, WScale)."""
-    opts = struct.pack("!BBH", 2, 4, 65495) + b"\x04\x02" + struct.pack("!BBII", 8, 10, seq, 0) + b"\x01\x03\x03\x07"
-    tcp_len = 20 + len(opts)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (tcp_len // 4) << 4, 0x02, 65495, 0, 0) + opts
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, tcp_len)
-    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
-    total = 20 + tcp_len
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, seq & 0xFFFF, 0x4000, 64, socket.IPPROTO_TCP, 0,
-                     socket.inet_aton(src), socket.inet_aton(dst))
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return ip + tcp
-
-
 def sensor_pending_flows(flows, rate):
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="reqin-mem-") as tmp:
         ring = Path(tmp) / "ring"
         log = Path(tmp) / "sensor.log"
-        sensor = subprocess.Popen([str(SENSOR), "run", "--interface", "lo", "--ports", str(port), "--ring", str(ring)],
-                                  stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                                  env={**os.environ, "RUST_LOG": "info"})
+        sensor = start_sensor(port, ring, log, {"RUST_LOG": "info"})
         try:
-            for _ in range(200):
-                if ring.exists():
-                    break
-                time.sleep(0.05)
             time.sleep(0.5)
             idle_kib = status_kib(sensor.pid, "VmRSS")
             raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -79,7 +50,8 @@ def sensor_pending_flows(flows, rate):
             for n in range(flows):
                 # Distinct 4-tuples: the client address walks 127.1.0.0/16, the port 1024-65535.
                 src = f"127.{1 + (n >> 16) % 254}.{(n >> 8) & 0xFF}.{n & 0xFF or 1}"
-                raw.sendto(syn_packet(src, 1024 + rnd.randrange(64000), "127.0.0.1", port, n + 1), ("127.0.0.1", 0))
+                sport = 1024 + rnd.randrange(64000)
+                raw.sendto(packet(socket.inet_aton(src), sport, port, n + 1, SYN, b"", SYN_OPTIONS), ("127.0.0.1", 0))
                 if rate and n % 1000 == 999:
                     ahead = (n + 1) / rate - (time.monotonic() - start)
                     if ahead > 0:

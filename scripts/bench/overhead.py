@@ -52,6 +52,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_sensor(port, ring, log_path, extra_env=None):
+    """`ja4sensor run` on lo for `port`, publishing into `ring`; returns once the ring exists."""
+    sensor = subprocess.Popen(
+        [str(SENSOR), "run", "--interface", "lo", "--ports", str(port), "--ring", str(ring)],
+        stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env={**os.environ, **(extra_env or {})})
+    for _ in range(200):
+        if Path(ring).exists():
+            break
+        time.sleep(0.05)
+    return sensor
+
+
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
