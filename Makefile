@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps build release test lint demo bench install clean
+.PHONY: deps build release test lint demo bench install rpm deb clean
 
 deps:
 	@./scripts/deps.sh
@@ -30,9 +30,21 @@ bench: release
 	$(CARGO) bench -p correlate-lib --bench ring
 	python3 scripts/bench/overhead.py
 	scripts/bench/sensor.sh
+	python3 scripts/bench/memory.py
 
+# The module into `apxs -q LIBEXECDIR` and its config snippets (Debian mods-available/ or RHEL
+# conf.modules.d/ + conf.d/); `make install DESTDIR=/tmp/stage [LAYOUT=rhel]` for a staged install.
 install: release
-	./apxs/install.sh
+	DESTDIR="$(DESTDIR)" LAYOUT="$(LAYOUT)" ./apxs/install.sh
+
+# Packages. rpm: mod_reqin_log and ja4sensor for el8/el9/el10 (one glibc 2.28 build, cargo
+# zigbuild) in target/rpm/RPMS/x86_64/. deb: libapache2-mod-reqin-log and ja4sensor for this
+# Debian/Ubuntu in target/debian/.
+rpm: deps
+	./rpm/build.sh rpm
+
+deb: deps
+	./rpm/build.sh deb
 
 clean:
 	$(CARGO) clean

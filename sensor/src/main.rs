@@ -34,6 +34,8 @@ enum Command {
         /// Capture file (pcap or pcapng, detected from its magic number).
         file: PathBuf,
     },
+    /// Follow mod_reqin_log's correlated log into ClickHouse (disk-first, exactly once).
+    Ship(reqin_shipper::ShipArgs),
 }
 
 /// sentinel is a Go program: its flags have one dash (`ja4sentinel -config FILE`). Accept that
@@ -54,6 +56,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Run(args)) => live::run(args),
         Some(Command::Read { file }) => offline::read(&file),
+        // Its own error type and exit path: the shipper shares no state with the capture.
+        Some(Command::Ship(args)) => {
+            return match reqin_shipper::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ja4sensor ship: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => live::run(cli.run),
     };
     match result {

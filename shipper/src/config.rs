@@ -1,0 +1,330 @@
+//! The shipper's configuration: the `ship:` section of the sensor's YAML file (`ja4sensor ship
+//! --config FILE`); every other section of that file is ignored here. The ClickHouse keys mirror
+//! logcorrelator's `outputs.clickhouse.*` (seed 000) where the meaning is the same.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `ship.clickhouse.url` | `http://127.0.0.1:8123` | ClickHouse HTTP interface (the `clickhouse` crate speaks HTTP, not the native port 9000 of logcorrelator's `dsn`) |
+//! | `ship.clickhouse.database` | `default` | database holding `http_logs_raw`, `http_logs` and the shipper's own tables |
+//! | `ship.clickhouse.user` | `default` | user |
+//! | `ship.clickhouse.password` | `""` | password (prefer a file readable only by the service user) |
+//! | `ship.clickhouse.batch_size` | `500` | lines per INSERT (1–100 000); a batch is sent when full ... |
+//! | `ship.clickhouse.flush_interval_ms` | `200` | ... or when its first line has waited this long (10–60 000) |
+//! | `ship.clickhouse.timeout_ms` | `5000` | per request (insert or query); a timed-out insert is checked, never blindly re-sent (100–600 000) |
+//! | `ship.clickhouse.compression` | `lz4` | `lz4` or `none` (request bodies; both work with 18.16) |
+//! | `ship.clickhouse.validation` | `auto` | `auto` (on for ClickHouse ≥ 23, off below, where the crate's typed formats do not exist), `on`, `off` |
+//! | `ship.retry.initial_ms` | `100` | first back-off after a failed insert, checkpoint or dead-letter write (seed 000: 100 ms base) |
+//! | `ship.retry.max_ms` | `30000` | back-off ceiling; doubles from `initial_ms` up to this, then stays |
+//! | `ship.input.path` | `/var/log/apache2/reqin.log*` | glob of the log files to follow: the live file, its logrotate-renamed predecessors and rotatelogs' time-named files; `.gz`/`.bz2`/`.xz`/`.zst` matches are skipped |
+//! | `ship.checkpoint_path` | `/var/lib/ja4sensor/ship.checkpoint` | where shipped offsets live (JSON; replaced atomically after every confirmed insert) |
+//! | `ship.dead_letter_path` | `/var/lib/ja4sensor/ship.deadletter` | malformed lines are appended here, one JSON object each (`batch_id`, `file`, `offset`, `line`) |
+//! | `ship.metrics.enabled` | `true` | serve `/metrics` (Prometheus text) and `/health` |
+//! | `ship.metrics.addr` | `127.0.0.1:9465` | listen address of that endpoint; loopback by default, it is unauthenticated |
+//! | `ship.metrics.log_interval_s` | `10` | a metrics summary is logged this often (0 = never) |
+//! | `ship.log_level` | `info` | `error` … `trace` (`RUST_LOG` wins) |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const BATCH_SIZE_RANGE: std::ops::RangeInclusive<usize> = 1..=100_000;
+pub const FLUSH_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=60_000;
+pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// A config file is a few KiB; anything this large is not one.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is {len} bytes, more than the {max} a config file can be")]
+    TooLarge { path: PathBuf, len: u64, max: u64 },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("ship.{key} = {value}: {expected}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionSetting {
+    #[default]
+    Lz4,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationSetting {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+    pub timeout_ms: u64,
+    pub compression: CompressionSetting,
+    pub validation: ValidationSetting,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "default".into(),
+            user: "default".into(),
+            password: String::new(),
+            batch_size: 500,
+            flush_interval_ms: 200,
+            // Seed 000 uses 1 s; an insert of 500 lines into a server that is merging can take
+            // longer, and each timeout costs a check round-trip, so we wait longer.
+            timeout_ms: 5000,
+            compression: CompressionSetting::Lz4,
+            validation: ValidationSetting::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_ms: 100,
+            max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputConfig {
+    pub path: String,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            path: "/var/log/apache2/reqin.log*".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub addr: String,
+    pub log_interval_s: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: "127.0.0.1:9465".into(),
+            log_interval_s: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShipConfig {
+    pub clickhouse: ClickHouseConfig,
+    pub retry: RetryConfig,
+    pub input: InputConfig,
+    pub checkpoint_path: PathBuf,
+    pub dead_letter_path: PathBuf,
+    pub metrics: MetricsConfig,
+    pub log_level: String,
+}
+
+impl Default for ShipConfig {
+    fn default() -> Self {
+        Self {
+            clickhouse: ClickHouseConfig::default(),
+            retry: RetryConfig::default(),
+            input: InputConfig::default(),
+            checkpoint_path: "/var/lib/ja4sensor/ship.checkpoint".into(),
+            dead_letter_path: "/var/lib/ja4sensor/ship.deadletter".into(),
+            metrics: MetricsConfig::default(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// The sensor's file: only `ship:` is ours; the sensor's own sections are not parsed here.
+#[derive(Debug, Default, Deserialize)]
+struct SensorFile {
+    #[serde(default)]
+    ship: Option<ShipConfig>,
+}
+
+impl ShipConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                len,
+                max: MAX_CONFIG_BYTES,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        let cfg = Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The `ship:` section of a YAML document; defaults when there is none.
+    pub fn parse(text: &str) -> Result<Self, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let file: SensorFile = serde_yaml::from_str(text)?;
+        Ok(file.ship.unwrap_or_default())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ch = &self.clickhouse;
+        let invalid = |key, value: String, expected: String| ConfigError::Invalid {
+            key,
+            value,
+            expected,
+        };
+        if !BATCH_SIZE_RANGE.contains(&ch.batch_size) {
+            return Err(invalid(
+                "clickhouse.batch_size",
+                ch.batch_size.to_string(),
+                format!("expected {BATCH_SIZE_RANGE:?}"),
+            ));
+        }
+        if !FLUSH_INTERVAL_MS_RANGE.contains(&ch.flush_interval_ms) {
+            return Err(invalid(
+                "clickhouse.flush_interval_ms",
+                ch.flush_interval_ms.to_string(),
+                format!("expected {FLUSH_INTERVAL_MS_RANGE:?}"),
+            ));
+        }
+        if !TIMEOUT_MS_RANGE.contains(&ch.timeout_ms) {
+            return Err(invalid(
+                "clickhouse.timeout_ms",
+                ch.timeout_ms.to_string(),
+                format!("expected {TIMEOUT_MS_RANGE:?}"),
+            ));
+        }
+        if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
+            return Err(invalid(
+                "clickhouse.url",
+                ch.url.clone(),
+                "expected an http:// URL of ClickHouse's HTTP interface".into(),
+            ));
+        }
+        if self.retry.initial_ms == 0 || self.retry.max_ms < self.retry.initial_ms {
+            return Err(invalid(
+                "retry",
+                format!("{}..{}", self.retry.initial_ms, self.retry.max_ms),
+                "expected 0 < initial_ms <= max_ms".into(),
+            ));
+        }
+        if let Err(e) = glob::Pattern::new(&self.input.path) {
+            return Err(invalid(
+                "input.path",
+                self.input.path.clone(),
+                e.to_string(),
+            ));
+        }
+        if self.metrics.enabled {
+            self.metrics_addr()?;
+        }
+        Ok(())
+    }
+
+    pub fn metrics_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.metrics
+            .addr
+            .parse()
+            .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                key: "metrics.addr",
+                value: self.metrics.addr.clone(),
+                expected: e.to_string(),
+            })
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.clickhouse.flush_interval_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.clickhouse.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensor_file_without_ship_section_gives_defaults() {
+        let cfg = ShipConfig::parse("core:\n  interface: lo\n").unwrap();
+        assert_eq!(cfg, ShipConfig::default());
+        assert_eq!(cfg.clickhouse.batch_size, 500);
+        assert_eq!(cfg.clickhouse.flush_interval_ms, 200);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn ship_section_overrides_and_is_validated() {
+        let cfg = ShipConfig::parse(
+            "ship:\n  clickhouse:\n    batch_size: 0\n  input:\n    path: /tmp/x.log*\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.input.path, "/tmp/x.log*");
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::Invalid {
+                key: "clickhouse.batch_size",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_ship_key_is_an_error() {
+        assert!(ShipConfig::parse("ship:\n  batchsize: 3\n").is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! `ja4sensor ship`: follows the correlated log that mod_reqin_log writes and inserts every line
+//! into ClickHouse's `http_logs_raw` (seed 001) exactly once, as a query sees it. The disk log is
+//! the buffer: nothing is held in memory that is not also on disk, so a dead ClickHouse or a
+//! killed shipper delays lines but loses none.
+//!
+//! config → ch (client set-up) → schema (migrations) → follow (files, lines) → checkpoint →
+//! ship (the loop) → metrics.
+
+#![forbid(unsafe_code)]
+
+pub mod ch;
+pub mod checkpoint;
+pub mod config;
+pub mod follow;
+pub mod metrics;
+pub mod schema;
+pub mod ship;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::ShipConfig;
+use crate::metrics::Metrics;
+pub use crate::ship::ShipError;
+
+/// Where the sensor's packages put its configuration; the `ship:` section lives in the same file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ja4sensor/config.yml";
+
+/// `ja4sensor ship` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShipArgs {
+    /// YAML config file; its `ship:` section is read (the sensor's sections are ignored).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Create the ClickHouse tables that are missing (migrations for the server's version) and exit.
+    #[arg(long)]
+    pub init_schema: bool,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// Entry point of the subcommand: runs until SIGTERM/SIGINT.
+pub fn run(args: &ShipArgs) -> Result<(), ShipError> {
+    let cfg = ShipConfig::load(&args.config)?;
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(cfg.log_level.clone()),
+    )
+    .try_init();
+    if args.check_config {
+        log::info!("configuration OK: following {:?}", cfg.input.path);
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ShipError::Runtime)?;
+    rt.block_on(async {
+        if args.init_schema {
+            let ch = ch::Ch::connect(&cfg.clickhouse).await?;
+            let report = schema::init_schema(&ch).await?;
+            log::info!(
+                "schema ({} variant for ClickHouse {}): {} migration(s) applied, {} already there",
+                ch.flavor.as_str(),
+                ch.version,
+                report.applied.len(),
+                report.already.len()
+            );
+            return Ok(());
+        }
+        run_until_stopped(cfg).await
+    })
+}
+
+async fn run_until_stopped(cfg: ShipConfig) -> Result<(), ShipError> {
+    let metrics = Arc::new(Metrics::default());
+    if cfg.metrics.enabled {
+        let addr = cfg.metrics_addr()?;
+        let bound = metrics::serve(addr, metrics.clone())
+            .await
+            .map_err(|source| ShipError::Metrics {
+                addr: addr.to_string(),
+                source,
+            })?;
+        log::info!("metrics on http://{bound}/metrics and /health");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ShipError::Runtime)?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    log::info!(
+        "shipping {:?} into ClickHouse at {} (checkpoint {})",
+        cfg.input.path,
+        cfg.clickhouse.url,
+        cfg.checkpoint_path.display()
+    );
+    ship::Shipper::new(cfg, metrics, stop_rx)?.run().await
+}

@@ -1,0 +1,495 @@
+//! Real parts for the shipper's tests: a private `clickhouse-server` (Debian's package) on free
+//! loopback ports with its config in a temp dir, the real shipper binary, and correlated log lines
+//! built with correlate-lib's own field names, record and merge code.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use correlate_lib::join::merge_fields;
+use correlate_lib::record::v4;
+use correlate_lib::{fields, ConnKey, IpMeta, TcpMeta, TlsRecord};
+use serde_json::Value;
+
+pub const SHIPPER: &str = env!("CARGO_BIN_EXE_reqin-ship");
+/// The server starts in well under a second; a loaded CI machine gets more.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn server_binary() -> PathBuf {
+    for p in [
+        "/usr/bin/clickhouse-server",
+        "/usr/sbin/clickhouse-server",
+        "/usr/bin/clickhouse",
+    ] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("clickhouse-server is not installed: run `make deps`");
+}
+
+/// A private ClickHouse server, killed on drop.
+pub struct ClickHouse {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    tcp_port: u16,
+    interserver_port: u16,
+    child: Option<Child>,
+}
+
+impl ClickHouse {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ch = Self {
+            dir,
+            http_port: free_port(),
+            tcp_port: free_port(),
+            interserver_port: free_port(),
+            child: None,
+        };
+        ch.write_config();
+        ch.spawn();
+        ch
+    }
+
+    fn write_config(&self) {
+        let d = self.dir.path().display();
+        let config = format!(
+            r#"<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog><console>0</console></logger>
+  <http_port>{}</http_port>
+  <tcp_port>{}</tcp_port>
+  <interserver_http_port>{}</interserver_http_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>104857600</mark_cache_size>
+  <max_concurrent_queries>50</max_concurrent_queries>
+</yandex>
+"#,
+            self.http_port, self.tcp_port, self.interserver_port
+        );
+        std::fs::write(self.dir.path().join("config.xml"), config).unwrap();
+        let users = r#"<yandex>
+  <profiles><default></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+"#;
+        std::fs::write(self.dir.path().join("users.xml"), users).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        let bin = server_binary();
+        let mut cmd = Command::new(&bin);
+        if bin.ends_with("clickhouse") {
+            cmd.arg("server");
+        }
+        let child = cmd
+            .arg(format!(
+                "--config-file={}/config.xml",
+                self.dir.path().display()
+            ))
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while t0.elapsed() < START_TIMEOUT {
+            if let Ok((200, body)) = self.http("GET", "/ping", "") {
+                if body.starts_with("Ok") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("clickhouse-server did not answer /ping within {START_TIMEOUT:?}");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Freezes the server (SIGSTOP): it accepts TCP connections but answers nothing.
+    pub fn freeze(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    pub fn thaw(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    /// kill -9, then the same binary on the same data directory and ports.
+    pub fn crash_and_restart(&mut self, down_for: Duration) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(down_for);
+        self.spawn();
+    }
+
+    /// One HTTP/1.0 request (no chunked answers to decode): (status, body).
+    fn http(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// `INSERT ... FORMAT ...` with `data` as the body, as the shipper sends it but with no
+    /// shipper around: the baseline of the throughput benchmark.
+    pub fn insert(&self, sql: &str, data: &str) {
+        let mut url = String::from("/?wait_end_of_query=1&query=");
+        for b in sql.bytes() {
+            if b.is_ascii_alphanumeric() {
+                url.push(b as char);
+            } else {
+                url.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let (status, body) = self.http("POST", &url, data).unwrap();
+        assert_eq!(status, 200, "{sql}: {body}");
+    }
+
+    /// Runs `sql`; panics on a ClickHouse error. Answers in TSV.
+    pub fn query(&self, sql: &str) -> String {
+        let (status, body) = self.http("POST", "/", sql).unwrap();
+        assert_eq!(status, 200, "{sql}: {body}");
+        body.trim().to_owned()
+    }
+
+    pub fn count_and_unique(&self) -> (u64, u64) {
+        let r = self.query("SELECT count(), uniqExact(raw_json) FROM http_logs_raw");
+        let (a, b) = r.split_once('\t').unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // A frozen server must be thawed to die cleanly; SIGKILL works either way.
+            signal(c.id(), "CONT");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// One correlated line as mod_reqin_log writes it: request fields, then the sensor's record merged
+/// with correlate-lib's join rules. `n` makes it unique (time, client port, path).
+pub fn correlated_line(n: u64) -> String {
+    let base_us = 1_764_428_400_000_000u64 + n * 1000;
+    let secs = base_us / 1_000_000;
+    let micros = base_us % 1_000_000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let time = format!("2025-11-29T{h:02}:{m:02}:{s:02}.{micros:06}Z");
+    let port = 1024 + (n % 60_000) as u16;
+    let client = v4(198, 51, 100, 7, port);
+    let server = v4(192, 0, 2, 1, 443);
+    let mut line: Vec<(String, Value)> = vec![
+        (fields::TIME.into(), time.clone().into()),
+        (fields::TIMESTAMP.into(), time.into()),
+        (fields::SRC_IP.into(), "198.51.100.7".into()),
+        (fields::SRC_PORT.into(), port.into()),
+        (fields::DST_IP.into(), "192.0.2.1".into()),
+        (fields::DST_PORT.into(), 443.into()),
+        (fields::CORRELATED.into(), true.into()),
+        (fields::KEEPALIVES.into(), 1.into()),
+        (fields::METHOD.into(), "GET".into()),
+        (fields::SCHEME.into(), "https".into()),
+        (fields::HOST.into(), "example.test".into()),
+        (fields::PATH.into(), format!("/item/{n}").into()),
+        (fields::QUERY.into(), "q=1".into()),
+        (fields::HTTP_VERSION.into(), "HTTP/1.1".into()),
+        (fields::STATUS.into(), 200.into()),
+        (
+            format!("{}User-Agent", fields::HEADER_PREFIX),
+            "curl/8.0 \"quoted\" \\ é".into(),
+        ),
+    ];
+    let hello_ns = base_us * 1000 + 5_000_000;
+    let tls = TlsRecord {
+        key: Some(ConnKey::new(client, server)),
+        syn_time_ns: hello_ns - 12_000_000,
+        hello_time_ns: hello_ns,
+        closed_time_ns: 0,
+        ip: Some(IpMeta {
+            ttl: 64,
+            total_length: 60,
+            id: 4242,
+            df: true,
+        }),
+        tcp: Some(TcpMeta {
+            window_size: 64240,
+            mss: 1460,
+            window_scale: Some(7),
+            options: "MSS,SACK,Timestamps,NOP,WScale".into(),
+        }),
+        tls_version: "1.3".into(),
+        tls_sni: "example.test".into(),
+        tls_alpn: "h2".into(),
+        ja4: "t13d1516h2_8daaf6152771_e5627efa2ab1".into(),
+        ja4_r: "t13d1516h2_002f,0035_0005,000a".into(),
+        ja3: "771,4865-4866,0-23,29-23,0".into(),
+        ja3_hash: "e7d705a3286e19ea42f587b344ee6865".into(),
+        sensor_id: "test".into(),
+    };
+    merge_fields(&mut line, tls.json_fields(), base_us * 1000);
+    let obj: serde_json::Map<String, Value> = line.into_iter().collect();
+    serde_json::to_string(&obj).unwrap()
+}
+
+/// A request the sensor saw no handshake for, as the module logs it.
+pub fn orphan_line(n: u64) -> String {
+    let mut v: serde_json::Map<String, Value> = serde_json::from_str(&correlated_line(n)).unwrap();
+    v.retain(|k, _| {
+        ![
+            fields::JA4,
+            fields::JA3,
+            fields::JA3_HASH,
+            fields::TLS_SNI,
+            fields::CONN_ID,
+        ]
+        .contains(&k.as_str())
+    });
+    v.insert(fields::CORRELATED.into(), false.into());
+    v.insert(fields::ORPHAN_SIDE.into(), "A".into());
+    serde_json::to_string(&v).unwrap()
+}
+
+/// Appends lines `from..to` to `path`.
+pub fn append_lines(path: &Path, from: u64, to: u64) {
+    let mut out = String::new();
+    for n in from..to {
+        out.push_str(&correlated_line(n));
+        out.push('\n');
+    }
+    append(path, out.as_bytes());
+}
+
+pub fn append(path: &Path, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// A shipper configuration in `dir` following `pattern`.
+pub struct ShipSetup {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub metrics_port: u16,
+    pub checkpoint: PathBuf,
+    pub dead_letters: PathBuf,
+}
+
+impl ShipSetup {
+    pub fn new(dir: &Path, ch: &ClickHouse, pattern: &str, extra_clickhouse: &str) -> Self {
+        Self::with_checkpoint(
+            dir,
+            ch,
+            pattern,
+            extra_clickhouse,
+            &dir.join("ship.checkpoint"),
+        )
+    }
+
+    pub fn with_checkpoint(
+        dir: &Path,
+        ch: &ClickHouse,
+        pattern: &str,
+        extra_clickhouse: &str,
+        checkpoint: &Path,
+    ) -> Self {
+        let metrics_port = free_port();
+        let dead_letters = dir.join("ship.deadletter");
+        let config = dir.join("config.yml");
+        let text = format!(
+            "core:\n  interface: lo\nship:\n  clickhouse:\n    url: {}\n{extra_clickhouse}  retry:\n    initial_ms: 50\n    max_ms: 1000\n  input:\n    path: {pattern:?}\n  checkpoint_path: {:?}\n  dead_letter_path: {:?}\n  metrics:\n    addr: 127.0.0.1:{metrics_port}\n    log_interval_s: 2\n  log_level: info\n",
+            ch.url(),
+            checkpoint.display().to_string(),
+            dead_letters.display().to_string(),
+        );
+        std::fs::write(&config, text).unwrap();
+        Self {
+            dir: dir.to_owned(),
+            config,
+            metrics_port,
+            checkpoint: checkpoint.to_owned(),
+            dead_letters,
+        }
+    }
+
+    pub fn init_schema(&self) -> String {
+        let out = Command::new(SHIPPER)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--init-schema")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "init-schema failed: {log}");
+        log
+    }
+
+    pub fn spawn(&self) -> Shipper {
+        let log = self.dir.join("shipper.log");
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(SHIPPER)
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Shipper {
+            child: Some(child),
+            log,
+            metrics_port: self.metrics_port,
+        }
+    }
+}
+
+/// The shipper process, killed (-9) on drop.
+pub struct Shipper {
+    child: Option<Child>,
+    pub log: PathBuf,
+    metrics_port: u16,
+}
+
+impl Shipper {
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "TERM");
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on the metrics endpoint: (status, body); None while it is not up.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, resp.split_once("\r\n\r\n")?.1.to_owned()))
+    }
+
+    /// A counter or gauge from `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let (_, body) = self.get("/metrics")?;
+        let key = format!("reqin_ship_{name} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Small deterministic PRNG (xorshift64*) for kill points: the seed is printed so a failure can
+/// be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn from_time() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("rng seed {seed}");
+        Self(seed)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
