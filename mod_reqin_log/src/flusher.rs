@@ -24,6 +24,9 @@ use crate::stats::Counter;
 
 /// How often pending lines are re-checked.
 pub const TICK: Duration = Duration::from_millis(10);
+/// How long the thread sleeps while nothing is pending (a new line wakes it at once): an idle
+/// child must not wake 100 times a second. Bounds how late it notices the stop flag.
+pub const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Pending lines per child. At 500 ms each, 4096 covers 8000 uncorrelated TLS requests per
 /// second per child; beyond that lines are written as orphans at once rather than held.
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -124,7 +127,12 @@ fn run(rx: Receiver<Box<Pending>>, stop: Arc<AtomicBool>) {
     let mut pending: Vec<Box<Pending>> = Vec::new();
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        match rx.recv_timeout(TICK) {
+        let tick = if pending.is_empty() && !stopping {
+            IDLE_TICK
+        } else {
+            TICK
+        };
+        match rx.recv_timeout(tick) {
             Ok(p) => pending.push(p),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
