@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::ffi::c_int;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +68,9 @@ impl ServerState {
     }
 }
 
+/// A sensor whose watermark is this far behind the clock is not waited for (see `join`).
+const SENSOR_STALL_NS: u64 = 1_000_000_000;
+
 /// The module's state for one client connection (the primary one: HTTP/2 streams use their
 /// master's), owned by the connection pool.
 pub struct ConnState {
@@ -77,6 +80,9 @@ pub struct ConnState {
     requests: AtomicU64,
     /// The sensor's record of this connection's handshake, once found.
     record: OnceLock<TlsRecord>,
+    /// A request of this connection already waited the full lookup wait in vain: later ones
+    /// look once and do not wait again (the handshake preceded the first request).
+    waited_in_vain: AtomicBool,
 }
 
 /// The module's state for one request, owned by the request pool.
@@ -331,6 +337,7 @@ fn new_conn_state() -> ConnState {
         accept_ns: now_ns(),
         requests: AtomicU64::new(0),
         record: OnceLock::new(),
+        waited_in_vain: AtomicBool::new(false),
     }
 }
 
@@ -444,6 +451,11 @@ fn join(
         return Join::Never;
     };
     let arrival_ns = arrival_ns(r);
+    let wait = if cs.waited_in_vain.load(Ordering::Relaxed) {
+        Duration::ZERO
+    } else {
+        wait
+    };
     let deadline = Instant::now() + wait;
     loop {
         let (found, event) = ring.lookup(&key, Instant::now());
@@ -459,7 +471,15 @@ fn join(
             // No sensor at all: every request is an orphan, at once.
             return Join::Never;
         }
-        if ring.watermark() >= arrival_ns || Instant::now() >= deadline {
+        let watermark = ring.watermark();
+        // A live sensor moves its watermark at least every 100 ms, idle or not; one that has not
+        // for a second is stopped or hung, and waiting for it would only slow every request.
+        let stalled = watermark.saturating_add(SENSOR_STALL_NS) < now_ns();
+        let timed_out = Instant::now() >= deadline;
+        if timed_out && !wait.is_zero() {
+            cs.waited_in_vain.store(true, Ordering::Relaxed);
+        }
+        if watermark >= arrival_ns || timed_out || stalled {
             return Join::NotYet {
                 key,
                 accept_ns: cs.accept_ns,
