@@ -28,24 +28,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import free_port, start_sensor  # noqa: E402
-from sensor_gen_pcap import DEFAULT_CORPUS, SYN_OPTIONS, checksum, collect_hellos  # noqa: E402
+from sensor_gen_pcap import DEFAULT_CORPUS, SYN_OPTIONS, collect_hellos, ip_packet  # noqa: E402
 
 SYN, FIN_ACK, PSH_ACK = 0x02, 0x11, 0x18
+LOOPBACK = socket.inet_aton("127.0.0.1")
 # correlate-lib/src/ring/layout.rs: header words, counters from word 16 in SensorCounter order.
 W_COUNTERS = 16
 PACKETS_SEEN, KERNEL_DROPS, HELLOS_PARSED, RING_WRITES = 0, 1, 2, 5
 
 
 def packet(src, sport, dport, seq, flags, payload, options=b""):
-    dst = socket.inet_aton("127.0.0.1")
-    off = (20 + len(options)) // 4
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, off << 4, flags, 64240, 0, 0) + options
-    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
-    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp + payload)) + tcp[18:]
-    total = 20 + len(tcp) + len(payload)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, seq & 0xFFFF, 0x4000, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return ip + tcp + payload
+    return ip_packet(src, LOOPBACK, sport, dport, seq, flags, payload, options)
 
 
 def handshakes(first, count, dport, hellos):

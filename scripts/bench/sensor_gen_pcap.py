@@ -89,18 +89,22 @@ def checksum(data):
     return ~s & 0xFFFF
 
 
-def frame(src, sport, seq, flags, payload, options=b""):
-    dst = bytes([192, 0, 2, 1])
+def ip_packet(src, dst, sport, dport, seq, flags, payload, options=b""):
+    """IPv4 + TCP segment (addresses as 4 bytes), checksums computed."""
     off = (20 + len(options)) // 4
-    tcp = struct.pack("!HHIIBBHHH", sport, 443, seq, 0, off << 4, flags, 64240, 0, 0) + options
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, off << 4, flags, 64240, 0, 0) + options
     pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
     csum = checksum(pseudo + tcp + payload)
     tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
     total = 20 + len(tcp) + len(payload)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, seq & 0xFFFF, 0x4000, 64, 6, 0, src, dst)
     ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return ip + tcp + payload
+
+
+def frame(src, sport, seq, flags, payload, options=b""):
     eth = b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + b"\x08\x00"
-    return eth + ip + tcp + payload
+    return eth + ip_packet(src, bytes([192, 0, 2, 1]), sport, 443, seq, flags, payload, options)
 
 
 # MSS 1460, SACK-permitted, timestamps, NOP, window scale 7: a Linux SYN.

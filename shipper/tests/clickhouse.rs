@@ -16,6 +16,34 @@ fn wait_count(ch: &ClickHouse, n: u64) -> bool {
     wait_for(CATCH_UP, || ch.count_and_unique().0 >= n)
 }
 
+/// A private server, a temp dir holding `reqin.log`, and a shipper configured to follow that file
+/// (or, with `glob`, every `reqin.log*` there) with `extra` more `clickhouse:` keys; schema created.
+struct Fixture {
+    ch: ClickHouse,
+    dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    setup: ShipSetup,
+}
+
+fn fixture(glob: bool, extra: &str) -> Fixture {
+    let ch = ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("reqin.log");
+    let pattern = if glob {
+        format!("{}/reqin.log*", dir.path().display())
+    } else {
+        log.display().to_string()
+    };
+    let setup = ShipSetup::new(dir.path(), &ch, &pattern, extra);
+    setup.init_schema();
+    Fixture {
+        ch,
+        dir,
+        log,
+        setup,
+    }
+}
+
 #[test]
 fn schema_init_is_idempotent_and_picks_legacy_on_18_16() {
     let ch = ClickHouse::start();
@@ -53,11 +81,12 @@ fn schema_init_is_idempotent_and_picks_legacy_on_18_16() {
 
 #[test]
 fn correlated_lines_are_shipped_once_and_populate_every_http_logs_column() {
-    let ch = ClickHouse::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("reqin.log");
-    let setup = ShipSetup::new(dir.path(), &ch, &log.display().to_string(), "");
-    setup.init_schema();
+    let Fixture {
+        ch,
+        dir: _dir,
+        log,
+        setup,
+    } = fixture(false, "");
     append_lines(&log, 0, 1234);
     append(&log, format!("{}\n", orphan_line(5000)).as_bytes());
     let mut shipper = setup.spawn();
@@ -112,17 +141,13 @@ fn correlated_lines_are_shipped_once_and_populate_every_http_logs_column() {
 fn kill_9_at_random_points_never_loses_or_duplicates_a_line() {
     const LINES: u64 = 100_000;
     const KILLS: usize = 6;
-    let ch = ClickHouse::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("reqin.log");
     // 1000-line batches: 100 batches, so the suite stays short on a shared 2-core machine.
-    let setup = ShipSetup::new(
-        dir.path(),
-        &ch,
-        &log.display().to_string(),
-        "    batch_size: 1000\n    timeout_ms: 1000\n",
-    );
-    setup.init_schema();
+    let Fixture {
+        ch,
+        dir: _dir,
+        log,
+        setup,
+    } = fixture(false, "    batch_size: 1000\n    timeout_ms: 1000\n");
     append_lines(&log, 0, LINES);
     let mut rng = Rng::from_time();
     let mut counts = Vec::new();
@@ -162,17 +187,13 @@ fn kill_9_at_random_points_never_loses_or_duplicates_a_line() {
 fn batch_inserted_but_not_checkpointed_is_not_sent_again() {
     // The window kill -9 hits only sometimes, made certain: the insert landed, the checkpoint
     // did not (an older checkpoint is put back, then none at all).
-    let ch = ClickHouse::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("reqin.log");
     // A 1 s timeout: every start waits out the deadline a predecessor's insert could have.
-    let setup = ShipSetup::new(
-        dir.path(),
-        &ch,
-        &log.display().to_string(),
-        "    timeout_ms: 1000\n",
-    );
-    setup.init_schema();
+    let Fixture {
+        ch,
+        dir: _dir,
+        log,
+        setup,
+    } = fixture(false, "    timeout_ms: 1000\n");
     append_lines(&log, 0, 2000);
     let mut shipper = setup.spawn();
     assert!(wait_count(&ch, 2000), "{}", shipper.log_text());
@@ -206,16 +227,12 @@ fn clickhouse_frozen_then_crashed_mid_stream_catches_up_with_nothing_lost() {
     // outcome unknown) while the log keeps growing, then 3 s killed: unconfirmed inserts, deadline
     // waits, checks, back-off at its 1 s ceiling, catch-up.
     const FROZEN: Duration = Duration::from_secs(30);
-    let mut ch = ClickHouse::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("reqin.log");
-    let setup = ShipSetup::new(
-        dir.path(),
-        &ch,
-        &log.display().to_string(),
-        "    timeout_ms: 1000\n",
-    );
-    setup.init_schema();
+    let Fixture {
+        mut ch,
+        dir: _dir,
+        log,
+        setup,
+    } = fixture(false, "    timeout_ms: 1000\n");
     let shipper = setup.spawn();
     let mut n = 0;
     let write_paced = |d: Duration, pause: Duration, n: &mut u64| {
@@ -268,16 +285,12 @@ fn clickhouse_frozen_then_crashed_mid_stream_catches_up_with_nothing_lost() {
 
 #[test]
 fn rotation_by_rename_copytruncate_and_time_named_files_loses_and_repeats_nothing() {
-    let ch = ClickHouse::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("reqin.log");
-    let setup = ShipSetup::new(
-        dir.path(),
-        &ch,
-        &format!("{}/reqin.log*", dir.path().display()),
-        "",
-    );
-    setup.init_schema();
+    let Fixture {
+        ch,
+        dir,
+        log,
+        setup,
+    } = fixture(true, "");
     let shipper = setup.spawn();
     let mut n = 0u64;
     fn write(n: &mut u64, count: u64, path: &std::path::Path) {
@@ -402,11 +415,12 @@ fn disk_full_on_checkpoint_write_is_reported_retried_and_loses_nothing() {
 
 #[test]
 fn malformed_lines_go_to_the_dead_letter_file_and_never_block() {
-    let ch = ClickHouse::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("reqin.log");
-    let setup = ShipSetup::new(dir.path(), &ch, &log.display().to_string(), "");
-    setup.init_schema();
+    let Fixture {
+        ch,
+        dir: _dir,
+        log,
+        setup,
+    } = fixture(false, "");
     append_lines(&log, 0, 100);
     append(
         &log,
@@ -433,11 +447,12 @@ fn malformed_lines_go_to_the_dead_letter_file_and_never_block() {
 
 #[test]
 fn partial_last_line_is_held_back_until_completed() {
-    let ch = ClickHouse::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("reqin.log");
-    let setup = ShipSetup::new(dir.path(), &ch, &log.display().to_string(), "");
-    setup.init_schema();
+    let Fixture {
+        ch,
+        dir: _dir,
+        log,
+        setup,
+    } = fixture(false, "");
     append_lines(&log, 0, 10);
     let last = correlated_line(10);
     let (head, tail) = last.split_at(last.len() / 2);
