@@ -478,7 +478,7 @@ fn partial_last_line_is_held_back_until_completed() {
 /// files, no checkpoint, no checks), i.e. what the server and its views allow. Pairs run back to
 /// back so that both sides see the same machine load; the ratio is what to read.
 #[test]
-#[ignore = "benchmark: run explicitly, see shipper/BENCHMARKS-section.md"]
+#[ignore = "benchmark: run explicitly, see BENCHMARKS.md (ClickHouse shipper throughput)"]
 fn throughput_rows_per_second_into_clickhouse() {
     const LINES: u64 = 100_000;
     const PAIRS: u64 = 3;
