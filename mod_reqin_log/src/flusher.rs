@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use crate::correlation::RingHandle;
 use crate::hooks::{lookup_record, Output};
-use crate::record::{log_line, RequestSnapshot};
+use crate::record::{with_line, RequestSnapshot, TlsFragment};
 use crate::stats::Counter;
 
 /// How often pending lines are re-checked.
@@ -33,7 +33,7 @@ pub const QUEUE_CAPACITY: usize = 4096;
 
 /// A finished request waiting for its handshake.
 pub struct Pending {
-    pub snapshot: RequestSnapshot,
+    pub snapshot: RequestSnapshot<'static>,
     pub key: ConnKey,
     pub accept_ns: u64,
     pub arrival_ns: u64,
@@ -55,15 +55,17 @@ impl Pending {
             false,
         ) {
             self.output.stats.add(Counter::CorrelatedLate, 1);
-            self.output
-                .write(&log_line(&self.snapshot, Some(&rec)), true);
+            let tls = TlsFragment::new(&rec, self.snapshot.client, self.snapshot.local);
+            with_line(&self.snapshot, Some(&tls), |line| {
+                self.output.write(line, true)
+            });
             return true;
         }
         let seen_everything = self.ring.watermark() >= self.arrival_ns;
         if force || seen_everything || Instant::now() >= self.deadline {
             self.output.stats.add(Counter::RingMisses, 1);
             self.output.stats.add(Counter::OrphansDelayed, 1);
-            self.output.write(&log_line(&self.snapshot, None), false);
+            with_line(&self.snapshot, None, |line| self.output.write(line, false));
             return true;
         }
         false

@@ -17,8 +17,9 @@
 //! All state belongs to a pool (the configuration's, the child's, the connection's, the
 //! request's): nothing survives a graceful restart in a Rust static.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::c_int;
+use std::ffi::{c_int, CString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -36,7 +37,7 @@ use crate::ffi::{
     HTTP_INTERNAL_SERVER_ERROR, OK,
 };
 use crate::flusher::{Flusher, Pending};
-use crate::record::{self, RequestSnapshot};
+use crate::record::{self, RequestSnapshot, TlsFragment};
 use crate::sink::{DatagramSink, FileSink};
 use crate::stats::{self, Counter};
 
@@ -79,10 +80,35 @@ pub struct ConnState {
     /// Requests read so far (HTTP/2: streams), for `keepalives`.
     requests: AtomicU64,
     /// The sensor's record of this connection's handshake, once found.
-    record: OnceLock<TlsRecord>,
+    joined: OnceLock<Joined>,
     /// A request of this connection already waited the full lookup wait in vain: later ones
     /// look once and do not wait again (the handshake preceded the first request).
     waited_in_vain: AtomicBool,
+}
+
+/// A connection joined with its handshake: what every request on it reuses.
+pub struct Joined {
+    /// The sensor's half of each line.
+    fragment: TlsFragment,
+    /// The fingerprint's environment variables (`REQIN_CORRELATED` aside), as C strings.
+    env: Vec<(CString, CString)>,
+}
+
+impl Joined {
+    fn new(
+        rec: &TlsRecord,
+        client: Option<std::net::SocketAddr>,
+        local: Option<std::net::SocketAddr>,
+    ) -> Self {
+        Self {
+            fragment: TlsFragment::new(rec, client, local),
+            env: crate::env::env_vars(Some(rec))
+                .into_iter()
+                .filter(|(name, _)| *name != crate::env::REQIN_CORRELATED)
+                .map(|(name, value)| (crate::ffi::to_cstring(name), crate::ffi::to_cstring(&value)))
+                .collect(),
+        }
+    }
 }
 
 /// The module's state for one request, owned by the request pool.
@@ -99,6 +125,9 @@ pub struct Stats {
 
 impl Stats {
     pub fn add(&self, c: Counter, n: u64) {
+        if n == 0 {
+            return;
+        }
         if let Some(shm) = &self.shm {
             shm.add(c.index(), n);
         }
@@ -336,7 +365,7 @@ fn new_conn_state() -> ConnState {
     ConnState {
         accept_ns: now_ns(),
         requests: AtomicU64::new(0),
-        record: OnceLock::new(),
+        joined: OnceLock::new(),
         waited_in_vain: AtomicBool::new(false),
     }
 }
@@ -361,8 +390,8 @@ fn request_state<'a>(r: Request<'a>, cs: Option<&ConnState>) -> Option<&'a Reque
 /// The outcome of trying to join a request with its connection's handshake.
 // Returned once per hook and matched at once: boxing the record would cost an allocation.
 #[allow(clippy::large_enum_variant)]
-enum Join {
-    Joined(TlsRecord),
+enum Join<'a> {
+    Joined(&'a Joined),
     /// Decided: no handshake will ever join this request.
     Never,
     /// Not in the ring yet; the sensor may still publish it.
@@ -406,15 +435,15 @@ pub fn lookup_record(
 
 /// Tries to join `r` now, waiting up to `wait` while the sensor has not yet processed the
 /// packets up to the request's arrival.
-fn join(
+fn join<'a>(
     state: &ServerState,
     server: Server<'_>,
     r: Request<'_>,
-    cs: Option<&ConnState>,
+    cs: Option<&'a ConnState>,
     index: u64,
     wait: Duration,
     count: bool,
-) -> Join {
+) -> Join<'a> {
     let (Some(output), Some(rules), Some(conn)) =
         (state.output.get(), state.rules.get(), r.connection())
     else {
@@ -444,8 +473,8 @@ fn join(
         }
         return Join::Never;
     }
-    if let Some(rec) = cs.record.get() {
-        return Join::Joined(rec.clone());
+    if let Some(joined) = cs.joined.get() {
+        return Join::Joined(joined);
     }
     let Some(ring) = state.ring.get() else {
         return Join::Never;
@@ -464,7 +493,10 @@ fn join(
         }
         if let Lookup::Hit(rec) = found {
             if rules.belongs(&rec, &key, cs.accept_ns).is_ok() {
-                return Join::Joined(cs.record.get_or_init(|| rec).clone());
+                return Join::Joined(
+                    cs.joined
+                        .get_or_init(|| Joined::new(&rec, Some(client), Some(local))),
+                );
             }
         }
         if !ring.is_attached() {
@@ -516,12 +548,16 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         state.settings.lookup_wait(),
         false,
     ) {
-        Join::Joined(rec) => Some(rec),
+        Join::Joined(joined) => Some(joined),
         _ => None,
     };
     if state.settings.export_env() {
-        for (name, value) in crate::env::env_vars(joined.as_ref()) {
-            r.set_env(name, &value);
+        r.set_env_c(
+            c"REQIN_CORRELATED",
+            if joined.is_some() { c"1" } else { c"0" },
+        );
+        for (name, value) in joined.map(|j| j.env.as_slice()).unwrap_or_default() {
+            r.set_env_c(name, value);
         }
     }
     DECLINED
@@ -547,24 +583,26 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     let index = request_state(r, cs).map_or(1, |rs| rs.index);
     let snapshot = snapshot(state, output, r, conn, index);
     match join(state, server, r, cs, index, Duration::ZERO, true) {
-        Join::Joined(rec) => output.write(&record::log_line(&snapshot, Some(&rec)), true),
-        Join::Never => output.write(&record::log_line(&snapshot, None), false),
+        Join::Joined(joined) => record::with_line(&snapshot, Some(&joined.fragment), |line| {
+            output.write(line, true)
+        }),
+        Join::Never => record::with_line(&snapshot, None, |line| output.write(line, false)),
         Join::NotYet {
             key,
             accept_ns,
             ring,
         } => {
             let arrival_ns = arrival_ns(r);
-            let orphan_now = |snapshot: &RequestSnapshot| {
+            let orphan_now = |snapshot: &RequestSnapshot<'_>| {
                 output.stats.add(Counter::RingMisses, 1);
-                output.write(&record::log_line(snapshot, None), false);
+                record::with_line(snapshot, None, |line| output.write(line, false));
             };
             if ring.watermark() >= arrival_ns {
                 // The sensor has processed every packet up to the request: no hello is coming.
                 orphan_now(&snapshot);
             } else if let (Some(flusher), Some(rules)) = (state.flusher.get(), state.rules.get()) {
                 let pending = Box::new(Pending {
-                    snapshot,
+                    snapshot: snapshot.into_owned(),
                     key,
                     accept_ns,
                     arrival_ns,
@@ -585,18 +623,17 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     OK
 }
 
-fn snapshot(
-    state: &ServerState,
+fn snapshot<'a>(
+    state: &'a ServerState,
     output: &Output,
-    r: Request<'_>,
+    r: Request<'a>,
     conn: Option<Conn<'_>>,
     keepalives: u64,
-) -> RequestSnapshot {
+) -> RequestSnapshot<'a> {
     // Without a request line, method/path/protocol are httpd's placeholders, not the client's.
     let line = r.has_request_line();
-    let own = |s: Option<std::borrow::Cow<'_, str>>| s.map(|s| s.into_owned());
     let client = conn.and_then(|c| c.client_addr());
-    let useragent_ip = own(r.useragent_ip()).filter(|ua| {
+    let useragent_ip = r.useragent_ip().filter(|ua| {
         client.is_none_or(|c| {
             ua.parse::<std::net::IpAddr>()
                 .map(|ip| {
@@ -621,12 +658,12 @@ fn snapshot(
         client,
         local: conn.and_then(|c| c.local_addr()),
         useragent_ip,
-        method: own(r.method()).filter(|_| line),
+        method: r.method().filter(|_| line),
         scheme: scheme(state, r, conn),
-        host: own(r.host()),
-        path: own(r.path()).filter(|_| line),
-        query: own(r.args()).filter(|_| line),
-        http_version: own(r.protocol()).filter(|_| line),
+        host: r.host(),
+        path: r.path().filter(|_| line),
+        query: r.args().filter(|_| line),
+        http_version: r.protocol().filter(|_| line),
         status: r.final_status(),
         bytes_sent: r.bytes_sent(),
         duration_us: u64::try_from(now_us.saturating_sub(start_us)).unwrap_or(0),
@@ -637,12 +674,12 @@ fn snapshot(
 
 /// "https" when the client's connection speaks TLS (mod_ssl's `ssl_is_https` on the primary
 /// connection), else "http"; without mod_ssl, what `ap_http_scheme` says.
-fn scheme(state: &ServerState, r: Request<'_>, conn: Option<Conn<'_>>) -> Option<String> {
+fn scheme<'a>(state: &ServerState, r: Request<'a>, conn: Option<Conn<'_>>) -> Option<Cow<'a, str>> {
     let tls = conn.and_then(|c| state.tls_probe.get().and_then(|p| p.is_tls(c.primary())));
     match tls {
-        Some(true) => Some("https".to_owned()),
-        Some(false) => Some("http".to_owned()),
-        None => r.http_scheme().map(|s| s.into_owned()),
+        Some(true) => Some(Cow::Borrowed("https")),
+        Some(false) => Some(Cow::Borrowed("http")),
+        None => r.http_scheme(),
     }
 }
 

@@ -1,7 +1,15 @@
 //! The correlated log line: one flat JSON object per request, built from a snapshot of what httpd
-//! knew about the request and, when the sensor saw the connection's handshake, its
-//! [`TlsRecord`]. Field names come only from [`correlate_lib::fields`]. Pure: no httpd calls.
+//! knew about the request and, when the sensor saw the connection's handshake, the sensor's
+//! half of the line ([`TlsFragment`], rendered once per connection). Field names come only from
+//! [`correlate_lib::fields`]. Pure: no httpd calls.
+//!
+//! The line is written straight into a buffer: no map, no intermediate strings. In httpd the
+//! buffer is the worker thread's own ([`with_line`]), so a request costs no heap allocation for
+//! its line once the buffer has grown to the longest line.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -13,12 +21,13 @@ use crate::config::{Settings, REDACTED_VALUE};
 /// Value of `orphan_side` for a request the sensor has no record of: source A (Apache) only.
 pub const ORPHAN_SIDE_APACHE: &str = "A";
 
-/// What httpd knew about one request when it was logged, copied out of the request's pool so a
-/// line can be finished later by the orphan flusher, after the request is gone. Strings that
-/// are not valid UTF-8 carry U+FFFD instead (a JSON line is UTF-8). `None` when httpd never got
-/// that far (no request line: a 400 or 408 before the method).
+/// What httpd knew about one request when it was logged. In the log hook the strings borrow the
+/// request's pool; a line that must wait for the sensor is [`RequestSnapshot::into_owned`] so
+/// the orphan flusher can finish it after the request is gone. Strings that are not valid UTF-8
+/// carry U+FFFD instead (a JSON line is UTF-8). `None` when httpd never got that far (no request
+/// line: a 400 or 408 before the method).
 #[derive(Debug, Clone, Default)]
-pub struct RequestSnapshot {
+pub struct RequestSnapshot<'a> {
     /// `r->request_time`: Unix microseconds when httpd started reading the request.
     pub request_time_us: i64,
     /// The TCP peer of the connection (`c->client_addr`), what the sensor saw; not
@@ -27,13 +36,13 @@ pub struct RequestSnapshot {
     /// The local end of the connection (`c->local_addr`).
     pub local: Option<SocketAddr>,
     /// `r->useragent_ip` when it differs from the TCP peer's address.
-    pub useragent_ip: Option<String>,
-    pub method: Option<String>,
-    pub scheme: Option<String>,
-    pub host: Option<String>,
-    pub path: Option<String>,
-    pub query: Option<String>,
-    pub http_version: Option<String>,
+    pub useragent_ip: Option<Cow<'a, str>>,
+    pub method: Option<Cow<'a, str>>,
+    pub scheme: Option<Cow<'a, str>>,
+    pub host: Option<Cow<'a, str>>,
+    pub path: Option<Cow<'a, str>>,
+    pub query: Option<Cow<'a, str>>,
+    pub http_version: Option<Cow<'a, str>>,
     /// Status of the final (internally redirected) request.
     pub status: i32,
     pub bytes_sent: u64,
@@ -42,7 +51,38 @@ pub struct RequestSnapshot {
     pub keepalives: u64,
     /// The configured headers present on the request, names as configured, values already
     /// truncated and redacted ([`collect_headers`]).
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header<'a>>,
+}
+
+/// A logged request header: its name as configured, its value as logged.
+pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+impl RequestSnapshot<'_> {
+    /// The same snapshot, owning its strings.
+    pub fn into_owned(self) -> RequestSnapshot<'static> {
+        let own = |s: Option<Cow<'_, str>>| s.map(|s| Cow::Owned(s.into_owned()));
+        RequestSnapshot {
+            request_time_us: self.request_time_us,
+            client: self.client,
+            local: self.local,
+            useragent_ip: own(self.useragent_ip),
+            method: own(self.method),
+            scheme: own(self.scheme),
+            host: own(self.host),
+            path: own(self.path),
+            query: own(self.query),
+            http_version: own(self.http_version),
+            status: self.status,
+            bytes_sent: self.bytes_sent,
+            duration_us: self.duration_us,
+            keepalives: self.keepalives,
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(n, v)| (Cow::Owned(n.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+        }
+    }
 }
 
 /// What [`collect_headers`] had to cut, for the counters.
@@ -59,59 +99,212 @@ pub struct HeaderCuts {
 /// httpd's tables), lossily decoded. At most `JsonSockLogMaxHeaders` of them, each cut to
 /// `JsonSockLogMaxHeaderValueLen` bytes on a character boundary; credentials replaced by
 /// [`REDACTED_VALUE`].
-pub fn collect_headers(
-    settings: &Settings,
-    mut get: impl FnMut(&str) -> Option<String>,
-) -> (Vec<(String, String)>, HeaderCuts) {
+pub fn collect_headers<'a>(
+    settings: &'a Settings,
+    mut get: impl FnMut(&str) -> Option<Cow<'a, str>>,
+) -> (Vec<Header<'a>>, HeaderCuts) {
     let mut out = Vec::new();
     let mut cuts = HeaderCuts::default();
     let max_len = settings.max_header_value_len();
     for name in settings.headers() {
-        let Some(mut value) = get(name) else {
+        let Some(value) = get(name) else {
             continue;
         };
         if out.len() >= settings.max_headers() {
             cuts.dropped_headers += 1;
             continue;
         }
-        if settings.is_redacted(name) {
+        let value = if settings.is_redacted(name) {
             cuts.redacted += 1;
-            value = REDACTED_VALUE.to_owned();
+            Cow::Borrowed(REDACTED_VALUE)
         } else if value.len() > max_len {
             let mut end = max_len;
             while !value.is_char_boundary(end) {
                 end -= 1;
             }
-            value.truncate(end);
             cuts.truncated_values += 1;
-        }
-        out.push((name.clone(), value));
+            match value {
+                Cow::Borrowed(v) => Cow::Borrowed(&v[..end]),
+                Cow::Owned(mut v) => {
+                    v.truncate(end);
+                    Cow::Owned(v)
+                }
+            }
+        } else {
+            value
+        };
+        out.push((Cow::Borrowed(name.as_str()), value));
     }
     (out, cuts)
 }
 
-/// The complete line, `\n` included, ready for a single `write()`.
-pub fn log_line(req: &RequestSnapshot, tls: Option<&TlsRecord>) -> Vec<u8> {
-    let mut line: Vec<(String, Value)> = Vec::with_capacity(48);
-    let mut put = |name: &str, value: Value| line.push((name.to_owned(), value));
-    let time = rfc3339_micros(req.request_time_us);
-    put(fields::TIME, time.clone().into());
-    put(fields::TIMESTAMP, time.into());
-    if let Some(client) = req.client {
-        put(fields::SRC_IP, client.ip().to_string().into());
-        put(fields::SRC_PORT, client.port().into());
+/// The sensor's half of a correlated line. It depends only on the record and the connection's
+/// two addresses, so it is rendered once per connection and appended to the line of every
+/// keep-alive request and HTTP/2 stream of that connection.
+///
+/// The request-side fields that also come from the sensor are the connection's addresses
+/// (`src_ip`, `src_port`, `dst_ip`, `dst_port`) and `timestamp`: the line keeps its own value
+/// and, when the sensor's differs, writes its own as `a_<name>` and the sensor's as `b_<name>`
+/// (the rule of [`join::merge_fields`]).
+#[derive(Debug, Clone)]
+pub struct TlsFragment {
+    record: TlsRecord,
+    /// The connection the fragment was rendered for.
+    client: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    /// The request side's address fields, `,"src_ip":…` (`a_src_ip` where the sensor
+    /// disagrees), rendered once.
+    addresses: Vec<u8>,
+    /// `,"name":value` for every sensor field the request side does not already carry with the
+    /// same value (those it carries with another value as `b_<name>`), `b_timestamp` included.
+    json: Vec<u8>,
+}
+
+impl TlsFragment {
+    /// Merges the record's fields with the request side's address fields by
+    /// [`join::merge_fields`], the rule every correlated line follows.
+    pub fn new(rec: &TlsRecord, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
+        let mut line: Vec<(String, Value)> = Vec::with_capacity(32);
+        if let Some(client) = client {
+            line.push((fields::SRC_IP.into(), client.ip().to_string().into()));
+            line.push((fields::SRC_PORT.into(), client.port().into()));
+        }
+        if let Some(local) = local {
+            line.push((fields::DST_IP.into(), local.ip().to_string().into()));
+            line.push((fields::DST_PORT.into(), local.port().into()));
+        }
+        let own = line.len();
+        // `a_timestamp` is the request's own time: written per request, not kept here.
+        join::merge_fields(&mut line, rec.json_fields(), 0);
+        let a_timestamp = format!("{}{}", fields::PREFIX_A, fields::TIMESTAMP);
+        let render = |fields: &mut dyn Iterator<Item = &(String, Value)>| {
+            let mut out = Vec::with_capacity(1024);
+            for (name, value) in fields {
+                out.push(b',');
+                // Strings and numbers always serialise.
+                let _ = serde_json::to_writer(&mut out, name);
+                out.push(b':');
+                let _ = serde_json::to_writer(&mut out, value);
+            }
+            out
+        };
+        Self {
+            record: rec.clone(),
+            client,
+            local,
+            addresses: render(&mut line[..own].iter()),
+            json: render(&mut line[own..].iter().filter(|(n, _)| *n != a_timestamp)),
+        }
     }
-    if let Some(local) = req.local {
-        put(fields::DST_IP, local.ip().to_string().into());
-        put(fields::DST_PORT, local.port().into());
+
+    /// The same record's fragment for another pair of addresses.
+    fn for_addresses(&self, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
+        Self::new(&self.record, client, local)
     }
-    put(fields::CORRELATED, tls.is_some().into());
+}
+
+/// A JSON object being written into a byte buffer.
+struct Object<'b> {
+    out: &'b mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'b> Object<'b> {
+    fn open(out: &'b mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    fn key(&mut self, name: &str) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        // A `&str` always serialises (escaped).
+        let _ = serde_json::to_writer(&mut *self.out, name);
+        self.out.push(b':');
+    }
+
+    /// The key `prefix` + `name`, where `prefix` is one of the plain-ASCII field prefixes.
+    fn prefixed_key(&mut self, prefix: &str, name: &str) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(prefix.as_bytes());
+        // `name` escaped, without the opening quote serde_json writes.
+        let start = self.out.len();
+        let _ = serde_json::to_writer(&mut *self.out, name);
+        self.out.remove(start);
+        self.out.push(b':');
+    }
+
+    fn str(&mut self, name: &str, value: &str) {
+        self.key(name);
+        let _ = serde_json::to_writer(&mut *self.out, value);
+    }
+
+    fn raw_str(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.key(name);
+        self.out.push(b'"');
+        // Writing into a Vec cannot fail; `value` is an address or a time, nothing to escape.
+        let _ = write!(self.out, "{value}");
+        self.out.push(b'"');
+    }
+
+    fn num(&mut self, name: &str, value: impl itoa::Integer) {
+        self.key(name);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    fn bool(&mut self, name: &str, value: bool) {
+        self.key(name);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    fn close(self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Writes the complete line, `\n` included, at the end of `out`.
+pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&TlsFragment>) {
+    // A fragment made for another connection (never, from the hooks) is rendered again.
+    let fresh;
+    let tls = match tls {
+        Some(t) if (t.client, t.local) != (req.client, req.local) => {
+            fresh = t.for_addresses(req.client, req.local);
+            Some(&fresh)
+        }
+        other => other,
+    };
+    let mut o = Object::open(out);
+    let time = Rfc3339Micros::new(req.request_time_us);
+    o.str(fields::TIME, time.as_str());
+    o.str(fields::TIMESTAMP, time.as_str());
+    match tls {
+        Some(t) => o.out.extend_from_slice(&t.addresses),
+        None => {
+            if let Some(client) = req.client {
+                o.raw_str(fields::SRC_IP, client.ip());
+                o.num(fields::SRC_PORT, client.port());
+            }
+            if let Some(local) = req.local {
+                o.raw_str(fields::DST_IP, local.ip());
+                o.num(fields::DST_PORT, local.port());
+            }
+        }
+    }
+    o.bool(fields::CORRELATED, tls.is_some());
     if tls.is_none() {
-        put(fields::ORPHAN_SIDE, ORPHAN_SIDE_APACHE.into());
+        o.str(fields::ORPHAN_SIDE, ORPHAN_SIDE_APACHE);
     }
-    put(fields::KEEPALIVES, req.keepalives.into());
+    o.num(fields::KEEPALIVES, req.keepalives);
     if let Some(ip) = &req.useragent_ip {
-        put(fields::USERAGENT_IP, ip.clone().into());
+        o.str(fields::USERAGENT_IP, ip);
     }
     for (name, value) in [
         (fields::METHOD, &req.method),
@@ -120,53 +313,102 @@ pub fn log_line(req: &RequestSnapshot, tls: Option<&TlsRecord>) -> Vec<u8> {
         (fields::PATH, &req.path),
     ] {
         if let Some(v) = value {
-            put(name, v.clone().into());
+            o.str(name, v);
         }
     }
     // Present whenever there was a request line: `""` for a request without a query string.
     if req.method.is_some() || req.query.is_some() {
-        put(fields::QUERY, req.query.clone().unwrap_or_default().into());
+        o.str(fields::QUERY, req.query.as_deref().unwrap_or_default());
     }
     if let Some(v) = &req.http_version {
-        put(fields::HTTP_VERSION, v.clone().into());
+        o.str(fields::HTTP_VERSION, v);
     }
-    put(fields::STATUS, req.status.into());
-    put(fields::BYTES_SENT, req.bytes_sent.into());
-    put(fields::DURATION_US, req.duration_us.into());
+    o.num(fields::STATUS, req.status);
+    o.num(fields::BYTES_SENT, req.bytes_sent);
+    o.num(fields::DURATION_US, req.duration_us);
     for (name, value) in &req.headers {
-        put(
-            &format!("{}{name}", fields::HEADER_PREFIX),
-            value.clone().into(),
-        );
+        o.prefixed_key(fields::HEADER_PREFIX, name);
+        let _ = serde_json::to_writer(&mut *o.out, value.as_ref());
     }
-    if let Some(rec) = tls {
+    if let Some(t) = tls {
         let a_ns = u64::try_from(req.request_time_us)
             .unwrap_or(0)
             .saturating_mul(1000);
-        join::merge_fields(&mut line, rec.json_fields(), a_ns);
+        o.prefixed_key(fields::PREFIX_A, fields::TIMESTAMP);
+        o.out
+            .extend_from_slice(itoa::Buffer::new().format(a_ns).as_bytes());
+        o.out.extend_from_slice(&t.json);
     }
+    o.close();
+}
+
+/// The complete line, `\n` included, in a new buffer.
+pub fn log_line(req: &RequestSnapshot<'_>, tls: Option<&TlsFragment>) -> Vec<u8> {
     let mut buf = Vec::with_capacity(LINE_CAPACITY);
-    buf.push(b'{');
-    for (i, (name, value)) in line.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        // Strings and numbers always serialise; a failure could only leave the line short.
-        let _ = serde_json::to_writer(&mut buf, name);
-        buf.push(b':');
-        let _ = serde_json::to_writer(&mut buf, value);
-    }
-    buf.extend_from_slice(b"}\n");
+    write_line(&mut buf, req, tls);
     buf
 }
 
-/// Typical line length; one allocation for most requests.
-const LINE_CAPACITY: usize = 1536;
+/// Renders the line in the calling thread's buffer and hands it to `f`; the buffer is kept for
+/// the thread's next line (unless one exceptional line made it large).
+pub fn with_line<R>(
+    req: &RequestSnapshot<'_>,
+    tls: Option<&TlsFragment>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
+    thread_local! {
+        static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(LINE_CAPACITY));
+    }
+    LINE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            write_line(&mut buf, req, tls);
+            let result = f(&buf);
+            if buf.capacity() > KEPT_CAPACITY {
+                *buf = Vec::with_capacity(LINE_CAPACITY);
+            }
+            result
+        }
+        // Re-entered from `f` (it never is): a buffer of its own.
+        Err(_) => f(&log_line(req, tls)),
+    })
+}
 
-/// `2026-11-25T07:01:02.123456Z` for a Unix time in microseconds (before 1970: the epoch).
+/// Typical line length; one allocation for most requests.
+const LINE_CAPACITY: usize = 2048;
+/// A thread keeps a buffer up to this size between lines.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
+/// `2026-11-25T07:01:02.123456Z` for a Unix time in microseconds (before 1970: the epoch),
+/// formatted once on the stack.
+struct Rfc3339Micros {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Rfc3339Micros {
+    fn new(unix_us: i64) -> Self {
+        let us = u64::try_from(unix_us).unwrap_or(0);
+        let mut buf = [0u8; 32];
+        let mut rest = &mut buf[..];
+        // 27 bytes for every year up to 9999 (humantime's range); a longer one would be cut.
+        let _ = write!(
+            rest,
+            "{}",
+            humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us))
+        );
+        let len = 32 - rest.len();
+        Self { buf, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+/// [`Rfc3339Micros`] as a string.
 pub fn rfc3339_micros(unix_us: i64) -> String {
-    let us = u64::try_from(unix_us).unwrap_or(0);
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us)).to_string()
+    Rfc3339Micros::new(unix_us).as_str().to_owned()
 }
 
 #[cfg(test)]
@@ -180,7 +422,7 @@ mod tests {
     /// 2026-11-25T07:01:02.123456Z
     const REQUEST_US: i64 = 1_795_590_062_123_456;
 
-    fn get_request() -> RequestSnapshot {
+    fn get_request() -> RequestSnapshot<'static> {
         RequestSnapshot {
             request_time_us: REQUEST_US,
             client: Some(v4(127, 0, 0, 1, 50000)),
@@ -265,7 +507,9 @@ mod tests {
 
     #[test]
     fn correlated_request_carries_the_sensor_fields_and_both_timestamps() {
-        let line = log_line(&get_request(), Some(&curl_record()));
+        let req = get_request();
+        let tls = TlsFragment::new(&curl_record(), req.client, req.local);
+        let line = log_line(&req, Some(&tls));
         let v = parse(&line);
         assert_eq!(v["correlated"], true);
         assert!(v.get("orphan_side").is_none());
@@ -299,7 +543,11 @@ mod tests {
     fn hostile_path_and_host_still_give_one_valid_json_line() {
         let mut req = get_request();
         req.path = Some("/a\"b\\c\n{\"injected\":1}\u{0}\u{1b}[31m".into());
-        req.host = Some(String::from_utf8_lossy(b"evil\xff\r\nhost").into_owned());
+        req.host = Some(
+            String::from_utf8_lossy(b"evil\xff\r\nhost")
+                .into_owned()
+                .into(),
+        );
         req.query = Some("x=\"}".into());
         let v = parse(&log_line(&req, None));
         assert_eq!(v["path"], "/a\"b\\c\n{\"injected\":1}\u{0}\u{1b}[31m");
@@ -322,5 +570,96 @@ mod tests {
         assert!(v.get("method").is_none());
         assert!(v.get("path").is_none());
         assert!(v.get("query").is_none());
+    }
+
+    #[test]
+    fn an_address_the_sensor_disagrees_with_is_kept_on_both_sides() {
+        // httpd on a dual-stack socket sees the IPv4 client as ::ffff:127.0.0.1; the sensor as
+        // 127.0.0.1: the line keeps both, as join::merge_fields does.
+        let mut req = get_request();
+        req.client = Some("[::ffff:127.0.0.1]:50000".parse().unwrap());
+        let tls = TlsFragment::new(&curl_record(), req.client, req.local);
+        let line = log_line(&req, Some(&tls));
+        let v = parse(&line);
+        assert_eq!(v["a_src_ip"], "::ffff:127.0.0.1");
+        assert_eq!(v["b_src_ip"], "127.0.0.1");
+        assert!(v.get("src_ip").is_none());
+        assert_eq!(
+            v["src_port"], 50000,
+            "same port on both sides: written once"
+        );
+        assert_eq!(v["dst_ip"], "127.0.0.1");
+    }
+
+    #[test]
+    fn the_fragment_line_has_the_fields_of_the_generic_merge() {
+        // The fields of a correlated line are those of join::merge_fields over the whole line.
+        let req = get_request();
+        let rec = curl_record();
+        let ours = parse(&log_line(
+            &req,
+            Some(&TlsFragment::new(&rec, req.client, req.local)),
+        ));
+        let mut generic: Vec<(String, Value)> = match parse(&log_line(&req, None)) {
+            Value::Object(m) => m
+                .into_iter()
+                .filter(|(k, _)| k != "orphan_side")
+                .map(|(k, v)| {
+                    if k == "correlated" {
+                        (k, Value::Bool(true))
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect(),
+            _ => unreachable!(),
+        };
+        let a_ns = u64::try_from(req.request_time_us).unwrap() * 1000;
+        join::merge_fields(&mut generic, rec.json_fields(), a_ns);
+        let generic: serde_json::Map<String, Value> = generic.into_iter().collect();
+        assert_eq!(ours, Value::Object(generic));
+    }
+
+    #[test]
+    fn sensor_fields_only_collide_with_the_connection_addresses_and_timestamp() {
+        // TlsFragment renders the sensor half once per connection: that is only right while
+        // the request-level fields it could collide with are the connection's own.
+        let req = get_request();
+        let Value::Object(line) = parse(&log_line(&req, None)) else {
+            unreachable!()
+        };
+        let mut shared: Vec<String> = curl_record()
+            .json_fields()
+            .keys()
+            .filter(|k| line.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        shared.sort();
+        assert_eq!(
+            shared,
+            ["dst_ip", "dst_port", "src_ip", "src_port", "timestamp"]
+        );
+    }
+
+    #[test]
+    fn a_thread_reuses_its_line_buffer() {
+        let req = get_request();
+        let first = with_line(&req, None, |l| l.to_vec());
+        let again = with_line(&req, None, |l| l.to_vec());
+        assert_eq!(first, again);
+        assert_eq!(first, log_line(&req, None));
+    }
+
+    #[test]
+    fn a_fragment_used_for_other_addresses_is_rendered_again() {
+        let req = get_request();
+        let other = TlsFragment::new(&curl_record(), Some(v4(10, 9, 9, 9, 1)), req.local);
+        assert_eq!(
+            log_line(&req, Some(&other)),
+            log_line(
+                &req,
+                Some(&TlsFragment::new(&curl_record(), req.client, req.local))
+            )
+        );
     }
 }

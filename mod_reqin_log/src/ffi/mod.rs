@@ -141,7 +141,7 @@ fn pool_str(pool: *mut sys::apr_pool_t, s: &str) -> *const c_char {
     unsafe { sys::apr_pstrdup(pool, c.as_ptr()) }
 }
 
-fn to_cstring(s: &str) -> CString {
+pub fn to_cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "\\0")).unwrap_or_default()
 }
 
@@ -548,21 +548,20 @@ impl<'a> Request<'a> {
     }
 
     /// A request header (case-insensitive), lossily decoded.
-    pub fn header(&self, name: &str) -> Option<String> {
+    pub fn header(&self, name: &str) -> Option<Cow<'a, str>> {
         if self.raw.headers_in.is_null() {
             return None;
         }
         let c = CString::new(name).ok()?;
         // SAFETY: headers_in is a live table of the request; the value is a pool string.
-        text(unsafe { sys::apr_table_get(self.raw.headers_in, c.as_ptr()) }).map(Cow::into_owned)
+        text(unsafe { sys::apr_table_get(self.raw.headers_in, c.as_ptr()) })
     }
 
-    /// `apr_table_set(r->subprocess_env, name, value)`.
-    pub fn set_env(&self, name: &str, value: &str) {
+    /// `apr_table_set(r->subprocess_env, name, value)` for strings already in C form.
+    pub fn set_env_c(&self, name: &CStr, value: &CStr) {
         if self.raw.subprocess_env.is_null() {
             return;
         }
-        let (name, value) = (to_cstring(name), to_cstring(value));
         // SAFETY: subprocess_env is a live table of the request; apr_table_set copies both.
         unsafe { sys::apr_table_set(self.raw.subprocess_env, name.as_ptr(), value.as_ptr()) }
     }
