@@ -48,6 +48,8 @@ for _ in $(seq 100); do [[ -e $ring ]] && break; sleep 0.1; done
 echo "== httpd (event MPM) with mod_reqin_log on https://127.0.0.1:$tls_port and http://127.0.0.1:$http_port"
 apache2 -f "$root/httpd.conf" -k start
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$http_port/" && break; sleep 0.1; done
+# The readiness probe's own line (written within ReqinLogFlushInterval), then a clean log.
+for _ in $(seq 50); do [[ -s $log ]] && break; sleep 0.1; done
 : > "$log"
 
 echo "== requests"

@@ -70,6 +70,11 @@ const command_rec reqin_log_cmds[] = {
     TAKE1("ReqinLogLookupWait",
           "longest wait at post_read_request for the sensor to publish the handshake "
           "(default 20ms)"),
+    TAKE1("ReqinLogBuffer",
+          "bytes of lines a child collects before one write to ReqinLogFile, e.g. 16K; "
+          "0 or Off: one write per line (default 16K)"),
+    TAKE1("ReqinLogFlushInterval",
+          "longest a buffered line waits before it is written (default 100ms)"),
     TAKE1("ReqinLogTestPanic",
           "testing only: a request for this exact path makes the log hook panic"),
     { NULL }

@@ -34,6 +34,8 @@ pub const DIRECTIVES: &[&str] = &[
     "ReqinLogRedactHeaders",
     "ReqinLogExportEnv",
     "ReqinLogLookupWait",
+    "ReqinLogBuffer",
+    "ReqinLogFlushInterval",
     "ReqinLogTestPanic",
 ];
 
@@ -57,6 +59,14 @@ pub const MAX_ORPHAN_DELAY: Duration = Duration::from_secs(10);
 /// for a sensor a few packets behind, short enough not to matter to a client.
 pub const DEFAULT_LOOKUP_WAIT: Duration = Duration::from_millis(20);
 pub const MAX_LOOKUP_WAIT: Duration = Duration::from_secs(1);
+/// Bytes of lines a child collects for `ReqinLogFile` before one write: about 25 lines, so a
+/// busy child writes a few hundred times a second instead of once per request.
+pub const DEFAULT_BUFFER: usize = 16 * 1024;
+pub const MAX_BUFFER: usize = 1024 * 1024;
+/// Longest a buffered line waits before it is written, whatever the traffic.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Headers whose values are credentials: never logged unless listed in `JsonSockLogHeaders`
 /// *and* removed from the redaction list (`ReqinLogRedactHeaders -Cookie`).
 pub const DEFAULT_REDACTED: &[&str] = &[
@@ -187,6 +197,34 @@ pub fn parse_duration(arg: &str, max: Duration) -> Result<Duration, ConfigError>
     Ok(d)
 }
 
+/// A size in bytes: `16384`, `16K`, `1M`; `0` or `Off` for none.
+pub fn parse_size(arg: &str, max: usize) -> Result<usize, ConfigError> {
+    let arg = arg.trim();
+    if arg.eq_ignore_ascii_case("off") {
+        return Ok(0);
+    }
+    let (digits, unit) = match arg.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&arg[..i], 1024),
+        Some((i, 'm' | 'M')) => (&arg[..i], 1024 * 1024),
+        _ => (arg, 1),
+    };
+    let n = digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| ConfigError::Expected {
+            what: "a size in bytes such as 16384, 16K or 1M, or Off",
+            got: arg.to_owned(),
+        })?;
+    if n > max {
+        return Err(ConfigError::TooLarge {
+            got: arg.to_owned(),
+            max: max.to_string(),
+        });
+    }
+    Ok(n)
+}
+
 /// A count between 1 and `max`.
 pub fn parse_count(arg: &str, max: usize) -> Result<usize, ConfigError> {
     let n: usize = arg.trim().parse().map_err(|_| ConfigError::Expected {
@@ -302,6 +340,9 @@ pub struct Settings {
     pub redact: Option<BTreeSet<String>>,
     pub export_env: Option<bool>,
     pub lookup_wait: Option<Duration>,
+    /// `ReqinLogBuffer`: 0 writes every line at once.
+    pub buffer: Option<usize>,
+    pub flush_interval: Option<Duration>,
     /// Testing only: a request for exactly this path makes the log hook panic, to prove the
     /// panic is caught and reported.
     pub test_panic_path: Option<String>,
@@ -337,6 +378,8 @@ impl Settings {
             redact,
             export_env,
             lookup_wait,
+            buffer,
+            flush_interval,
             test_panic_path
         )
     }
@@ -433,6 +476,17 @@ impl Settings {
             }
             "ReqinLogExportEnv" => self.export_env = Some(parse_flag(arg)?),
             "ReqinLogLookupWait" => self.lookup_wait = Some(parse_duration(arg, MAX_LOOKUP_WAIT)?),
+            "ReqinLogBuffer" => self.buffer = Some(parse_size(arg, MAX_BUFFER)?),
+            "ReqinLogFlushInterval" => {
+                let d = parse_duration(arg, MAX_FLUSH_INTERVAL)?;
+                if d.is_zero() {
+                    return Err(ConfigError::Expected {
+                        what: "an interval longer than zero",
+                        got: arg.to_owned(),
+                    });
+                }
+                self.flush_interval = Some(d);
+            }
             "ReqinLogTestPanic" => {
                 let path = arg.trim();
                 if !path.starts_with('/') {
@@ -503,6 +557,15 @@ impl Settings {
 
     pub fn lookup_wait(&self) -> Duration {
         self.lookup_wait.unwrap_or(DEFAULT_LOOKUP_WAIT)
+    }
+
+    /// `ReqinLogBuffer`: bytes of lines collected before a write (0: a write per line).
+    pub fn buffer(&self) -> usize {
+        self.buffer.unwrap_or(DEFAULT_BUFFER)
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        self.flush_interval.unwrap_or(DEFAULT_FLUSH_INTERVAL)
     }
 
     /// Whether a header's value must be replaced by [`REDACTED_VALUE`].
@@ -676,6 +739,31 @@ mod tests {
         assert_eq!(s.headers(), ["User-Agent"], "case-insensitive, kept once");
         assert_eq!(s.enabled, Some(false));
         assert_eq!(s.verbosity(), Verbosity::Warn);
+    }
+
+    #[test]
+    fn buffer_sizes_and_flush_interval() {
+        let mut s = Settings::default();
+        assert_eq!(s.buffer(), DEFAULT_BUFFER);
+        assert_eq!(s.flush_interval(), DEFAULT_FLUSH_INTERVAL);
+        for (arg, bytes) in [
+            ("16384", 16384),
+            ("16K", 16384),
+            ("1m", 1 << 20),
+            ("0", 0),
+            ("Off", 0),
+        ] {
+            apply(&mut s, "ReqinLogBuffer", arg).unwrap();
+            assert_eq!(s.buffer(), bytes, "{arg}");
+        }
+        for bad in ["2M", "16KB", "-1", "lots", "99999999999999999999K"] {
+            let err = apply(&mut s, "ReqinLogBuffer", bad).unwrap_err();
+            assert!(err.to_string().contains(bad.trim()), "{bad}: {err}");
+        }
+        apply(&mut s, "ReqinLogFlushInterval", "250ms").unwrap();
+        assert_eq!(s.flush_interval(), Duration::from_millis(250));
+        assert!(apply(&mut s, "ReqinLogFlushInterval", "0").is_err());
+        assert!(apply(&mut s, "ReqinLogFlushInterval", "1h").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The orphan flusher: one thread per httpd child that finishes the lines whose handshake was
-//! not in the ring yet when the request was logged, so no worker waits for the sensor.
+//! not in the ring yet when the request was logged, so no worker waits for the sensor. It also
+//! writes each sink's buffered lines once the oldest is `ReqinLogFlushInterval` old.
 //!
 //! A pending line is re-checked every [`TICK`]: written correlated as soon as the ring has a
 //! record that belongs to its connection, or as an orphan once the sensor has processed every
@@ -80,14 +81,16 @@ pub struct Flusher {
 }
 
 impl Flusher {
+    /// `outputs`: the child's sinks, whose buffered lines the thread writes when due.
     pub fn start(
         spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>>,
+        outputs: Vec<Arc<Output>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = bounded(QUEUE_CAPACITY);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = spawn(Box::new({
             let stop = Arc::clone(&stop);
-            move || run(rx, stop)
+            move || run(rx, stop, outputs)
         }))?;
         Ok(Self {
             tx,
@@ -125,15 +128,19 @@ impl Drop for Flusher {
     }
 }
 
-fn run(rx: Receiver<Box<Pending>>, stop: Arc<AtomicBool>) {
+fn run(rx: Receiver<Box<Pending>>, stop: Arc<AtomicBool>, outputs: Vec<Arc<Output>>) {
     let mut pending: Vec<Box<Pending>> = Vec::new();
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        let tick = if pending.is_empty() && !stopping {
+        let mut tick = if pending.is_empty() && !stopping {
             IDLE_TICK
         } else {
             TICK
         };
+        let now = Instant::now();
+        if let Some(due) = outputs.iter().filter_map(|o| o.flush_due()).min() {
+            tick = tick.min(due.saturating_duration_since(now));
+        }
         match rx.recv_timeout(tick) {
             Ok(p) => pending.push(p),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -146,6 +153,12 @@ fn run(rx: Receiver<Box<Pending>>, stop: Arc<AtomicBool>) {
         }
         pending.extend(rx.try_iter());
         pending.retain(|p| !settle_guarded(p, stopping));
+        let now = Instant::now();
+        for output in &outputs {
+            // A panic here (a bug) must not end the thread that flushes every sink.
+            let _ =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| output.flush(now, false)));
+        }
         if stopping && pending.is_empty() && rx.is_empty() {
             return;
         }

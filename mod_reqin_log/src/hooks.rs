@@ -151,15 +151,9 @@ impl Output {
     pub fn write(&self, line: &[u8], correlated: bool) {
         let mut written = false;
         if let Some(file) = &self.file {
-            match file.write_line(line) {
-                Ok(()) => written = true,
-                Err(report) => {
-                    self.stats.add(Counter::WriteErrors, 1);
-                    if let Some(msg) = report {
-                        self.log.log(Level::Err, &msg);
-                    }
-                }
-            }
+            let outcome = file.write_line(line);
+            written = outcome.lost == 0;
+            self.count_lost(outcome);
         }
         if let Some(socket) = &self.socket {
             match socket.send(line) {
@@ -183,6 +177,25 @@ impl Output {
             },
             1,
         );
+    }
+
+    /// Writes the file's buffered lines if the oldest is due at `now` (all if `force`).
+    pub fn flush(&self, now: Instant, force: bool) {
+        if let Some(file) = &self.file {
+            self.count_lost(file.flush(now, force));
+        }
+    }
+
+    /// When the file's oldest buffered line is due, if any.
+    pub fn flush_due(&self) -> Option<Instant> {
+        self.file.as_ref().and_then(|f| f.due())
+    }
+
+    fn count_lost(&self, outcome: crate::sink::Outcome) {
+        self.stats.add(Counter::WriteErrors, outcome.lost);
+        if let Some(msg) = outcome.report {
+            self.log.log(Level::Err, &msg);
+        }
     }
 }
 
@@ -250,6 +263,7 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
                     main.parent_lifetime_pool(),
                     target,
                     settings.error_report_interval(),
+                    Some((settings.buffer(), settings.flush_interval())),
                 ) {
                     Ok(f) => {
                         let f = Arc::new(f);
@@ -300,15 +314,27 @@ struct ArcHolder(#[allow(dead_code)] Arc<Stats>);
 
 pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     let now = Instant::now();
+    // Every sink of this child once: the flusher writes their buffered lines when due.
+    let mut outputs: Vec<Arc<Output>> = Vec::new();
+    for server in main.and_following() {
+        if let Some(output) = server.state().and_then(|s| s.output.get()) {
+            if !outputs.iter().any(|o| Arc::ptr_eq(o, output)) {
+                outputs.push(Arc::clone(output));
+            }
+        }
+    }
     // One flusher per child; it is stopped, drained and joined when the child's pool goes.
-    let flusher = match Flusher::start(|f| spawn_without_signals("reqin-log-flush", f)) {
+    let flusher = match Flusher::start(
+        |f| spawn_without_signals("reqin-log-flush", f),
+        outputs.clone(),
+    ) {
         Ok(f) => Some(Arc::new(f)),
         Err(e) => {
             main.log(
                 Level::Err,
                 0,
                 &format!(
-                    "cannot start the orphan flusher thread ({e}); orphans are written at once"
+                    "cannot start the orphan flusher thread ({e}); orphans are written at once, buffered lines when the buffer is full or the child exits"
                 ),
             );
             None
@@ -338,19 +364,27 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
             let _ = state.flusher.set(Arc::clone(f));
         }
     }
-    if let Some(f) = flusher {
-        pchild.own(FlusherOwner(f));
-    }
+    pchild.own(ChildOwner { flusher, outputs });
 }
 
-/// Holds the last reference the pool drops: the flusher's Drop joins its thread only once the
-/// servers' references (dropped with the configuration pool, later) are irrelevant, so the
-/// pool cleanup stops it explicitly.
-struct FlusherOwner(Arc<Flusher>);
+/// What the child's pool cleanup finishes: the flusher's Drop would join its thread only once
+/// the servers' references (dropped with the configuration pool, later) are gone, so the
+/// cleanup stops it explicitly (it writes every pending line), then writes what is still
+/// buffered: a graceful restart or stop loses no line.
+struct ChildOwner {
+    flusher: Option<Arc<Flusher>>,
+    outputs: Vec<Arc<Output>>,
+}
 
-impl Drop for FlusherOwner {
+impl Drop for ChildOwner {
     fn drop(&mut self) {
-        self.0.stop_and_join();
+        if let Some(f) = &self.flusher {
+            f.stop_and_join();
+        }
+        let now = Instant::now();
+        for output in &self.outputs {
+            output.flush(now, true);
+        }
     }
 }
 

@@ -99,6 +99,50 @@ fn graceful_restart_and_graceful_stop_under_load_lose_no_line() -> Result<()> {
 }
 
 #[test]
+fn buffered_lines_are_written_by_the_flush_interval_whole_and_once() -> Result<()> {
+    // A buffer no test traffic fills: only the interval writes these lines. Then `Off`: a write
+    // per line. Both under concurrent clients on every child, HTTP/1.1 and h2.
+    for (conf, what) in [
+        ("ReqinLogBuffer 1M\nReqinLogFlushInterval 300ms\n", "1M buffer"),
+        ("ReqinLogBuffer Off\n", "no buffer"),
+    ] {
+        let stack = Stack::start("event", conf)?;
+        let h = &stack.httpd;
+        let urls: Vec<String> = (0..5).map(|_| h.https_url("/")).collect();
+        let clients: Vec<_> = (0..4)
+            .map(|i| {
+                let urls = urls.clone();
+                let proto = if i % 2 == 0 { "--http1.1" } else { "--http2" };
+                thread::spawn(move || curl(&[proto], &urls).map_err(|e| e.to_string()))
+            })
+            .collect();
+        let mut ports = Vec::new();
+        for c in clients {
+            ports.extend(c.join().map_err(|_| "client thread panicked")??);
+        }
+        assert_eq!(ports.len(), 20, "{what}: every request answered");
+        let lines = wait_for(LINE_TIMEOUT, &format!("{what}: 20 lines"), || {
+            let l = h.log_lines().ok()?;
+            (l.len() >= 20).then_some(l)
+        })?;
+        // log_lines parsed every line: none torn or interleaved.
+        assert_eq!(lines.len(), 20, "{what}: each line once");
+        for port in &ports {
+            assert!(
+                !lines_for_port(&lines, *port).is_empty(),
+                "{what}: no line for client port {port}"
+            );
+        }
+        assert!(
+            lines.iter().all(|l| bool_field(l, "correlated").unwrap_or(false)),
+            "{what}: {lines:?}"
+        );
+        assert_eq!(h.crashed_children(), Vec::<String>::new());
+    }
+    Ok(())
+}
+
+#[test]
 fn ring_deleted_replaced_or_garbage_while_serving() -> Result<()> {
     let mut stack = Stack::start("event", "")?;
     let ring = stack.httpd.ring.clone();
@@ -225,6 +269,8 @@ fn bad_directive_values_fail_the_config_test_naming_the_directive() -> Result<()
         ("ReqinLogRedactHeaders -Bad:Name", "ReqinLogRedactHeaders"),
         ("ReqinLogExportEnv sometimes", "ReqinLogExportEnv"),
         ("ReqinLogLookupWait 5s", "ReqinLogLookupWait"),
+        ("ReqinLogBuffer 2M", "ReqinLogBuffer"),
+        ("ReqinLogFlushInterval 0", "ReqinLogFlushInterval"),
     ] {
         let (ok, out) = config_test(root.path(), &format!("{line}\n"))?;
         assert!(!ok, "{line:?} was accepted");
