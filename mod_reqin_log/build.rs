@@ -123,6 +123,7 @@ fn main() {
         "ap_set_content_type",
         "ap_rwrite",
         "apr_table_set",
+        "apr_table_setn",
         "ap_run_http_scheme",
         "ap_server_root_relative",
         "ap_open_piped_log",

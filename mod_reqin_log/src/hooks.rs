@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::{c_int, CString};
+use std::ffi::{c_int, CStr, CString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -33,8 +33,8 @@ use crate::config::{LogTarget, Settings};
 use crate::correlation::{RingEvent, RingHandle};
 use crate::ffi::shm::SharedCounters;
 use crate::ffi::{
-    spawn_without_signals, Conn, Level, LogHandle, Pool, Request, Server, TlsProbe, DECLINED,
-    HTTP_INTERNAL_SERVER_ERROR, OK,
+    spawn_without_signals, to_cstring, Conn, ConnEnv, Level, LogHandle, Pool, Request, Server,
+    TlsProbe, DECLINED, HTTP_INTERNAL_SERVER_ERROR, OK,
 };
 use crate::flusher::{Flusher, Pending};
 use crate::record::{self, RequestSnapshot, TlsFragment};
@@ -90,23 +90,21 @@ pub struct ConnState {
 pub struct Joined {
     /// The sensor's half of each line.
     fragment: TlsFragment,
-    /// The fingerprint's environment variables (`REQIN_CORRELATED` aside), as C strings.
-    env: Vec<(CString, CString)>,
+    /// The environment variables (`REQIN_CORRELATED=1` and the fingerprint), in the
+    /// connection's pool.
+    env: ConnEnv,
 }
 
 impl Joined {
-    fn new(
-        rec: &TlsRecord,
-        client: Option<std::net::SocketAddr>,
-        local: Option<std::net::SocketAddr>,
-    ) -> Self {
+    fn new(rec: &TlsRecord, primary: Conn<'_>) -> Self {
+        let vars: Vec<(CString, CString)> = crate::env::env_vars(Some(rec))
+            .into_iter()
+            .map(|(name, value)| (to_cstring(name), to_cstring(&value)))
+            .collect();
+        let vars: Vec<(&CStr, &CStr)> = vars.iter().map(|(n, v)| (&**n, &**v)).collect();
         Self {
-            fragment: TlsFragment::new(rec, client, local),
-            env: crate::env::env_vars(Some(rec))
-                .into_iter()
-                .filter(|(name, _)| *name != crate::env::REQIN_CORRELATED)
-                .map(|(name, value)| (crate::ffi::to_cstring(name), crate::ffi::to_cstring(&value)))
-                .collect(),
+            fragment: TlsFragment::new(rec, primary.client_addr(), primary.local_addr()),
+            env: primary.env(&vars),
         }
     }
 }
@@ -527,10 +525,7 @@ fn join<'a>(
         }
         if let Lookup::Hit(rec) = found {
             if rules.belongs(&rec, &key, cs.accept_ns).is_ok() {
-                return Join::Joined(
-                    cs.joined
-                        .get_or_init(|| Joined::new(&rec, Some(client), Some(local))),
-                );
+                return Join::Joined(cs.joined.get_or_init(|| Joined::new(&rec, primary)));
             }
         }
         if !ring.is_attached() {
@@ -586,12 +581,9 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         _ => None,
     };
     if state.settings.export_env() {
-        r.set_env_c(
-            c"REQIN_CORRELATED",
-            if joined.is_some() { c"1" } else { c"0" },
-        );
-        for (name, value) in joined.map(|j| j.env.as_slice()).unwrap_or_default() {
-            r.set_env_c(name, value);
+        match joined {
+            Some(joined) => r.set_conn_env(&joined.env),
+            None => r.set_env_c(c"REQIN_CORRELATED", c"0"),
         }
     }
     DECLINED
@@ -668,14 +660,15 @@ fn snapshot<'a>(
     let line = r.has_request_line();
     let client = conn.and_then(|c| c.client_addr());
     let useragent_ip = r.useragent_ip().filter(|ua| {
-        client.is_none_or(|c| {
-            ua.parse::<std::net::IpAddr>()
-                .map(|ip| {
-                    correlate_lib::record::normalize_ip(ip)
-                        != correlate_lib::record::normalize_ip(c.ip())
-                })
-                .unwrap_or(true)
-        })
+        !r.useragent_is_peer()
+            && client.is_none_or(|c| {
+                ua.parse::<std::net::IpAddr>()
+                    .map(|ip| {
+                        correlate_lib::record::normalize_ip(ip)
+                            != correlate_lib::record::normalize_ip(c.ip())
+                    })
+                    .unwrap_or(true)
+            })
     });
     let (headers, cuts) = record::collect_headers(&state.settings, |name| r.header(name));
     output

@@ -8,7 +8,7 @@
 //! its line once the buffer has grown to the longest line.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
@@ -386,9 +386,46 @@ struct Rfc3339Micros {
     len: usize,
 }
 
+/// `2026-11-25T07:01:02.`: what every line of the same second shares.
+const SECOND_PREFIX: usize = 20;
+
 impl Rfc3339Micros {
+    /// The seconds are formatted once per second per thread, the microseconds every time.
     fn new(unix_us: i64) -> Self {
+        thread_local! {
+            static SECOND: Cell<(u64, [u8; SECOND_PREFIX])> =
+                const { Cell::new((u64::MAX, [0; SECOND_PREFIX])) };
+        }
         let us = u64::try_from(unix_us).unwrap_or(0);
+        let (secs, micros) = (us / 1_000_000, us % 1_000_000);
+        let prefix = match SECOND.with(Cell::get) {
+            (cached, prefix) if cached == secs => prefix,
+            _ => {
+                let full = Self::format(us);
+                if full.len != SECOND_PREFIX + 7 {
+                    return full;
+                }
+                let mut prefix = [0u8; SECOND_PREFIX];
+                prefix.copy_from_slice(&full.buf[..SECOND_PREFIX]);
+                SECOND.with(|c| c.set((secs, prefix)));
+                prefix
+            }
+        };
+        let mut buf = [0u8; 32];
+        buf[..SECOND_PREFIX].copy_from_slice(&prefix);
+        let mut digits = micros;
+        for i in (SECOND_PREFIX..SECOND_PREFIX + 6).rev() {
+            buf[i] = b'0' + (digits % 10) as u8;
+            digits /= 10;
+        }
+        buf[SECOND_PREFIX + 6] = b'Z';
+        Self {
+            buf,
+            len: SECOND_PREFIX + 7,
+        }
+    }
+
+    fn format(us: u64) -> Self {
         let mut buf = [0u8; 32];
         let mut rest = &mut buf[..];
         // 27 bytes for every year up to 9999 (humantime's range); a longer one would be cut.
@@ -484,6 +521,28 @@ mod tests {
     #[test]
     fn request_time_is_rfc3339_utc_with_microseconds() {
         assert_eq!(rfc3339_micros(REQUEST_US), "2026-11-25T07:01:02.123456Z");
+        // The same second again (its prefix cached), then the next.
+        assert_eq!(
+            rfc3339_micros(REQUEST_US - 123_450),
+            "2026-11-25T07:01:02.000006Z"
+        );
+        assert_eq!(
+            rfc3339_micros(REQUEST_US + 876_544),
+            "2026-11-25T07:01:03.000000Z"
+        );
+        assert_eq!(
+            rfc3339_micros(REQUEST_US + 876_543),
+            "2026-11-25T07:01:02.999999Z"
+        );
+        for us in (0..3_000_000_000_000_000i64).step_by(7_777_777_777_777) {
+            assert_eq!(
+                rfc3339_micros(us),
+                humantime::format_rfc3339_micros(
+                    UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
+                )
+                .to_string()
+            );
+        }
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(rfc3339_micros(-5), "1970-01-01T00:00:00.000000Z");
     }

@@ -100,6 +100,8 @@ pub struct LineBuffer {
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
+    /// The previous batch's allocation, cleared, for the next one.
+    spare: Vec<u8>,
     /// When the oldest line in `bytes` arrived.
     since: Option<Instant>,
 }
@@ -168,20 +170,32 @@ impl LineBuffer {
         mut pending: std::sync::MutexGuard<'_, Pending>,
         mut write: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), (u64, E)> {
-        let batch = std::mem::take(&mut pending.bytes);
+        let spare = std::mem::take(&mut pending.spare);
+        let mut batch = std::mem::replace(&mut pending.bytes, spare);
         pending.since = None;
-        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         drop(pending);
         let mut rest = batch.as_slice();
+        let mut result = Ok(());
         while !rest.is_empty() {
             let n = chunk_len(rest, self.max_write);
             let (chunk, tail) = rest.split_at(n);
             if let Err(e) = write(chunk) {
-                return Err((count_lines(rest), e));
+                result = Err((count_lines(rest), e));
+                break;
             }
             rest = tail;
         }
-        Ok(())
+        drop(writing);
+        // Keep the allocation for the next batch, unless one huge line inflated it.
+        if batch.capacity() <= 2 * self.capacity {
+            batch.clear();
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.spare.capacity() == 0 {
+                pending.spare = batch;
+            }
+        }
+        result
     }
 }
 

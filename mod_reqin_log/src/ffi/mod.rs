@@ -392,6 +392,22 @@ impl<'a> Conn<'a> {
         Server::new(self.raw.base_server)
     }
 
+    /// Copies `vars` into this connection's pool once, for [`Request::set_conn_env`].
+    pub fn env(&self, vars: &[(&CStr, &CStr)]) -> ConnEnv {
+        let dup = |s: &CStr| {
+            // SAFETY: the connection's pool is live for this call; apr_pstrdup copies `s`.
+            unsafe { sys::apr_pstrdup(self.raw.pool, s.as_ptr()) as *const c_char }
+        };
+        ConnEnv {
+            conn: self.raw,
+            vars: vars
+                .iter()
+                .map(|(name, value)| (dup(name), dup(value)))
+                .filter(|(n, v)| !n.is_null() && !v.is_null())
+                .collect(),
+        }
+    }
+
     /// Our per-connection state, if `pre_connection` created it.
     pub fn state(&self) -> Option<&'a ConnState> {
         get_config::<ConnState>(self.raw.conn_config)
@@ -414,6 +430,20 @@ impl<'a> Conn<'a> {
         }
     }
 }
+
+/// Environment variables made once for a connection ([`Conn::env`]) and set on each of its
+/// requests without copying: the strings live in that connection's pool.
+pub struct ConnEnv {
+    conn: *const sys::conn_rec,
+    vars: Vec<(*const c_char, *const c_char)>,
+}
+
+// SAFETY: the pointers are NUL-terminated strings of a connection pool, never written after
+// `Conn::env` made them; they are only read, and only while that connection is alive (see
+// `Request::set_conn_env`).
+unsafe impl Send for ConnEnv {}
+// SAFETY: as for Send: shared, read-only data.
+unsafe impl Sync for ConnEnv {}
 
 /// mod_ssl's `ssl_is_https` optional function, looked up once per configuration generation
 /// (mod_ssl may be unloaded and reloaded on a graceful restart, so never cache it process-wide).
@@ -555,6 +585,37 @@ impl<'a> Request<'a> {
         let c = CString::new(name).ok()?;
         // SAFETY: headers_in is a live table of the request; the value is a pool string.
         text(unsafe { sys::apr_table_get(self.raw.headers_in, c.as_ptr()) })
+    }
+
+    /// Sets every variable of `env` in `r->subprocess_env`. When `env` was made for this
+    /// request's (primary) connection, by `apr_table_setn`, without copying: the request's
+    /// pool, and an HTTP/2 stream's, descend from that connection's pool, which APR destroys
+    /// only after all of its descendants, so the strings outlive the table. An `env` made for
+    /// another connection (never, from the hooks), whose strings may be gone, is ignored.
+    pub fn set_conn_env(&self, env: &ConnEnv) {
+        let own =
+            Conn::new(self.raw.connection).is_some_and(|c| std::ptr::eq(c.primary().raw, env.conn));
+        if self.raw.subprocess_env.is_null() || !own {
+            return;
+        }
+        for (name, value) in &env.vars {
+            // SAFETY: a live table of the request; `name`/`value` outlive it (see above).
+            unsafe { sys::apr_table_setn(self.raw.subprocess_env, *name, *value) }
+        }
+    }
+
+    /// Whether `r->useragent_ip` is the TCP peer's address (`c->client_ip`): the same string
+    /// unless a module such as mod_remoteip replaced it.
+    pub fn useragent_is_peer(&self) -> bool {
+        let Some(conn) = Conn::new(self.raw.connection) else {
+            return false;
+        };
+        let (ua, peer) = (self.raw.useragent_ip, conn.raw.client_ip);
+        if ua.is_null() || peer.is_null() {
+            return ua == peer;
+        }
+        // SAFETY: both are NUL-terminated strings of the request's and connection's pools.
+        ua == peer || unsafe { CStr::from_ptr(ua) == CStr::from_ptr(peer) }
     }
 
     /// `apr_table_set(r->subprocess_env, name, value)` for strings already in C form.
