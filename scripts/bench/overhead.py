@@ -12,7 +12,9 @@ for HTTP/1.1 and h2 over kept-alive connections, then (d) one new TLS connection
 (the worst case for the sensor): share of lines correlated and req/s against (a).
 
 Runs are interleaved (a b c a b c ...) and the median of the repeats is reported, so slow drift
-of the machine hits every variant alike. Prints a table; `--markdown` prints it for
+of the machine hits every variant alike. Besides req/s and latency, each run reports the CPU
+time httpd (all its processes) and the sensor spent per request, read from /proc: on a small
+machine where the client shares the cores, that is the steadier answer to "what does it cost". Prints a table; `--markdown` prints it for
 BENCHMARKS.md. Needs root (pcap on lo, httpd binding as root), release builds of the module and
 the sensor (`make bench` builds them).
 """
@@ -62,6 +64,18 @@ def start_sensor(port, ring, log_path, extra_env=None):
             break
         time.sleep(0.05)
     return sensor
+
+
+def cpu_seconds(pids):
+    """utime + stime of `pids` and all their threads, in seconds (0 for a vanished pid)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run(cmd, **kw):
@@ -144,6 +158,19 @@ class Server:
     def url(self):
         return f"https://127.0.0.1:{self.tls_port}/index.html"
 
+    def httpd_pids(self):
+        out = subprocess.run(["pgrep", "-f", str(self.conf)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def measure(self, proto, requests, clients, streams, log_file):
+        """One h2load run, plus httpd's and the sensor's CPU µs per request during it."""
+        httpd, sensor = self.httpd_pids(), [self.sensor.pid] if self.sensor else []
+        h0, s0 = cpu_seconds(httpd), cpu_seconds(sensor)
+        r = h2load(self.url(), proto, requests, clients, streams, log_file)
+        r["httpd_cpu_us"] = (cpu_seconds(httpd) - h0) * 1e6 / requests
+        r["sensor_cpu_us"] = (cpu_seconds(sensor) - s0) * 1e6 / requests
+        return r
+
     def lines(self):
         if not self.log.exists():
             return []
@@ -206,9 +233,10 @@ def main():
             for rep in range(args.repeats):
                 for proto, streams in (("h1", 1), ("h2", 10)):
                     for v, s in servers.items():
-                        r = h2load(s.url(), proto, args.requests, args.clients, streams, Path(tmp) / "h.log")
+                        r = s.measure(proto, args.requests, args.clients, streams, Path(tmp) / "h.log")
                         results.setdefault((v, proto), []).append(r)
             # (d) worst case for the sensor: a new TLS connection per request.
+            time.sleep(0.5)  # every buffered line of the keep-alive runs written (100 ms)
             before = len(servers["c"].lines())
             new_a = new_connection_run(servers["a"], args.new_conn_requests, Path(tmp) / "d.log")
             new_c = new_connection_run(servers["c"], args.new_conn_requests, Path(tmp) / "d.log")
@@ -219,7 +247,8 @@ def main():
             for s in servers.values():
                 s.stop()
 
-    med = {k: {m: statistics.median(r[m] for r in runs) for m in ("rps", "p50_us", "p99_us")}
+    metrics = ("rps", "p50_us", "p99_us", "httpd_cpu_us", "sensor_cpu_us")
+    med = {k: {m: statistics.median(r[m] for r in runs) for m in metrics}
            for k, runs in results.items()}
     rows = []
     for proto in ("h1", "h2"):
@@ -228,23 +257,27 @@ def main():
     name = {"a": "no logging", "b": "JSON CustomLog", "c": "mod_reqin_log + sensor"}
     out = []
     if args.markdown:
-        out.append("| protocol | variant | req/s | p50 µs | p99 µs |")
-        out.append("|---|---|---:|---:|---:|")
+        out.append("| protocol | variant | req/s | p50 µs | p99 µs | httpd CPU µs/req | sensor CPU µs/req |")
+        out.append("|---|---|---:|---:|---:|---:|---:|")
         for proto, a, b, c, ca, cb in rows:
             for v, m in zip("abc", (a, b, c)):
-                out.append(f"| {proto} | ({v}) {name[v]} | {m['rps']:.0f} | {m['p50_us']} | {m['p99_us']} |")
+                out.append(f"| {proto} | ({v}) {name[v]} | {m['rps']:.0f} | {m['p50_us']} | {m['p99_us']} "
+                           f"| {m['httpd_cpu_us']:.1f} | {m['sensor_cpu_us']:.1f} |")
         out.append("")
         for proto, a, b, c, ca, cb in rows:
-            out.append(f"- {proto}: c/a = **{ca:.3f}** (target ≥ 0.98), c/b = **{cb:.3f}** (target ≥ 1)")
+            out.append(f"- {proto}: c/a = **{ca:.3f}** (target ≥ 0.98), c/b = **{cb:.3f}** (target ≥ 1); "
+                       f"httpd CPU per request c − a = {c['httpd_cpu_us'] - a['httpd_cpu_us']:+.1f} µs, "
+                       f"c − b = {c['httpd_cpu_us'] - b['httpd_cpu_us']:+.1f} µs")
         out.append(f"- (d) new TLS connection per request: {correlated}/{len(lines_c)} lines correlated "
                    f"({100.0 * correlated / max(1, len(lines_c)):.1f} %, target 100 %), "
                    f"req/s c/a = **{new_c['rps'] / new_a['rps']:.3f}** (target ≥ 0.97; "
                    f"{new_a['rps']:.0f} vs {new_c['rps']:.0f} req/s)")
     else:
-        out.append(f"{'proto':5} {'variant':26} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8}")
+        out.append(f"{'proto':5} {'variant':26} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'httpd µs/req':>13} {'sensor µs/req':>14}")
         for proto, a, b, c, ca, cb in rows:
             for v, m in zip("abc", (a, b, c)):
-                out.append(f"{proto:5} ({v}) {name[v]:22} {m['rps']:9.0f} {m['p50_us']:8} {m['p99_us']:8}")
+                out.append(f"{proto:5} ({v}) {name[v]:22} {m['rps']:9.0f} {m['p50_us']:8} {m['p99_us']:8} "
+                           f"{m['httpd_cpu_us']:13.1f} {m['sensor_cpu_us']:14.1f}")
             out.append(f"{proto:5} ratios: c/a {ca:.3f} (target >= 0.98), c/b {cb:.3f} (target >= 1)")
         out.append(f"new connection per request: {correlated}/{len(lines_c)} correlated, "
                    f"c/a {new_c['rps'] / new_a['rps']:.3f} (target >= 0.97)")

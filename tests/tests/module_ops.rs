@@ -103,7 +103,10 @@ fn buffered_lines_are_written_by_the_flush_interval_whole_and_once() -> Result<(
     // A buffer no test traffic fills: only the interval writes these lines. Then `Off`: a write
     // per line. Both under concurrent clients on every child, HTTP/1.1 and h2.
     for (conf, what) in [
-        ("ReqinLogBuffer 1M\nReqinLogFlushInterval 300ms\n", "1M buffer"),
+        (
+            "ReqinLogBuffer 1M\nReqinLogFlushInterval 300ms\n",
+            "1M buffer",
+        ),
         ("ReqinLogBuffer Off\n", "no buffer"),
     ] {
         let stack = Stack::start("event", conf)?;
@@ -134,7 +137,9 @@ fn buffered_lines_are_written_by_the_flush_interval_whole_and_once() -> Result<(
             );
         }
         assert!(
-            lines.iter().all(|l| bool_field(l, "correlated").unwrap_or(false)),
+            lines
+                .iter()
+                .all(|l| bool_field(l, "correlated").unwrap_or(false)),
             "{what}: {lines:?}"
         );
         assert_eq!(h.crashed_children(), Vec::<String>::new());
