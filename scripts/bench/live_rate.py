@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import free_port, start_sensor  # noqa: E402
+from overhead import RING_DIR, free_port, start_sensor  # noqa: E402
 from sensor_gen_pcap import DEFAULT_CORPUS, SYN_OPTIONS, collect_hellos, ip_packet  # noqa: E402
 
 SYN, FIN_ACK, PSH_ACK = 0x02, 0x11, 0x18
@@ -93,7 +93,7 @@ def main():
     hellos = collect_hellos(DEFAULT_CORPUS)
     port = free_port()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="reqin-rate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="reqin-rate-", dir=RING_DIR) as tmp:
         ring = Path(tmp) / "ring"
         sensor = start_sensor(port, ring, Path(tmp) / "sensor.log")
         try:

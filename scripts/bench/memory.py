@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from live_rate import SYN, SYN_OPTIONS, packet  # noqa: E402
-from overhead import Server, free_port, h2load, start_sensor  # noqa: E402
+from overhead import RING_DIR, Server, free_port, h2load, start_sensor  # noqa: E402
 
 
 def status_kib(pid, field):
@@ -37,7 +37,7 @@ def status_kib(pid, field):
 
 def sensor_pending_flows(flows, rate):
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="reqin-mem-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="reqin-mem-", dir=RING_DIR) as tmp:
         ring = Path(tmp) / "ring"
         log = Path(tmp) / "sensor.log"
         sensor = start_sensor(port, ring, log, {"RUST_LOG": "info"})
