@@ -13,8 +13,9 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use correlate_lib::{fields, join, TlsRecord};
-use serde_json::Value;
+#[cfg(any(doc, test))]
+use correlate_lib::join;
+use correlate_lib::{fields, TlsRecord};
 
 use crate::config::{Settings, REDACTED_VALUE};
 
@@ -161,45 +162,126 @@ pub struct TlsFragment {
 }
 
 impl TlsFragment {
-    /// Merges the record's fields with the request side's address fields by
-    /// [`join::merge_fields`], the rule every correlated line follows.
+    /// Merges the record's fields with the request side's address fields by the rule of
+    /// [`join::merge_fields`], writing them as they are serialized (no map).
     pub fn new(rec: &TlsRecord, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
-        let mut line: Vec<(String, Value)> = Vec::with_capacity(32);
-        if let Some(client) = client {
-            line.push((fields::SRC_IP.into(), client.ip().to_string().into()));
-            line.push((fields::SRC_PORT.into(), client.port().into()));
-        }
-        if let Some(local) = local {
-            line.push((fields::DST_IP.into(), local.ip().to_string().into()));
-            line.push((fields::DST_PORT.into(), local.port().into()));
-        }
-        let own = line.len();
-        // `a_timestamp` is the request's own time: written per request, not kept here.
-        join::merge_fields(&mut line, rec.json_fields(), 0);
-        let a_timestamp = format!("{}{}", fields::PREFIX_A, fields::TIMESTAMP);
-        let render = |fields: &mut dyn Iterator<Item = &(String, Value)>| {
-            let mut out = Vec::with_capacity(1024);
-            for (name, value) in fields {
-                out.push(b',');
-                // Strings and numbers always serialise.
-                let _ = serde_json::to_writer(&mut out, name);
-                out.push(b':');
-                let _ = serde_json::to_writer(&mut out, value);
-            }
-            out
+        let text = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut v = Vec::with_capacity(48);
+            f(&mut v);
+            v
         };
+        let ip = |a: SocketAddr| text(&|v| drop(write!(v, "\"{}\"", a.ip())));
+        let port = |a: SocketAddr| {
+            text(&|v| v.extend_from_slice(itoa::Buffer::new().format(a.port()).as_bytes()))
+        };
+        let mut merge = Merge {
+            request: [
+                (fields::SRC_IP, client.map(ip)),
+                (fields::SRC_PORT, client.map(port)),
+                (fields::DST_IP, local.map(ip)),
+                (fields::DST_PORT, local.map(port)),
+            ]
+            .map(|(name, value)| RequestField {
+                name,
+                value,
+                renamed: false,
+            }),
+            out: Vec::with_capacity(1024),
+            key: Vec::with_capacity(32),
+            value: Vec::with_capacity(512),
+        };
+        // Writing strings and numbers into a Vec cannot fail.
+        let _ = rec.serialize_fields(&mut merge);
+        let mut addresses = Vec::with_capacity(96);
+        for f in &merge.request {
+            if let Some(value) = &f.value {
+                addresses.extend_from_slice(b",\"");
+                if f.renamed {
+                    addresses.extend_from_slice(fields::PREFIX_A.as_bytes());
+                }
+                addresses.extend_from_slice(f.name.as_bytes());
+                addresses.extend_from_slice(b"\":");
+                addresses.extend_from_slice(value);
+            }
+        }
         Self {
             record: rec.clone(),
             client,
             local,
-            addresses: render(&mut line[..own].iter()),
-            json: render(&mut line[own..].iter().filter(|(n, _)| *n != a_timestamp)),
+            addresses,
+            json: merge.out,
         }
     }
 
     /// The same record's fragment for another pair of addresses.
     fn for_addresses(&self, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
         Self::new(&self.record, client, local)
+    }
+}
+
+/// A request-side field the sensor also writes, as JSON text.
+struct RequestField {
+    name: &'static str,
+    value: Option<Vec<u8>>,
+    /// The sensor's value differs: the request side's is written as `a_<name>`.
+    renamed: bool,
+}
+
+/// Receives the record's fields ([`TlsRecord::serialize_fields`]) and writes each one as
+/// `,"name":value`: `timestamp` as `b_timestamp`; a field the request side also has, not at
+/// all when the values are equal, as `b_<name>` when they differ.
+struct Merge {
+    request: [RequestField; 4],
+    out: Vec<u8>,
+    /// The current key and value, as JSON text.
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl serde::ser::SerializeMap for Merge {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_key<T: ?Sized + serde::Serialize>(&mut self, key: &T) -> Result<(), Self::Error> {
+        self.key.clear();
+        serde_json::to_writer(&mut self.key, key)
+    }
+
+    fn serialize_value<T: ?Sized + serde::Serialize>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), Self::Error> {
+        self.value.clear();
+        serde_json::to_writer(&mut self.value, value)?;
+        // The key without its quotes (field names need no escaping).
+        let name = self
+            .key
+            .get(1..self.key.len().saturating_sub(1))
+            .unwrap_or_default();
+        let mut prefix: &[u8] = b"";
+        if name == fields::TIMESTAMP.as_bytes() {
+            prefix = fields::PREFIX_B.as_bytes();
+        } else if let Some(f) = self
+            .request
+            .iter_mut()
+            .find(|f| f.value.is_some() && f.name.as_bytes() == name)
+        {
+            if f.value.as_deref() == Some(self.value.as_slice()) {
+                return Ok(());
+            }
+            f.renamed = true;
+            prefix = fields::PREFIX_B.as_bytes();
+        }
+        self.out.extend_from_slice(b",\"");
+        self.out.extend_from_slice(prefix);
+        self.out.extend_from_slice(&self.key[1..]);
+        self.out.push(b':');
+        self.out.extend_from_slice(&self.value);
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), Self::Error> {
+        Ok(())
     }
 }
 

@@ -142,7 +142,9 @@ fn pool_str(pool: *mut sys::apr_pool_t, s: &str) -> *const c_char {
 }
 
 pub fn to_cstring(s: &str) -> CString {
-    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+    CString::new(s)
+        .or_else(|_| CString::new(s.replace('\0', "\\0")))
+        .unwrap_or_default()
 }
 
 /// A C string of a request, as UTF-8 (invalid bytes become U+FFFD).
