@@ -297,14 +297,19 @@ impl<'b> Object<'b> {
         Self { out, empty: true }
     }
 
-    fn key(&mut self, name: &str) {
+    /// A key from [`fields`]: plain ASCII, written as is (configured header names go through
+    /// [`Object::prefixed_key`], which escapes).
+    fn key(&mut self, name: &'static str) {
+        debug_assert!(name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
-        // A `&str` always serialises (escaped).
-        let _ = serde_json::to_writer(&mut *self.out, name);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
     /// The key `prefix` + `name`, where `prefix` is one of the plain-ASCII field prefixes.
@@ -322,12 +327,12 @@ impl<'b> Object<'b> {
         self.out.push(b':');
     }
 
-    fn str(&mut self, name: &str, value: &str) {
+    fn str(&mut self, name: &'static str, value: &str) {
         self.key(name);
         let _ = serde_json::to_writer(&mut *self.out, value);
     }
 
-    fn raw_str(&mut self, name: &str, value: impl std::fmt::Display) {
+    fn raw_str(&mut self, name: &'static str, value: impl std::fmt::Display) {
         self.key(name);
         self.out.push(b'"');
         // Writing into a Vec cannot fail; `value` is an address or a time, nothing to escape.
@@ -335,13 +340,13 @@ impl<'b> Object<'b> {
         self.out.push(b'"');
     }
 
-    fn num(&mut self, name: &str, value: impl itoa::Integer) {
+    fn num(&mut self, name: &'static str, value: impl itoa::Integer) {
         self.key(name);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    fn bool(&mut self, name: &str, value: bool) {
+    fn bool(&mut self, name: &'static str, value: bool) {
         self.key(name);
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
