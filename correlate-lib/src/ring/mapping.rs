@@ -37,6 +37,27 @@ impl SharedWord {
     }
 }
 
+/// Asks the CPU to start loading the cache lines of `words` (at most `max_bytes` of them) into
+/// its caches, so that the loads that follow find them there or already on their way. Only a
+/// hint: it reads nothing, and is a no-op where no prefetch instruction is wired up.
+#[inline]
+pub fn prefetch(words: &[SharedWord], max_bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = words.len().saturating_mul(8).min(max_bytes);
+        let base = words.as_ptr().cast::<i8>();
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults and never reads into the program
+            // (the address is not even required to be mapped); `offset` stays inside `words`, so
+            // `wrapping_add` does not leave the allocation either.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (words, max_bytes);
+}
+
 /// The sensor's read-write mapping of the ring file, as atomic words.
 pub struct WritableWords {
     map: MmapMut,

@@ -236,6 +236,10 @@ pub struct LookupTrace {
 /// under a microsecond, so a second attempt almost always succeeds; a reader never spins longer.
 pub const READ_ATTEMPTS: u32 = 4;
 
+/// Bytes of a candidate slot prefetched before its copy: a browser's record is ~600 bytes, a
+/// hello with a long cipher list ~1.3 KB (the rest arrives by the hardware prefetcher).
+const PREFETCH_BYTES: usize = 1024;
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RingError + '_ {
     move |source| RingError::Io {
         path: path.to_path_buf(),
@@ -584,24 +588,18 @@ impl RingWriter {
         let Some(slot) = self.indexed_slot(key) else {
             return false;
         };
-        let mut copy = Vec::with_capacity(self.geometry.slot_words());
+        let mut bytes = Vec::with_capacity(self.geometry.payload_capacity());
         let capacity = self.geometry.payload_capacity();
         let stable = self.slot_words(slot).map(|words| {
             // The only writer reading its own slot: always stable.
-            seqlock::read(words, &mut copy, |len_word| {
-                1 + (layout::unpack(len_word).0 as usize)
-                    .min(capacity)
-                    .div_ceil(8)
+            seqlock::read(words, &mut bytes, |len_word| {
+                (layout::unpack(len_word).0 as usize).min(capacity)
             })
+            .0
         });
         if stable != Some(ReadAttempt::Stable) {
             return false;
         }
-        let Some((&len_word, payload)) = copy.split_first() else {
-            return false;
-        };
-        let mut bytes: Vec<u8> = payload.iter().flat_map(|w| w.to_le_bytes()).collect();
-        bytes.truncate(layout::unpack(len_word).0 as usize);
         let Ok(mut record) = TlsRecord::decode(&bytes) else {
             return false;
         };
@@ -874,40 +872,25 @@ impl RingReader {
         let Some(slot_words) = self.words().get(start..start + g.slot_words()) else {
             return SlotRead::Corrupt;
         };
+        // Start every line of a typical record on its way now, rather than one after another
+        // as the copy below reaches them (its first load would otherwise wait for the length).
+        mapping::prefetch(slot_words, PREFETCH_BYTES);
         let capacity = g.payload_capacity();
         for _ in 0..READ_ATTEMPTS {
-            // Copy the length|crc word and as many payload words as the length claims (at most
-            // the slot: the seqlock clamps it).
-            let attempt = seqlock::read(slot_words, &mut buf.words, |len_word| {
-                let len = layout::unpack(len_word).0 as usize;
-                1 + len.min(capacity).div_ceil(8)
+            // Copy as many payload bytes as the length word claims (at most the slot: the seqlock
+            // clamps it), straight into the buffer the record is decoded from.
+            let (attempt, len_word) = seqlock::read(slot_words, &mut buf.current, |len_word| {
+                (layout::unpack(len_word).0 as usize).min(capacity)
             });
             if attempt == ReadAttempt::Raced {
                 trace.raced += 1;
                 std::hint::spin_loop();
                 continue;
             }
-            let Some((&len_word, payload)) = buf.words.split_first() else {
-                return SlotRead::Corrupt;
-            };
             let (len, crc) = layout::unpack(len_word);
-            let len = len as usize;
-            if len == 0 || len > capacity || len > payload.len().saturating_mul(8) {
+            let bytes = &buf.current;
+            if len == 0 || len as usize > capacity || len as usize != bytes.len() {
                 return SlotRead::Corrupt;
-            }
-            let bytes = &mut buf.current;
-            bytes.clear();
-            bytes.resize(len, 0);
-            let mut chunks = bytes.chunks_exact_mut(8);
-            let mut words = payload.iter();
-            for (dst, word) in (&mut chunks).zip(&mut words) {
-                dst.copy_from_slice(&word.to_le_bytes());
-            }
-            let tail = chunks.into_remainder();
-            if let Some(word) = words.next() {
-                for (dst, src) in tail.iter_mut().zip(word.to_le_bytes()) {
-                    *dst = src;
-                }
             }
             if crc32fast::hash(bytes) != crc {
                 return SlotRead::Corrupt;
@@ -971,12 +954,10 @@ impl RingReader {
     }
 }
 
-/// A reader's working memory for [`RingReader::find`]: the copied slot words, the bytes of the
-/// candidate being checked and of the best match so far. Grows to one slot and is then reused:
+/// A reader's working memory for [`RingReader::find`]: the bytes of the candidate being checked and of the best match so far. Grows to one slot and is then reused:
 /// keep one per thread.
 #[derive(Debug, Default)]
 pub struct LookupBuf {
-    words: Vec<u64>,
     current: Vec<u8>,
     best: Vec<u8>,
 }

@@ -72,46 +72,65 @@ pub fn write(slot: &[AtomicU64], words: impl IntoIterator<Item = u64>) {
     seq.store(odd.wrapping_add(1), Ordering::Release);
 }
 
-/// Copies the body of a slot (`slot[1..]`) into `out` under the slot's sequence. The first body
-/// word is read first and `body_words(first)` says how many body words to copy in all (clamped
-/// to `1..=body.len()`), so a reader copies only the words its length word covers. The copied
-/// words mean nothing unless the result is [`ReadAttempt::Stable`].
+/// Copies the body of a slot (`slot[1..]`) under the slot's sequence: the first body word (the
+/// length word) is returned, and `body_bytes(first)` bytes of the words after it are copied into
+/// `out` as little-endian bytes (clamped to the slot), so a reader copies only the bytes its
+/// length word covers, once, straight into the buffer it decodes from. The copy means nothing
+/// unless the result is [`ReadAttempt::Stable`].
 pub fn read<W: Word>(
     slot: &[W],
-    out: &mut Vec<u64>,
-    body_words: impl FnOnce(u64) -> usize,
-) -> ReadAttempt {
+    out: &mut Vec<u8>,
+    body_bytes: impl FnOnce(u64) -> usize,
+) -> (ReadAttempt, u64) {
     out.clear();
     let Some((seq, body)) = slot.split_first() else {
-        return ReadAttempt::Raced;
+        return (ReadAttempt::Raced, 0);
     };
     let s1 = seq.load_relaxed();
     // Pairs with the writer's Release store of the even sequence: the body stores of that write
     // happen-before the loads below.
     fence(Ordering::Acquire);
     if s1 & 1 == 1 {
-        return ReadAttempt::Raced;
+        return (ReadAttempt::Raced, 0);
     }
-    let Some(first) = body.first().map(Word::load_relaxed) else {
-        return ReadAttempt::Raced;
+    let Some((first, rest)) = body.split_first() else {
+        return (ReadAttempt::Raced, 0);
     };
-    let n = body_words(first).clamp(1, body.len());
+    // The first word was loaded here and decided the length: the caller gets this value, not a
+    // reload.
+    let first = first.load_relaxed();
+    let n = body_bytes(first).min(rest.len().saturating_mul(8));
     out.resize(n, 0);
-    // The first word was loaded above and decided the length: keep that value, not a reload.
-    if let Some((head, rest)) = out.split_first_mut() {
-        *head = first;
-        for (dst, src) in rest.iter_mut().zip(body.iter().skip(1)) {
-            *dst = src.load_relaxed();
+    // Whole words four at a time (the loop overhead would otherwise cost more than the loads),
+    // then the rest of them, then the bytes of a last partial word.
+    let (src, src_tail) = rest.split_at(n / 8);
+    let (dst, dst_tail) = out.split_at_mut(src.len() * 8);
+    let mut quads = dst.chunks_exact_mut(32);
+    let mut src_quads = src.chunks_exact(4);
+    for (d, s) in (&mut quads).zip(&mut src_quads) {
+        for (d, w) in d.chunks_exact_mut(8).zip(s) {
+            d.copy_from_slice(&w.load_relaxed().to_le_bytes());
         }
+    }
+    for (d, w) in quads
+        .into_remainder()
+        .chunks_exact_mut(8)
+        .zip(src_quads.remainder())
+    {
+        d.copy_from_slice(&w.load_relaxed().to_le_bytes());
+    }
+    if let (false, Some(w)) = (dst_tail.is_empty(), src_tail.first()) {
+        let bytes = w.load_relaxed().to_le_bytes();
+        dst_tail.copy_from_slice(&bytes[..dst_tail.len()]);
     }
     // Keeps the body loads above before the second sequence load (pairs with the writer's
     // fence(Release) after its odd store).
     fence(Ordering::Acquire);
     let s2 = seq.load_relaxed();
     if s1 == s2 {
-        ReadAttempt::Stable
+        (ReadAttempt::Stable, first)
     } else {
-        ReadAttempt::Raced
+        (ReadAttempt::Raced, first)
     }
 }
 
@@ -130,10 +149,15 @@ mod tests {
     #[test]
     fn a_written_slot_reads_back_stable_and_only_the_words_asked_for() {
         let s = slot(8);
-        write(&s, [3, 10, 20, 30, 40]);
+        write(&s, [11, 10, 20, 30, 40]);
         let mut out = Vec::new();
-        assert_eq!(read(&s, &mut out, |n| n as usize), ReadAttempt::Stable);
-        assert_eq!(out, vec![3, 10, 20]);
+        assert_eq!(
+            read(&s, &mut out, |n| n as usize),
+            (ReadAttempt::Stable, 11)
+        );
+        let mut want: Vec<u8> = [10u64, 20].iter().flat_map(|w| w.to_le_bytes()).collect();
+        want.truncate(11);
+        assert_eq!(out, want, "whole words, then the bytes of a partial one");
         assert_eq!(
             s[0].load(Ordering::Relaxed),
             2,
@@ -141,8 +165,11 @@ mod tests {
         );
         // A hostile length word is clamped to the slot.
         write(&s, [u64::MAX]);
-        assert_eq!(read(&s, &mut out, |n| n as usize), ReadAttempt::Stable);
-        assert_eq!(out.len(), 7);
+        assert_eq!(
+            read(&s, &mut out, |n| n as usize),
+            (ReadAttempt::Stable, u64::MAX)
+        );
+        assert_eq!(out.len(), 6 * 8);
     }
 
     #[test]
@@ -150,16 +177,16 @@ mod tests {
         let s = slot(4);
         s[0].store(5, Ordering::Relaxed);
         let mut out = Vec::new();
-        assert_eq!(read(&s, &mut out, |_| 3), ReadAttempt::Raced);
+        assert_eq!(read(&s, &mut out, |_| 16).0, ReadAttempt::Raced);
         s[0].store(6, Ordering::Relaxed);
         let raced = read(&s, &mut out, |_| {
             // The writer completes a whole write between the two sequence loads.
             s[0].store(8, Ordering::Relaxed);
-            3
+            16
         });
-        assert_eq!(raced, ReadAttempt::Raced);
+        assert_eq!(raced.0, ReadAttempt::Raced);
         assert_eq!(
-            read(&[] as &[AtomicU64], &mut out, |_| 1),
+            read(&[] as &[AtomicU64], &mut out, |_| 8).0,
             ReadAttempt::Raced
         );
     }
@@ -184,12 +211,15 @@ mod tests {
         // Until both outcomes were seen (the copy overlapped a write), or a generous bound.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while (stable < 1000 || raced < 10) && std::time::Instant::now() < deadline {
-            match read(&s, &mut out, |_| WORDS) {
-                ReadAttempt::Stable => {
+            match read(&s, &mut out, |_| (WORDS - 1) * 8) {
+                (ReadAttempt::Stable, first) => {
                     stable += 1;
-                    assert!(out.iter().all(|w| *w == out[0]), "mixed copy {out:?}");
+                    assert!(
+                        out.chunks(8).all(|w| *w == first.to_le_bytes()),
+                        "mixed copy {out:?}"
+                    );
                 }
-                ReadAttempt::Raced => raced += 1,
+                (ReadAttempt::Raced, _) => raced += 1,
             }
         }
         stop.store(true, Ordering::Relaxed);
