@@ -255,8 +255,8 @@ fn files_that_are_not_rings_are_rejected_with_an_error() {
         RingReader::open(&p)
     };
     assert!(matches!(
-        patch(layout::W_VERSION, layout::pack(2, 512)),
-        Err(RingError::Version { found: 2, .. })
+        patch(layout::W_VERSION, layout::pack(1, 512)),
+        Err(RingError::Version { found: 1, .. })
     ));
     assert!(matches!(
         patch(layout::W_SLOTS, layout::pack(1024, u32::MAX)),

@@ -96,21 +96,25 @@ fn ring_of_another_layout_version_is_rejected() {
     poke_word(
         &p,
         layout::W_VERSION,
-        layout::pack(2, layout::HEADER_BYTES as u32),
+        layout::pack(1, layout::HEADER_BYTES as u32),
     );
     let err = RingReader::open(&p).err().unwrap();
     assert!(
         matches!(
             err,
             RingError::Version {
-                found: 2,
-                expected: 1,
+                found: 1,
+                expected: layout::LAYOUT_VERSION,
                 ..
             }
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("layout version 2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("layout version 1, this build reads version 2"),
+        "{err}"
+    );
 }
 
 /// Each header field, set to a value a reader must not believe, and the field the error names.
@@ -134,14 +138,19 @@ fn header_claiming_impossible_sizes_is_rejected() {
         ("slot size 0", slots(0, 64), "slot_size"),
         ("slot size below minimum", slots(64, 64), "slot_size"),
         ("slot size not 8-aligned", slots(1028, 64), "slot_size"),
-        ("index not a power of two", index(100, 8), "index_buckets"),
-        ("index smaller than slots", index(32, 8), "index_buckets"),
-        ("index 2^31 buckets", index(1 << 31, 8), "index_buckets"),
+        ("index not a power of two", index(100, 16), "index_buckets"),
+        ("index smaller than slots", index(32, 16), "index_buckets"),
+        ("index 2^31 buckets", index(1 << 31, 16), "index_buckets"),
+        ("index smaller than a group", index(8, 16), "index_buckets"),
         ("probe limit 0", index(128, 0), "probe_limit"),
+        ("probe limit 8", index(128, 8), "probe_limit"),
         ("probe limit u32::MAX", index(128, u32::MAX), "probe_limit"),
         (
             "header size",
-            with(layout::W_VERSION, layout::pack(1, 4096)),
+            with(
+                layout::W_VERSION,
+                layout::pack(layout::LAYOUT_VERSION, 4096),
+            ),
             "header_bytes",
         ),
     ];
@@ -306,14 +315,16 @@ fn index_entries_pointing_outside_the_ring_are_torn() {
     let r = RingReader::open(&p).unwrap();
     let g = r.geometry();
     let k = record(0, 1000).key.unwrap();
-    let hash = k.hash64();
-    for b in 0..g.index_buckets as usize {
-        // The key's own tag, so the reader does try these entries.
-        poke_word(
-            &p,
-            g.index_start() + b,
-            layout::pack(u32::MAX, layout::entry_tag(hash)),
-        );
+    let hash = r.key_hash(&k);
+    // The key's own tag, so the reader does try these entries, with slot numbers past the end.
+    let beyond = g.index_entry(hash, g.slot_mask() - 1);
+    assert_eq!(g.entry_slot(beyond, hash), Some(g.slot_mask() - 1));
+    assert!(
+        g.slot_mask() > g.slot_count,
+        "a slot number past the end fits"
+    );
+    for w in 0..g.index_words() {
+        poke_word(&p, g.index_start() + w, layout::pack(beyond, beyond));
     }
     let (outcome, trace) = r.lookup_traced(&k);
     assert_eq!(outcome, Lookup::Torn);

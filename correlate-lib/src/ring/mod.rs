@@ -1,18 +1,18 @@
 //! The shared-memory ring that carries [`TlsRecord`]s from the sensor (the only writer) to every
-//! httpd child (read-only readers). Format version 1.
+//! httpd child (read-only readers). Format version 2.
 //!
 //! File layout (all integers little-endian, offsets 8-aligned):
 //!
 //! ```text
 //! header (HEADER_BYTES)  magic, layout version, slot size/count, index size, generation,
-//!                        write cursor, sensor counters
-//! index  (index_buckets × u64)   open-addressed hash of ConnKey → slot number, bounded probing
+//!                        write cursor, hash seed, sensor counters
+//! index  (index_buckets × u32)   hash of ConnKey → slot number, in line-sized groups of 16
 //! slots  (slot_count × slot_size) each: seqlock word, payload length, crc32, encoded TlsRecord
 //! ```
 //!
 //! The writer fills slots round-robin (the oldest record is evicted when the ring wraps) and
-//! points the index at the new slot. A reader hashes the 4-tuple, probes a bounded number of index
-//! buckets, copies each candidate slot under its seqlock, and accepts it only if the sequence was
+//! points the index at the new slot. A reader hashes the 4-tuple (seeded per ring), reads the one
+//! 64-byte group of index entries the hash selects, copies each candidate slot under its seqlock, and accepts it only if the sequence was
 //! even and unchanged, the checksum matches, the record decodes and its key equals the one asked
 //! for. Anything else is a miss: readers never trust the bytes and never block the writer.
 //!
@@ -301,6 +301,7 @@ pub struct RingWriter {
     map: WritableWords,
     geometry: Geometry,
     generation: u64,
+    hash_seed: u64,
     cursor: u64,
     /// Writer-side bookkeeping (never read by readers, so never trusted from the file): the key
     /// and the index bucket (+1, 0 = none) of the record in each slot, so an evicted slot's index
@@ -360,6 +361,12 @@ impl RingWriter {
         // Unique per create: two sensors started in the same nanosecond differ by pid, and a
         // restarted sensor with a recycled pid differs by time.
         let generation = now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
+        // Secret from clients (the file is readable by the sensor and httpd only), different for
+        // every ring: std's RandomState draws its keys from the OS's random source.
+        let hash_seed = {
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one((generation, pid))
+        };
         let words = map.words();
         let set = |i: usize, v: u64| {
             if let Some(w) = words.get(i) {
@@ -379,6 +386,7 @@ impl RingWriter {
             layout::pack(geometry.index_buckets, geometry.probe_limit),
         );
         set(layout::W_GENERATION, generation);
+        set(layout::W_HASH_SEED, hash_seed);
         set(layout::W_WRITER_PID, u64::from(pid));
         set(layout::W_CREATED, now_ns());
         // The magic last, with Release: a header with the magic is complete. (Readers cannot see
@@ -396,6 +404,7 @@ impl RingWriter {
             map,
             geometry,
             generation,
+            hash_seed,
             cursor: 0,
             slot_keys: vec![None; n],
             slot_bucket: vec![0; n],
@@ -466,43 +475,38 @@ impl RingWriter {
         // Round-robin: the slot of the oldest record (or a never used one).
         let slot_u32 = (self.cursor % u64::from(g.slot_count)) as u32;
         let slot = slot_u32 as usize;
-        let hash = key.hash64();
+        let hash = self.key_hash(&key);
 
         // 1. Evict the slot's previous record from the index, before its bytes change.
         if let Some(bucket) = self.slot_bucket.get(slot).copied().filter(|b| *b != 0) {
             let b = bucket as usize - 1;
-            if let Some(entry) = self.words().get(g.index_start() + b) {
-                if layout::entry_parts(entry.load(Ordering::Relaxed)).map(|(_, s)| s)
-                    == Some(slot_u32)
-                {
-                    entry.store(0, Ordering::Release);
-                }
+            if self.entry(b).and_then(|e| g.entry_parts(e)) == Some(slot_u32) {
+                self.set_entry(b, 0);
             }
         }
 
         // 2. Rewrite the slot under its seqlock.
         self.write_slot(slot, payload);
 
-        // 3. Point a bucket of the key's probe window at the slot: the bucket of an older record
-        // of the same 4-tuple (a reused client port: the newest replaces it), else the first empty
-        // one, else the one pointing at the oldest record.
-        let tag = layout::entry_tag(hash);
-        let mask = u64::from(g.index_buckets) - 1;
-        let first = hash & mask;
+        // 3. Point an entry of the key's group at the slot: the entry of an older record of the
+        // same 4-tuple (a reused client port: the newest replaces it), else the first empty one,
+        // else the one pointing at the oldest record.
+        let first = self.group_first_entry(hash);
         let mut empty: Option<usize> = None;
         let mut same_key: Option<(usize, u32)> = None;
         let mut oldest: Option<(usize, u32, u64)> = None;
-        for i in 0..u64::from(g.probe_limit) {
-            let b = ((first + i) & mask) as usize;
-            let Some(entry) = self.words().get(g.index_start() + b) else {
+        for b in first..first + layout::PROBE_LIMIT as usize {
+            let Some(entry) = self.entry(b) else {
                 continue;
             };
-            match layout::entry_parts(entry.load(Ordering::Relaxed)) {
+            match g.entry_parts(entry) {
                 None => {
                     empty.get_or_insert(b);
                 }
-                Some((t, s)) => {
-                    if t == tag && self.slot_keys.get(s as usize).copied().flatten() == Some(key) {
+                Some(s) => {
+                    if g.entry_slot(entry, hash) == Some(s)
+                        && self.slot_keys.get(s as usize).copied().flatten() == Some(key)
+                    {
                         same_key = Some((b, s));
                         break;
                     }
@@ -517,18 +521,16 @@ impl RingWriter {
             (Some((b, s)), _, _) => (b, Some(s)),
             (None, Some(b), _) => (b, None),
             (None, None, Some((b, s, _))) => (b, Some(s)),
-            // probe_limit ≥ 1 (validated), so the window had at least one bucket.
-            (None, None, None) => (first as usize, None),
+            // A group has PROBE_LIMIT ≥ 1 entries, all inside the index (validated geometry).
+            (None, None, None) => (first, None),
         };
         // The displaced record loses its index entry; when its slot is reused, step 1 must not
-        // clear the bucket that now belongs to this record.
+        // clear the entry that now belongs to this record.
         if let Some(d) = displaced.and_then(|d| self.slot_bucket.get_mut(d as usize)) {
             *d = 0;
         }
-        if let Some(entry) = self.words().get(g.index_start() + bucket) {
-            // Release: a reader that sees this entry sees the slot written above.
-            entry.store(layout::index_entry(hash, slot_u32), Ordering::Release);
-        }
+        // Release (in set_entry): a reader that sees this entry sees the slot written above.
+        self.set_entry(bucket, g.index_entry(hash, slot_u32));
         if let Some(k) = self.slot_keys.get_mut(slot) {
             *k = Some(key);
         }
@@ -542,6 +544,31 @@ impl RingWriter {
         self.cursor += 1;
         if let Some(w) = self.words().get(layout::W_CURSOR) {
             w.store(self.cursor, Ordering::Release);
+        }
+    }
+
+    /// The index hash of `key` in this ring.
+    fn key_hash(&self, key: &ConnKey) -> u64 {
+        layout::key_hash(self.hash_seed, &key.canonical_bytes())
+    }
+
+    /// Number of the first entry of the group of a key whose hash is `hash`.
+    fn group_first_entry(&self, hash: u64) -> usize {
+        (self.geometry.group_start(hash) - self.geometry.index_start()) * 2
+    }
+
+    /// Index entry `b` (0-based over the whole index).
+    fn entry(&self, b: usize) -> Option<u32> {
+        let w = self.words().get(self.geometry.index_start() + b / 2)?;
+        Some(layout::word_entry(w.load(Ordering::Relaxed), b))
+    }
+
+    /// Stores index entry `b`, keeping the other entry of its word (this process is the only
+    /// writer). Release: a reader that sees the entry sees what was written before it.
+    fn set_entry(&self, b: usize, entry: u32) {
+        if let Some(w) = self.words().get(self.geometry.index_start() + b / 2) {
+            let word = layout::with_entry(w.load(Ordering::Relaxed), b, entry);
+            w.store(word, Ordering::Release);
         }
     }
 
@@ -567,16 +594,11 @@ impl RingWriter {
     /// The slot the index points at for `key`, if it holds that key's record.
     fn indexed_slot(&self, key: &ConnKey) -> Option<usize> {
         let g = self.geometry;
-        let hash = key.hash64();
-        let tag = layout::entry_tag(hash);
-        let mask = u64::from(g.index_buckets) - 1;
-        (0..u64::from(g.probe_limit)).find_map(|i| {
-            let b = ((hash & mask) + i) & mask;
-            let entry = self.words().get(g.index_start() + b as usize)?;
-            let (t, s) = layout::entry_parts(entry.load(Ordering::Relaxed))?;
-            let s = s as usize;
-            (t == tag && self.slot_keys.get(s).copied().flatten().as_ref() == Some(key))
-                .then_some(s)
+        let hash = self.key_hash(key);
+        let first = self.group_first_entry(hash);
+        (first..first + layout::PROBE_LIMIT as usize).find_map(|b| {
+            let s = g.entry_slot(self.entry(b)?, hash)? as usize;
+            (self.slot_keys.get(s).copied().flatten().as_ref() == Some(key)).then_some(s)
         })
     }
 
@@ -657,6 +679,7 @@ pub struct RingReader {
     map: ReadOnlyWords,
     geometry: Geometry,
     generation: u64,
+    hash_seed: u64,
     /// (device, inode) of the file mapped, to notice a replaced or deleted ring.
     identity: (u64, u64),
 }
@@ -754,11 +777,13 @@ impl RingReader {
             });
         }
         let generation = word(layout::W_GENERATION);
+        let hash_seed = word(layout::W_HASH_SEED);
         Ok(Self {
             path: path.to_path_buf(),
             map,
             geometry,
             generation,
+            hash_seed,
             identity: (meta.dev(), meta.ino()),
         })
     }
@@ -804,23 +829,31 @@ impl RingReader {
     pub fn find<'b>(&self, key: &ConnKey, buf: &'b mut LookupBuf) -> (Found<'b>, LookupTrace) {
         let g = self.geometry;
         let canonical = key.canonical_bytes();
-        let hash = xxhash_rust::xxh3::xxh3_64(&canonical);
-        let tag = layout::entry_tag(hash);
-        let mask = u64::from(g.index_buckets) - 1;
-        let first = hash & mask;
+        let hash = layout::key_hash(self.hash_seed, &canonical);
         let mut trace = LookupTrace::default();
+        // The key's group: one 64-byte line of entries, loaded once (the acquire fence after the
+        // loads pairs with the writer's Release store of an entry: the slot it points at was
+        // written before).
+        let start = g.group_start(hash);
+        let mut group = [0u64; layout::INDEX_GROUP_WORDS];
+        if let Some(words) = self.words().get(start..start + layout::INDEX_GROUP_WORDS) {
+            for (dst, w) in group.iter_mut().zip(words) {
+                *dst = w.load();
+            }
+        }
+        fence(Ordering::Acquire);
         // Hello time of the record held in `buf.best`, if any.
         let mut best: Option<u64> = None;
-        for i in 0..u64::from(g.probe_limit) {
-            let b = ((first + i) & mask) as usize;
-            let Some((entry_tag, slot)) =
-                layout::entry_parts(self.header_word(g.index_start() + b))
+        let mut matches = g.group_matches(&group, hash);
+        while matches != 0 {
+            let i = matches.trailing_zeros() as usize;
+            matches &= matches - 1;
+            let Some(slot) = group
+                .get(i / 2)
+                .and_then(|w| g.entry_slot(layout::word_entry(*w, i), hash))
             else {
                 continue;
             };
-            if entry_tag != tag {
-                continue;
-            }
             trace.candidates += 1;
             match self.read_slot(slot, &canonical, buf, &mut trace) {
                 SlotRead::Record {
@@ -919,6 +952,12 @@ impl RingReader {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The index hash of `key` in this ring (seeded per ring file): with [`Geometry::group_start`]
+    /// and [`Geometry::index_entry`], where the writer puts the key's index entry.
+    pub fn key_hash(&self, key: &ConnKey) -> u64 {
+        layout::key_hash(self.hash_seed, &key.canonical_bytes())
     }
 
     pub fn path(&self) -> &Path {
