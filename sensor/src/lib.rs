@@ -16,6 +16,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod flow;
 pub mod hello;
+mod jsonl;
 pub mod live;
 pub mod offline;
 pub mod output;

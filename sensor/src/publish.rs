@@ -50,19 +50,32 @@ impl serde::Serialize for OfflineJson<'_> {
     }
 }
 
-/// Writes one JSON object per line.
+/// Writes one JSON object per line: the bytes `serde_json::to_writer` would write for
+/// [`offline_json`], through [`crate::jsonl`]'s faster writer.
 pub struct JsonLinesSink<W: Write> {
     out: W,
+    /// The line being written, reused.
+    line: Vec<u8>,
 }
 
 impl<W: Write> JsonLinesSink<W> {
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self {
+            out,
+            line: Vec::with_capacity(4096),
+        }
     }
 
     pub fn publish(&mut self, event: &HelloEvent) -> Result<(), PublishError> {
-        serde_json::to_writer(&mut self.out, &OfflineJson(event))?;
-        self.out.write_all(b"\n")?;
+        use serde::ser::SerializeMap;
+        self.line.clear();
+        let mut m = crate::jsonl::MapWriter::new(&mut self.line);
+        event.record.serialize_fields(&mut m)?;
+        m.serialize_entry(OFFLINE_TRANSPORT, "tcp")?;
+        m.serialize_entry(OFFLINE_SNI, &event.sni)?;
+        m.end()?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
         Ok(())
     }
 
@@ -257,6 +270,81 @@ mod tests {
         assert_eq!((got.ja4, got.ja3_hash), (record.ja4, record.ja3_hash));
         assert!(record.ja4_r.starts_with(&got.ja4_r) && got.ja4_r.len() < record.ja4_r.len());
         assert!(record.ja3.starts_with(&got.ja3));
+    }
+
+    #[test]
+    fn json_lines_are_the_bytes_serde_json_writes() {
+        use correlate_lib::{IpMeta, TcpMeta};
+        let v4 = correlate_lib::ConnKey::new(
+            correlate_lib::record::v4(10, 0, 0, 1, 40000),
+            correlate_lib::record::v4(192, 0, 2, 1, 443),
+        );
+        let v6 = correlate_lib::ConnKey::new(
+            "[2001:db8::1]:50000".parse().unwrap(),
+            "[2001:db8::2]:443".parse().unwrap(),
+        );
+        let full = TlsRecord {
+            key: Some(v4),
+            syn_time_ns: 1_000_000_000,
+            hello_time_ns: 1_012_500_000,
+            closed_time_ns: 0,
+            ip: Some(IpMeta {
+                ttl: 64,
+                total_length: 60,
+                id: 54321,
+                df: true,
+            }),
+            tcp: Some(TcpMeta {
+                window_size: 64240,
+                mss: 1460,
+                window_scale: Some(7),
+                options: "MSS,SACK,Timestamps,NOP,WScale".into(),
+            }),
+            tls_version: "1.3".into(),
+            tls_sni: "example.com".into(),
+            tls_alpn: "h2".into(),
+            ja4: "t13d1516h2_8daaf6152771_e5627efa2ab1".into(),
+            ja4_r: "t13d1516h2_002f,0035_0005,000a".into(),
+            ja3: "771,4865-4866,0-23,29-23,0".into(),
+            ja3_hash: "0123456789abcdef0123456789abcdef".into(),
+            sensor_id: "lab \"1\"".into(),
+        };
+        let events = [
+            HelloEvent {
+                record: TlsRecord::default(),
+                sni: None,
+            },
+            HelloEvent {
+                record: full.clone(),
+                sni: Some("example.com".into()),
+            },
+            HelloEvent {
+                record: TlsRecord {
+                    key: Some(v6),
+                    ip: None,
+                    tcp: Some(TcpMeta {
+                        mss: 0,
+                        window_scale: Some(0),
+                        ..TcpMeta::default()
+                    }),
+                    tls_sni: "b\u{fc}cher\n\u{1}.example".into(),
+                    tls_alpn: "\\x00".into(),
+                    ..full
+                },
+                sni: Some("b\u{fc}cher\n\u{1}.example".into()),
+            },
+        ];
+        let mut sink = JsonLinesSink::new(Vec::new());
+        let mut expected = Vec::new();
+        for event in &events {
+            sink.publish(event).unwrap();
+            serde_json::to_writer(&mut expected, &OfflineJson(event)).unwrap();
+            expected.push(b'\n');
+        }
+        assert_eq!(
+            String::from_utf8(sink.out).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
     }
 
     #[test]
