@@ -46,9 +46,9 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn ja4_char(self) -> char {
+    fn ja4_char(self) -> u8 {
         match self {
-            Transport::Tcp => 't',
+            Transport::Tcp => b't',
         }
     }
 }
@@ -110,155 +110,205 @@ fn ja4_version(version: u16) -> &'static str {
     }
 }
 
-/// The two ALPN characters of JA4 part A (spec rule, see the module doc).
-fn ja4_alpn(first: Option<&[u8]>) -> String {
-    let value = match first {
-        Some(v) if !v.is_empty() => v,
-        _ => return "00".into(),
-    };
-    match (value.first(), value.last()) {
-        (Some(&f), Some(&l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric() => {
-            [char::from(f), char::from(l)].iter().collect()
+/// Appends the two ALPN characters of JA4 part A (spec rule, see the module doc).
+fn push_ja4_alpn(out: &mut Vec<u8>, first: Option<&[u8]>) {
+    match first {
+        Some([f, .., l] | [f @ l]) => {
+            if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric() {
+                out.extend_from_slice(&[*f, *l]);
+            } else {
+                out.extend_from_slice(&[
+                    HEX_DIGITS[usize::from(f >> 4)],
+                    HEX_DIGITS[usize::from(l & 0x0f)],
+                ]);
+            }
         }
-        (Some(&f), Some(&l)) => {
-            let hex = |nibble: u8| char::from_digit(u32::from(nibble), 16).unwrap_or('0');
-            [hex(f >> 4), hex(l & 0x0f)].iter().collect()
-        }
-        _ => "00".into(),
+        _ => out.extend_from_slice(b"00"),
     }
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-/// Appends `bytes` as lowercase hex. The fingerprints format thousands of numbers per second:
-/// a digit table instead of `fmt` machinery.
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// The fingerprints are built as bytes (digit tables, no `fmt`, no `char` encoding: thousands
+/// of numbers per second) from ASCII only, then made a `String`.
+fn ascii_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Appends `bytes` as lowercase hex.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     for b in bytes {
-        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
+        out.extend_from_slice(&[
+            HEX_DIGITS[usize::from(b >> 4)],
+            HEX_DIGITS[usize::from(b & 0xf)],
+        ]);
     }
 }
 
-/// `0a0b,1301,...`: four hex digits each, comma-separated (JA4's lists).
-fn hex4_list(values: &[u16]) -> String {
-    let mut out = String::with_capacity(values.len() * 5);
-    for (i, v) in values.iter().enumerate() {
+/// Appends `0a0b,1301,...`: four hex digits each, comma-separated (JA4's lists).
+fn push_hex4_list(out: &mut Vec<u8>, values: impl Iterator<Item = u16>) {
+    for (i, v) in values.enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        push_hex(&mut out, &v.to_be_bytes());
+        let [hi, lo] = v.to_be_bytes();
+        out.extend_from_slice(&[
+            HEX_DIGITS[usize::from(hi >> 4)],
+            HEX_DIGITS[usize::from(hi & 0xf)],
+            HEX_DIGITS[usize::from(lo >> 4)],
+            HEX_DIGITS[usize::from(lo & 0xf)],
+        ]);
     }
-    out
 }
 
+/// Appends a JA4 count: two decimal digits, capped at 99.
+fn push_count(out: &mut Vec<u8>, count: usize) {
+    let n = count.min(MAX_JA4_COUNT) as u8;
+    out.extend_from_slice(&[b'0' + n / 10, b'0' + n % 10]);
+}
+
+/// Appends the first [`JA4_HASH_CHARS`] hex characters of the sha256 of `input`.
+fn push_truncated_sha256(out: &mut Vec<u8>, input: &[u8]) {
+    let digest = Sha256::digest(input);
+    push_hex(out, digest.get(..JA4_HASH_CHARS / 2).unwrap_or(&digest));
+}
+
+#[cfg(test)]
 fn truncated_sha256(input: &str) -> String {
-    let digest = Sha256::digest(input.as_bytes());
-    let mut out = String::with_capacity(JA4_HASH_CHARS);
-    push_hex(
-        &mut out,
-        digest.get(..JA4_HASH_CHARS / 2).unwrap_or(&digest),
-    );
-    out
+    let mut out = Vec::new();
+    push_truncated_sha256(&mut out, input.as_bytes());
+    ascii_string(out)
 }
 
 pub fn ja4(hello: &ClientHello, transport: Transport) -> Ja4 {
-    let mut ciphers: Vec<u16> = hello
-        .ciphers
-        .iter()
-        .copied()
-        .filter(|c| !is_grease(*c))
-        .collect();
-    let extensions: Vec<u16> = hello
-        .extensions
-        .iter()
-        .copied()
-        .filter(|e| !is_grease(*e))
-        .collect();
-    let sni = if hello.extensions.contains(&EXT_SERVER_NAME) {
-        'd'
-    } else {
-        'i'
-    };
-    let a = format!(
-        "{}{}{}{:02}{:02}{}",
-        transport.ja4_char(),
-        ja4_version(offered_version(hello)),
-        sni,
-        ciphers.len().min(MAX_JA4_COUNT),
-        extensions.len().min(MAX_JA4_COUNT),
-        ja4_alpn(hello.first_alpn()),
-    );
-
-    ciphers.sort_unstable();
-    let b_raw = hex4_list(&ciphers);
-    let b = if ciphers.is_empty() {
-        JA4_EMPTY_HASH.to_owned()
-    } else {
-        truncated_sha256(&b_raw)
-    };
-
-    let mut c_exts: Vec<u16> = extensions
-        .into_iter()
-        .filter(|e| *e != EXT_SERVER_NAME && *e != EXT_ALPN)
-        .collect();
-    c_exts.sort_unstable();
-    let sigalgs: Vec<u16> = if hello.extensions.contains(&EXT_SIGNATURE_ALGORITHMS) {
+    let not_grease = |v: &u16| !is_grease(*v);
+    let mut ciphers = Vec::with_capacity(hello.ciphers.len());
+    ciphers.extend(hello.ciphers.iter().copied().filter(not_grease));
+    let extension_count = hello.extensions.iter().copied().filter(not_grease).count();
+    let mut c_exts = Vec::with_capacity(hello.extensions.len());
+    c_exts.extend(
         hello
-            .signature_algorithms
+            .extensions
             .iter()
             .copied()
-            .filter(|s| !is_grease(*s))
-            .collect()
+            .filter(|e| not_grease(e) && *e != EXT_SERVER_NAME && *e != EXT_ALPN),
+    );
+    ciphers.sort_unstable();
+    c_exts.sort_unstable();
+    let sigalgs = if hello.extensions.contains(&EXT_SIGNATURE_ALGORITHMS) {
+        hello.signature_algorithms.as_slice()
     } else {
-        Vec::new()
+        &[]
     };
-    let mut c_raw = hex4_list(&c_exts);
-    if !sigalgs.is_empty() {
-        c_raw.push('_');
-        c_raw.push_str(&hex4_list(&sigalgs));
-    }
-    let c = if c_exts.is_empty() {
-        JA4_EMPTY_HASH.to_owned()
-    } else {
-        truncated_sha256(&c_raw)
-    };
+    let has_sigalgs = sigalgs.iter().any(not_grease);
 
+    // ja4_r is `A_<b_raw>_<c_raw>`; parts B and C hash the raw strings, sliced out of it.
+    let mut ja4_r = Vec::with_capacity(
+        12 + 5 * (ciphers.len() + c_exts.len() + sigalgs.len()) + usize::from(has_sigalgs),
+    );
+    ja4_r.push(transport.ja4_char());
+    ja4_r.extend_from_slice(ja4_version(offered_version(hello)).as_bytes());
+    ja4_r.push(if hello.extensions.contains(&EXT_SERVER_NAME) {
+        b'd'
+    } else {
+        b'i'
+    });
+    push_count(&mut ja4_r, ciphers.len());
+    push_count(&mut ja4_r, extension_count);
+    push_ja4_alpn(&mut ja4_r, hello.first_alpn());
+    let a_end = ja4_r.len();
+    ja4_r.push(b'_');
+    let b_start = ja4_r.len();
+    push_hex4_list(&mut ja4_r, ciphers.iter().copied());
+    let b_end = ja4_r.len();
+    ja4_r.push(b'_');
+    let c_start = ja4_r.len();
+    push_hex4_list(&mut ja4_r, c_exts.iter().copied());
+    if has_sigalgs {
+        ja4_r.push(b'_');
+        push_hex4_list(&mut ja4_r, sigalgs.iter().copied().filter(not_grease));
+    }
+
+    let mut ja4 = Vec::with_capacity(a_end + 2 + 2 * JA4_HASH_CHARS);
+    ja4.extend_from_slice(ja4_r.get(..a_end).unwrap_or_default());
+    ja4.push(b'_');
+    if ciphers.is_empty() {
+        ja4.extend_from_slice(JA4_EMPTY_HASH.as_bytes());
+    } else {
+        push_truncated_sha256(&mut ja4, ja4_r.get(b_start..b_end).unwrap_or_default());
+    }
+    ja4.push(b'_');
+    if c_exts.is_empty() {
+        ja4.extend_from_slice(JA4_EMPTY_HASH.as_bytes());
+    } else {
+        push_truncated_sha256(&mut ja4, ja4_r.get(c_start..).unwrap_or_default());
+    }
     Ja4 {
-        ja4: format!("{a}_{b}_{c}"),
-        ja4_r: format!("{a}_{b_raw}_{c_raw}"),
+        ja4: ascii_string(ja4),
+        ja4_r: ascii_string(ja4_r),
+    }
+}
+
+/// Appends `value` in decimal.
+fn push_decimal(out: &mut Vec<u8>, value: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    let mut n = value;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[start..] {
+        out.push(d);
     }
 }
 
 /// `771-4865-...`: decimal, dash-separated (JA3's lists), appended to `out`.
-fn push_decimal_list<'a, T: itoa::Integer + Copy + 'a>(
-    out: &mut String,
-    values: impl Iterator<Item = &'a T>,
-) {
-    let mut digits = itoa::Buffer::new();
+fn push_decimal_list(out: &mut Vec<u8>, values: impl Iterator<Item = u16>) {
     for (i, v) in values.enumerate() {
         if i > 0 {
-            out.push('-');
+            out.push(b'-');
         }
-        out.push_str(digits.format(*v));
+        push_decimal(out, v);
     }
 }
 
 pub fn ja3(hello: &ClientHello) -> Ja3 {
-    let not_grease = |v: &&u16| !is_grease(**v);
-    let mut ja3 = String::with_capacity(256);
-    ja3.push_str(itoa::Buffer::new().format(hello.legacy_version));
-    ja3.push(',');
-    push_decimal_list(&mut ja3, hello.ciphers.iter().filter(not_grease));
-    ja3.push(',');
-    push_decimal_list(&mut ja3, hello.extensions.iter().filter(not_grease));
-    ja3.push(',');
-    push_decimal_list(&mut ja3, hello.supported_groups.iter().filter(not_grease));
-    ja3.push(',');
-    push_decimal_list(&mut ja3, hello.ec_point_formats.iter());
-    let digest = Md5::digest(ja3.as_bytes());
-    let mut ja3_hash = String::with_capacity(32);
+    let not_grease = |v: &u16| !is_grease(*v);
+    let values = hello.ciphers.len()
+        + hello.extensions.len()
+        + hello.supported_groups.len()
+        + hello.ec_point_formats.len();
+    let mut ja3 = Vec::with_capacity(10 + 6 * values);
+    push_decimal(&mut ja3, hello.legacy_version);
+    ja3.push(b',');
+    push_decimal_list(&mut ja3, hello.ciphers.iter().copied().filter(not_grease));
+    ja3.push(b',');
+    push_decimal_list(
+        &mut ja3,
+        hello.extensions.iter().copied().filter(not_grease),
+    );
+    ja3.push(b',');
+    push_decimal_list(
+        &mut ja3,
+        hello.supported_groups.iter().copied().filter(not_grease),
+    );
+    ja3.push(b',');
+    push_decimal_list(
+        &mut ja3,
+        hello.ec_point_formats.iter().map(|&f| u16::from(f)),
+    );
+    let digest = Md5::digest(&ja3);
+    let mut ja3_hash = Vec::with_capacity(32);
     push_hex(&mut ja3_hash, &digest);
-    Ja3 { ja3, ja3_hash }
+    Ja3 {
+        ja3: ascii_string(ja3),
+        ja3_hash: ascii_string(ja3_hash),
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +316,18 @@ pub fn ja3(hello: &ClientHello) -> Ja3 {
 mod tests {
     use super::*;
     use crate::hello::tests::HelloBuilder;
+
+    #[test]
+    fn digit_writers_match_fmt_for_every_u16() {
+        for v in 0..=u16::MAX {
+            let mut dec = Vec::new();
+            push_decimal(&mut dec, v);
+            assert_eq!(dec, v.to_string().as_bytes());
+            let mut hex = Vec::new();
+            push_hex4_list(&mut hex, [v, v].into_iter());
+            assert_eq!(hex, format!("{v:04x},{v:04x}").as_bytes());
+        }
+    }
 
     const SPEC_CIPHERS: [u16; 15] = [
         0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014,

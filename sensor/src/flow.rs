@@ -583,13 +583,23 @@ pub fn tcp_meta(window: u16, options: &[u8]) -> TcpMeta {
         window_size: window,
         ..TcpMeta::default()
     };
-    let mut names: Vec<String> = Vec::new();
+    // Comma-separated names, written in place (a SYN per connection: no list of names).
+    let mut names = String::with_capacity(48);
     let bytes = options
         .get(..options.len().min(MAX_TCP_OPTION_BYTES))
         .unwrap_or_default();
     let mut i = 0;
     while let Some(&kind) = bytes.get(i) {
-        names.push(option_name(kind).map_or_else(|| format!("Opt{kind}"), str::to_owned));
+        if !names.is_empty() {
+            names.push(',');
+        }
+        match option_name(kind) {
+            Some(name) => names.push_str(name),
+            None => {
+                names.push_str("Opt");
+                names.push_str(itoa::Buffer::new().format(kind));
+            }
+        }
         match kind {
             0 => break,
             1 => {
@@ -613,7 +623,7 @@ pub fn tcp_meta(window: u16, options: &[u8]) -> TcpMeta {
         }
         i += len;
     }
-    meta.options = names.join(",");
+    meta.options = names;
     meta
 }
 

@@ -241,6 +241,8 @@ fn parse_client_hello_message(message: &[u8]) -> Result<ClientHello, HelloError>
 }
 
 fn read_extensions(ext_bytes: &[u8], hello: &mut ClientHello) -> Result<(), HelloError> {
+    // Each extension takes at least 4 bytes; real hellos have about 20.
+    hello.extensions.reserve((ext_bytes.len() / 4).min(32));
     let mut rest = ext_bytes;
     while !rest.is_empty() {
         let offset = ext_bytes.len() - rest.len();

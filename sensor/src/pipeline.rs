@@ -92,6 +92,8 @@ pub struct Pipeline {
     counters: Counters,
     sensor_id: String,
     exclude_sources: Vec<IpNet>,
+    /// The hellos read from one segment, kept between packets so that no packet allocates it.
+    found: Vec<(ClientHello, Option<SynTraits>)>,
 }
 
 impl Pipeline {
@@ -115,6 +117,7 @@ impl Pipeline {
             counters: Counters::default(),
             sensor_id: cfg.sensor_id,
             exclude_sources: cfg.exclude_sources,
+            found: Vec::with_capacity(usize::from(flow::MAX_HELLOS_PER_FLOW)),
         }
     }
 
@@ -237,7 +240,7 @@ impl Pipeline {
                 flow.give_up();
             }
         }
-        let mut hellos = Vec::new();
+        let hellos = &mut self.found;
         while !flow.is_done() && !flow.stream.contiguous().is_empty() {
             let reassembled = flow.stream.segments() > 1;
             match hello::parse_client_hello_prefix(flow.stream.contiguous()) {
@@ -290,7 +293,8 @@ impl Pipeline {
         }
         let held_after = flow.stream.held();
         self.flows.account(held_before, held_after);
-        for (hello, syn) in hellos {
+        let mut found = std::mem::take(&mut self.found);
+        for (hello, syn) in found.drain(..) {
             if !hello.malformed_extensions.is_empty() {
                 self.counters.malformed_extensions += 1;
                 log::debug!(
@@ -308,6 +312,7 @@ impl Pipeline {
                 &self.sensor_id,
             )));
         }
+        self.found = found;
     }
 }
 
