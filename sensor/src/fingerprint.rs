@@ -249,22 +249,32 @@ pub fn ja4(hello: &ClientHello, transport: Transport) -> Ja4 {
     }
 }
 
-/// Appends `value` in decimal.
+/// Appends `value` in decimal: the five digits are computed with fixed arithmetic, the leading
+/// zeros shifted out, and five bytes stored at once (no `memcpy` call, no loop) before the
+/// unused tail is cut.
 fn push_decimal(out: &mut Vec<u8>, value: u16) {
-    let mut digits = [0u8; 5];
-    let mut start = digits.len();
-    let mut n = value;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[start..] {
-        out.push(d);
-    }
+    let v = u32::from(value);
+    let digit = |d: u32| b'0' + (d % 10) as u8;
+    let ascii = u64::from_le_bytes([
+        digit(v / 10000),
+        digit(v / 1000),
+        digit(v / 100),
+        digit(v / 10),
+        digit(v),
+        0,
+        0,
+        0,
+    ]);
+    let leading_zeros = match value {
+        0..=9 => 4,
+        10..=99 => 3,
+        100..=999 => 2,
+        1000..=9999 => 1,
+        _ => 0,
+    };
+    let text = (ascii >> (8 * leading_zeros)).to_le_bytes();
+    out.extend_from_slice(&text[..5]);
+    out.truncate(out.len() - leading_zeros);
 }
 
 /// `771-4865-...`: decimal, dash-separated (JA3's lists), appended to `out`.

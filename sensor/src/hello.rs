@@ -11,6 +11,8 @@
 //! hello should start; a hello that needs more bytes is reported as [`HelloError::Incomplete`]
 //! and the same function is called again once more segments arrived.
 
+use std::borrow::Cow;
+
 use tls_parser::{
     parse_tls_client_hello_extension, parse_tls_extension_unknown,
     parse_tls_handshake_client_hello, parse_tls_record_header, SNIType, TlsExtension,
@@ -116,7 +118,7 @@ pub fn parse_client_hello_prefix(bytes: &[u8]) -> Result<(ClientHello, usize), H
 
 /// Collects the fragments of the first handshake message from a run of TLS records; returns it
 /// with the number of input bytes its records span.
-fn handshake_message(bytes: &[u8]) -> Result<(Vec<u8>, usize), HelloError> {
+fn handshake_message(bytes: &[u8]) -> Result<(Cow<'_, [u8]>, usize), HelloError> {
     let mut message: Vec<u8> = Vec::new();
     let mut rest = bytes;
     let mut ccs_skipped = 0;
@@ -185,6 +187,17 @@ fn handshake_message(bytes: &[u8]) -> Result<(Vec<u8>, usize), HelloError> {
                 }
             }
         }
+        if message.is_empty() {
+            // The usual case, the whole message in its first record: read in place.
+            if let Some(need) = wanted_len(fragment) {
+                if need - HANDSHAKE_HEADER_LEN <= MAX_HELLO_BYTES {
+                    if let Some(whole) = fragment.get(..need) {
+                        let record_end = bytes.len() - after_header.len() + available;
+                        return Ok((Cow::Borrowed(whole), record_end));
+                    }
+                }
+            }
+        }
         message.extend_from_slice(fragment);
         if let Some(need) = wanted_len(&message) {
             if need - HANDSHAKE_HEADER_LEN > MAX_HELLO_BYTES {
@@ -196,7 +209,7 @@ fn handshake_message(bytes: &[u8]) -> Result<(Vec<u8>, usize), HelloError> {
             if message.len() >= need {
                 message.truncate(need);
                 let record_end = bytes.len() - after_header.len() + available;
-                return Ok((message, record_end));
+                return Ok((Cow::Owned(message), record_end));
             }
         }
         if available < len {
