@@ -13,3 +13,12 @@ pub mod record;
 pub mod ring;
 
 pub use record::{ConnKey, IpMeta, RecordView, TcpMeta, TlsRecord};
+
+/// The wall clock as Unix nanoseconds, the unit of every timestamp in records and the ring (0
+/// before 1970, saturating far in the future).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -23,11 +23,11 @@ use std::ffi::{c_int, CStr, CString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use correlate_lib::join::{JoinRules, NoJoin};
 use correlate_lib::ring::Lookup;
-use correlate_lib::{ConnKey, TlsRecord};
+use correlate_lib::{unix_now_ns, ConnKey, TlsRecord};
 
 use crate::config::{LogTarget, Settings};
 use crate::correlation::{RingEvent, RingHandle};
@@ -195,13 +195,6 @@ impl Output {
             self.log.log(Level::Err, &msg);
         }
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 pub fn count_panic(server: Server<'_>) {
@@ -395,7 +388,7 @@ pub fn pre_connection(conn: Conn<'_>) {
 
 fn new_conn_state() -> ConnState {
     ConnState {
-        accept_ns: now_ns(),
+        accept_ns: unix_now_ns(),
         requests: AtomicU64::new(0),
         joined: OnceLock::new(),
         waited_in_vain: AtomicBool::new(false),
@@ -535,7 +528,7 @@ fn join<'a>(
         let watermark = ring.watermark();
         // A live sensor moves its watermark at least every 100 ms, idle or not; one that has not
         // for a second is stopped or hung, and waiting for it would only slow every request.
-        let stalled = watermark.saturating_add(SENSOR_STALL_NS) < now_ns();
+        let stalled = watermark.saturating_add(SENSOR_STALL_NS) < unix_now_ns();
         let timed_out = Instant::now() >= deadline;
         if timed_out && !wait.is_zero() {
             cs.waited_in_vain.store(true, Ordering::Relaxed);
@@ -679,7 +672,7 @@ fn snapshot<'a>(
         .add(Counter::HeadersDropped, cuts.dropped_headers);
     output.stats.add(Counter::HeadersRedacted, cuts.redacted);
     let start_us = r.request_time_us();
-    let now_us = i64::try_from(now_ns() / 1000).unwrap_or(i64::MAX);
+    let now_us = i64::try_from(unix_now_ns() / 1000).unwrap_or(i64::MAX);
     RequestSnapshot {
         request_time_us: start_us,
         client,

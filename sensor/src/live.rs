@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use correlate_lib::ring::{RingConfig, SensorCounter};
+use correlate_lib::unix_now_ns;
 
 use crate::capture::{self, CaptureError};
 use crate::config::Config;
@@ -111,13 +112,6 @@ fn install_signals() -> Result<Signals, SensorError> {
         })?;
     }
     Ok(Signals { stop, hangup })
-}
-
-fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Kernel drop counts from libpcap (received but not delivered to us).

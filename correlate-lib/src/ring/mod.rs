@@ -28,7 +28,6 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use layout::Geometry;
 use mapping::{ReadOnlyWords, SharedWord, WritableWords};
@@ -247,13 +246,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RingError + '_ {
     }
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// `<path>.tmp.<pid>`: in the ring's directory, so the final rename is atomic.
 fn temp_path(path: &Path, pid: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -360,7 +352,7 @@ impl RingWriter {
         };
         // Unique per create: two sensors started in the same nanosecond differ by pid, and a
         // restarted sensor with a recycled pid differs by time.
-        let generation = now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
+        let generation = crate::unix_now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
         // Secret from clients (the file is readable by the sensor and httpd only), different for
         // every ring: std's RandomState draws its keys from the OS's random source.
         let hash_seed = {
@@ -388,7 +380,7 @@ impl RingWriter {
         set(layout::W_GENERATION, generation);
         set(layout::W_HASH_SEED, hash_seed);
         set(layout::W_WRITER_PID, u64::from(pid));
-        set(layout::W_CREATED, now_ns());
+        set(layout::W_CREATED, crate::unix_now_ns());
         // The magic last, with Release: a header with the magic is complete. (Readers cannot see
         // the file before the rename anyway; this also covers a reader that opens the temp name.)
         if let Some(w) = words.get(layout::W_MAGIC) {
