@@ -28,9 +28,10 @@ demo: release
 # Speed, as ratios against baselines measured in the same run (not part of `make test`).
 bench: release
 	$(CARGO) bench -p correlate-lib --bench ring
-	python3 scripts/bench/overhead.py
+	python3 scripts/bench/overhead.py --repeats 5
 	scripts/bench/sensor.sh
-	python3 scripts/bench/memory.py
+	python3 scripts/bench/live_rate.py
+	python3 scripts/bench/memory.py --warmup 1000000 --requests 1000000
 
 # The module into `apxs -q LIBEXECDIR` and its config snippets (Debian mods-available/ or RHEL
 # conf.modules.d/ + conf.d/); `make install DESTDIR=/tmp/stage [LAYOUT=rhel]` for a staged install.
