@@ -211,7 +211,7 @@ def new_connection_run(server, requests, log_file):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=40_000, help="requests per keep-alive run")
-    ap.add_argument("--new-conn-requests", type=int, default=4_000, help="requests in the new-connection run")
+    ap.add_argument("--new-conn-requests", type=int, default=4_000, help="requests per new-connection run")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
@@ -244,8 +244,14 @@ def main():
             # (d) worst case for the sensor: a new TLS connection per request.
             time.sleep(0.5)  # every buffered line of the keep-alive runs written (100 ms)
             before = len(servers["c"].lines())
-            new_a = new_connection_run(servers["a"], args.new_conn_requests, Path(tmp) / "d.log")
-            new_c = new_connection_run(servers["c"], args.new_conn_requests, Path(tmp) / "d.log")
+            # Interleaved repeats, medians: one run of each swings by ±5 % on this kind of machine.
+            runs_a, runs_c = [], []
+            for _ in range(args.repeats):
+                runs_a.append(new_connection_run(servers["a"], args.new_conn_requests, Path(tmp) / "d.log"))
+                runs_c.append(new_connection_run(servers["c"], args.new_conn_requests, Path(tmp) / "d.log"))
+            new_a = {m: statistics.median(r[m] for r in runs_a) for m in ("rps", "httpd_cpu_us")}
+            new_c = {m: statistics.median(r[m] for r in runs_c) for m in ("rps", "httpd_cpu_us", "sensor_cpu_us")}
+            new_ratios = sorted(c["rps"] / a["rps"] for a, c in zip(runs_a, runs_c))
             time.sleep(1.0)  # orphan delay: the last lines are written after it
             lines_c = servers["c"].lines()[before:]
             correlated = sum(1 for l in lines_c if l.get("correlated"))
@@ -279,7 +285,8 @@ def main():
                    f"req/s c/a = **{new_c['rps'] / new_a['rps']:.3f}** (target ≥ 0.97; "
                    f"{new_a['rps']:.0f} vs {new_c['rps']:.0f} req/s); CPU per request: httpd "
                    f"{new_a['httpd_cpu_us']:.0f} vs {new_c['httpd_cpu_us']:.0f} µs, sensor "
-                   f"{new_c['sensor_cpu_us']:.1f} µs")
+                   f"{new_c['sensor_cpu_us']:.1f} µs; c/a of each interleaved pair: "
+                   + ", ".join(f"{r:.3f}" for r in new_ratios))
     else:
         out.append(f"{'proto':5} {'variant':26} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'httpd µs/req':>13} {'sensor µs/req':>14}")
         for proto, a, b, c, ca, cb in rows:
@@ -290,7 +297,7 @@ def main():
         out.append(f"new connection per request: {correlated}/{len(lines_c)} correlated, "
                    f"c/a {new_c['rps'] / new_a['rps']:.3f} (target >= 0.97); CPU µs/req httpd "
                    f"{new_a['httpd_cpu_us']:.0f} (a) vs {new_c['httpd_cpu_us']:.0f} (c), sensor "
-                   f"{new_c['sensor_cpu_us']:.1f}")
+                   f"{new_c['sensor_cpu_us']:.1f}; pairs: " + " ".join(f"{r:.3f}" for r in new_ratios))
     print("\n".join(out))
 
 
