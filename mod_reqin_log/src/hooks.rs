@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::{c_int, CStr, CString};
+use std::ffi::c_int;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -33,8 +33,8 @@ use crate::config::{LogTarget, Settings};
 use crate::correlation::{RingEvent, RingHandle};
 use crate::ffi::shm::SharedCounters;
 use crate::ffi::{
-    spawn_without_signals, to_cstring, Conn, ConnEnv, Level, LogHandle, Pool, Request, Server,
-    TlsProbe, DECLINED, HTTP_INTERNAL_SERVER_ERROR, OK,
+    spawn_without_signals, Conn, ConnEnv, Level, LogHandle, Pool, Request, Server, TlsProbe,
+    DECLINED, HTTP_INTERNAL_SERVER_ERROR, OK,
 };
 use crate::flusher::{Flusher, Pending};
 use crate::record::{self, RequestSnapshot, TlsFragment};
@@ -97,14 +97,9 @@ pub struct Joined {
 
 impl Joined {
     fn new(rec: &TlsRecord, primary: Conn<'_>) -> Self {
-        let vars: Vec<(CString, CString)> = crate::env::env_vars(Some(rec))
-            .into_iter()
-            .map(|(name, value)| (to_cstring(name), to_cstring(&value)))
-            .collect();
-        let vars: Vec<(&CStr, &CStr)> = vars.iter().map(|(n, v)| (&**n, &**v)).collect();
         Self {
             fragment: TlsFragment::new(rec, primary.client_addr(), primary.local_addr()),
-            env: primary.env(&vars),
+            env: primary.env(&crate::env::env_vars(Some(rec))),
         }
     }
 }
@@ -413,8 +408,6 @@ fn request_state<'a>(r: Request<'a>, cs: Option<&ConnState>) -> Option<&'a Reque
 }
 
 /// The outcome of trying to join a request with its connection's handshake.
-// Returned once per hook and matched at once: boxing the record would cost an allocation.
-#[allow(clippy::large_enum_variant)]
 enum Join<'a> {
     Joined(&'a Joined),
     /// Decided: no handshake will ever join this request.

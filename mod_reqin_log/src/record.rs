@@ -335,7 +335,7 @@ impl<'b> Object<'b> {
     fn raw_str(&mut self, name: &'static str, value: impl std::fmt::Display) {
         self.key(name);
         self.out.push(b'"');
-        // Writing into a Vec cannot fail; `value` is an address or a time, nothing to escape.
+        // Writing into a Vec cannot fail; `value` is an address, nothing to escape.
         let _ = write!(self.out, "{value}");
         self.out.push(b'"');
     }

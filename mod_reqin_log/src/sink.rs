@@ -91,14 +91,14 @@ pub struct LineBuffer {
     interval: Duration,
     /// Largest write: `PIPE_BUF` for a pipe, else unbounded.
     max_write: usize,
-    pending: Mutex<Pending>,
-    /// Held while a batch is written, taken before `pending` is released: batches reach the
+    batch: Mutex<Batch>,
+    /// Held while a batch is written, taken before `batch` is released: batches reach the
     /// file in the order their lines were logged.
     writing: Mutex<()>,
 }
 
 #[derive(Default)]
-struct Pending {
+struct Batch {
     bytes: Vec<u8>,
     /// The previous batch's allocation, cleared, for the next one.
     spare: Vec<u8>,
@@ -118,7 +118,7 @@ impl LineBuffer {
                 LogTarget::Pipe(_) => PIPE_BUF,
                 LogTarget::File(_) => usize::MAX,
             },
-            pending: Mutex::new(Pending::default()),
+            batch: Mutex::new(Batch::default()),
             writing: Mutex::new(()),
         }
     }
@@ -130,7 +130,7 @@ impl LineBuffer {
         line: &[u8],
         write: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), (u64, E)> {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.bytes.is_empty() {
             pending.since = Some(Instant::now());
             pending.bytes.reserve(self.capacity);
@@ -149,7 +149,7 @@ impl LineBuffer {
         force: bool,
         write: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), (u64, E)> {
-        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
         let due = pending
             .since
             .is_some_and(|since| force || now.saturating_duration_since(since) >= self.interval);
@@ -161,13 +161,13 @@ impl LineBuffer {
 
     /// When the oldest buffered line is due, if any.
     pub fn due(&self) -> Option<Instant> {
-        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
         pending.since.map(|since| since + self.interval)
     }
 
     fn write_out<E>(
         &self,
-        mut pending: std::sync::MutexGuard<'_, Pending>,
+        mut pending: std::sync::MutexGuard<'_, Batch>,
         mut write: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), (u64, E)> {
         let spare = std::mem::take(&mut pending.spare);
@@ -190,7 +190,7 @@ impl LineBuffer {
         // Keep the allocation for the next batch, unless one huge line inflated it.
         if batch.capacity() <= 2 * self.capacity {
             batch.clear();
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut pending = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
             if pending.spare.capacity() == 0 {
                 pending.spare = batch;
             }

@@ -141,7 +141,7 @@ fn pool_str(pool: *mut sys::apr_pool_t, s: &str) -> *const c_char {
     unsafe { sys::apr_pstrdup(pool, c.as_ptr()) }
 }
 
-pub fn to_cstring(s: &str) -> CString {
+fn to_cstring(s: &str) -> CString {
     CString::new(s)
         .or_else(|_| CString::new(s.replace('\0', "\\0")))
         .unwrap_or_default()
@@ -395,10 +395,11 @@ impl<'a> Conn<'a> {
     }
 
     /// Copies `vars` into this connection's pool once, for [`Request::set_conn_env`].
-    pub fn env(&self, vars: &[(&CStr, &CStr)]) -> ConnEnv {
-        let dup = |s: &CStr| {
-            // SAFETY: the connection's pool is live for this call; apr_pstrdup copies `s`.
-            unsafe { sys::apr_pstrdup(self.raw.pool, s.as_ptr()) as *const c_char }
+    pub fn env(&self, vars: &[(&str, String)]) -> ConnEnv {
+        let dup = |s: &str| {
+            let c = to_cstring(s);
+            // SAFETY: the connection's pool is live for this call; apr_pstrdup copies `c`.
+            unsafe { sys::apr_pstrdup(self.raw.pool, c.as_ptr()) as *const c_char }
         };
         ConnEnv {
             conn: self.raw,
