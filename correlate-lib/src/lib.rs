@@ -9,6 +9,7 @@
 
 pub mod fields;
 pub mod join;
+pub mod jsonl;
 pub mod record;
 pub mod ring;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 #[cfg(any(doc, test))]
 use correlate_lib::join;
-use correlate_lib::{fields, TlsRecord};
+use correlate_lib::{fields, jsonl, TlsRecord};
 
 use crate::config::{Settings, REDACTED_VALUE};
 
@@ -320,16 +320,17 @@ impl<'b> Object<'b> {
         self.empty = false;
         self.out.push(b'"');
         self.out.extend_from_slice(prefix.as_bytes());
-        // `name` escaped, without the opening quote serde_json writes.
+        // `name` escaped, without the opening quote `write_str` writes.
         let start = self.out.len();
-        let _ = serde_json::to_writer(&mut *self.out, name);
+        let _ = jsonl::write_str(self.out, name);
         self.out.remove(start);
         self.out.push(b':');
     }
 
     fn str(&mut self, name: &'static str, value: &str) {
         self.key(name);
-        let _ = serde_json::to_writer(&mut *self.out, value);
+        // A string always serialises.
+        let _ = jsonl::write_str(self.out, value);
     }
 
     fn raw_str(&mut self, name: &'static str, value: impl std::fmt::Display) {
@@ -415,7 +416,7 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
     o.num(fields::DURATION_US, req.duration_us);
     for (name, value) in &req.headers {
         o.prefixed_key(fields::HEADER_PREFIX, name);
-        let _ = serde_json::to_writer(&mut *o.out, value.as_ref());
+        let _ = jsonl::write_str(o.out, value);
     }
     if let Some(t) = tls {
         let a_ns = u64::try_from(req.request_time_us)

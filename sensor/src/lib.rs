@@ -16,7 +16,6 @@ pub mod config;
 pub mod fingerprint;
 pub mod flow;
 pub mod hello;
-mod jsonl;
 pub mod live;
 pub mod offline;
 pub mod output;

@@ -51,7 +51,7 @@ impl serde::Serialize for OfflineJson<'_> {
 }
 
 /// Writes one JSON object per line: the bytes `serde_json::to_writer` would write for
-/// [`offline_json`], through [`crate::jsonl`]'s faster writer.
+/// [`offline_json`], through [`correlate_lib::jsonl`]'s faster writer.
 pub struct JsonLinesSink<W: Write> {
     out: W,
     /// The line being written, reused.
@@ -69,7 +69,7 @@ impl<W: Write> JsonLinesSink<W> {
     pub fn publish(&mut self, event: &HelloEvent) -> Result<(), PublishError> {
         use serde::ser::SerializeMap;
         self.line.clear();
-        let mut m = crate::jsonl::MapWriter::new(&mut self.line);
+        let mut m = correlate_lib::jsonl::MapWriter::new(&mut self.line);
         event.record.serialize_fields(&mut m)?;
         m.serialize_entry(OFFLINE_TRANSPORT, "tcp")?;
         m.serialize_entry(OFFLINE_SNI, &event.sni)?;

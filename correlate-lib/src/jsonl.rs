@@ -1,5 +1,6 @@
-//! A JSON object writer for `ja4sensor read`'s lines: the same bytes as `serde_json::to_writer`
-//! for what [`correlate_lib::TlsRecord::serialize_fields`] writes (strings, integers, booleans,
+//! A JSON object writer for the lines we print (`ja4sensor read`, the sensor's JSON outputs,
+//! mod_reqin_log's log line): the same bytes as `serde_json::to_writer`
+//! for what [`crate::TlsRecord::serialize_fields`] writes (strings, integers, booleans,
 //! options), without serde_json's byte-by-byte string escaping. Strings that need no escape
 //! (every fingerprint, address and host name in practice) are copied whole; any other string,
 //! and the rare scalar types, are handed to serde_json itself, so the output cannot differ.
@@ -23,7 +24,9 @@ fn needs_escape(s: &str) -> bool {
     })
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), Error> {
+/// `s` as a JSON string, exactly as serde_json writes it; a string with nothing to escape is
+/// copied whole.
+pub fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), Error> {
     if needs_escape(s) {
         return serde_json::to_writer(out, s);
     }
