@@ -1,5 +1,5 @@
 //! Where everything lives in a ring file, in 64-bit words, and the limits a reader enforces
-//! before it believes a header. Format version 2.
+//! before it believes a header. Format version 3.
 //!
 //! ```text
 //! word  0      magic "JA4RING\0"
@@ -26,9 +26,12 @@
 //! is only ever in its group. A miss therefore costs one cache line (a false candidate, a tag
 //! collision, is rare: 1 in 2^(32 - slot_bits) per occupied entry, 1 in 32 768 at 65 536 slots).
 //! Version 1 had 64-bit entries probed from any bucket (often two lines) and an unseeded hash.
+//! Version 2 stored each string of a record behind its own length; version 3 stores the nine
+//! lengths first and the strings back to back (record codec 2), so a reader checks them for
+//! UTF-8 in one pass.
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"JA4RING\0");
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const HEADER_WORDS: usize = 64;
 pub const HEADER_BYTES: usize = HEADER_WORDS * 8;
