@@ -137,6 +137,7 @@ fn main() {
         "ap_unixd_mpm_get_retained_data",
         "apr_file_close",
         "apr_pstrdup",
+        "apr_pstrmemdup",
         "apr_file_open",
         "apr_file_write_full",
         "apr_table_get",

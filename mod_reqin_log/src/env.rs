@@ -3,6 +3,8 @@
 //! `SetEnvIf JA4 ...`, CGI scripts and `mod_proxy` backends can use the fingerprint while the
 //! request is served. README.md ("Environment variables") documents the same table.
 
+use std::borrow::Cow;
+
 use correlate_lib::TlsRecord;
 
 /// Always set when the module is on for the server and `ReqinLogExportEnv` is On: `1` when the
@@ -26,30 +28,31 @@ pub const FROM_RECORD: &[&str] = &[
 
 /// The variables for a request; fingerprint variables only when joined (an absent variable is
 /// what `%{JA4}e` and `SetEnvIf` already treat as "unknown"). Empty values are not set.
-pub fn env_vars(rec: Option<&TlsRecord>) -> Vec<(&'static str, String)> {
+pub fn env_vars(rec: Option<&TlsRecord>) -> Vec<(&'static str, Cow<'_, str>)> {
     let mut v = vec![(
         REQIN_CORRELATED,
-        if rec.is_some() { "1" } else { "0" }.to_owned(),
+        Cow::Borrowed(if rec.is_some() { "1" } else { "0" }),
     )];
     let Some(rec) = rec else {
         return v;
     };
     let tcp = rec.tcp.as_ref();
-    let values: [(&'static str, Option<String>); 11] = [
-        ("JA4", Some(rec.ja4.clone())),
-        ("JA4_R", Some(rec.ja4_r.clone())),
-        ("JA3", Some(rec.ja3.clone())),
-        ("JA3_HASH", Some(rec.ja3_hash.clone())),
-        ("TLS_SNI", Some(rec.tls_sni.clone())),
-        ("TLS_ALPN", Some(rec.tls_alpn.clone())),
-        ("TLS_VERSION", Some(rec.tls_version.clone())),
-        ("TCP_TTL", rec.ip.map(|ip| ip.ttl.to_string())),
-        ("TCP_WINDOW", tcp.map(|t| t.window_size.to_string())),
+    let number = |n: u16| Cow::Owned(itoa::Buffer::new().format(n).to_owned());
+    let values: [(&'static str, Option<Cow<'_, str>>); 11] = [
+        ("JA4", Some(Cow::Borrowed(&rec.ja4))),
+        ("JA4_R", Some(Cow::Borrowed(&rec.ja4_r))),
+        ("JA3", Some(Cow::Borrowed(&rec.ja3))),
+        ("JA3_HASH", Some(Cow::Borrowed(&rec.ja3_hash))),
+        ("TLS_SNI", Some(Cow::Borrowed(&rec.tls_sni))),
+        ("TLS_ALPN", Some(Cow::Borrowed(&rec.tls_alpn))),
+        ("TLS_VERSION", Some(Cow::Borrowed(&rec.tls_version))),
+        ("TCP_TTL", rec.ip.map(|ip| number(u16::from(ip.ttl)))),
+        ("TCP_WINDOW", tcp.map(|t| number(t.window_size))),
+        ("TCP_MSS", tcp.filter(|t| t.mss != 0).map(|t| number(t.mss))),
         (
-            "TCP_MSS",
-            tcp.filter(|t| t.mss != 0).map(|t| t.mss.to_string()),
+            "TCP_OPTIONS",
+            tcp.map(|t| Cow::Borrowed(t.options.as_str())),
         ),
-        ("TCP_OPTIONS", tcp.map(|t| t.options.clone())),
     ];
     v.extend(
         values
@@ -95,6 +98,6 @@ mod tests {
 
     #[test]
     fn orphan_gets_only_the_flag() {
-        assert_eq!(env_vars(None), vec![(REQIN_CORRELATED, "0".to_owned())]);
+        assert_eq!(env_vars(None), vec![(REQIN_CORRELATED, Cow::Borrowed("0"))]);
     }
 }

@@ -56,7 +56,7 @@ impl Pending {
             false,
         ) {
             self.output.stats.add(Counter::CorrelatedLate, 1);
-            let tls = TlsFragment::new(&rec, self.snapshot.client, self.snapshot.local);
+            let tls = TlsFragment::new(rec, self.snapshot.client, self.snapshot.local);
             with_line(&self.snapshot, Some(&tls), |line| {
                 self.output.write(line, true)
             });

@@ -96,10 +96,11 @@ pub struct Joined {
 }
 
 impl Joined {
-    fn new(rec: &TlsRecord, primary: Conn<'_>) -> Self {
+    fn new(rec: TlsRecord, primary: Conn<'_>) -> Self {
+        let env = primary.env(&crate::env::env_vars(Some(&rec)));
         Self {
             fragment: TlsFragment::new(rec, primary.client_addr(), primary.local_addr()),
-            env: primary.env(&crate::env::env_vars(Some(rec))),
+            env,
         }
     }
 }
@@ -511,7 +512,7 @@ fn join<'a>(
         }
         if let Lookup::Hit(rec) = found {
             if rules.belongs(&rec, &key, cs.accept_ns).is_ok() {
-                return Join::Joined(cs.joined.get_or_init(|| Joined::new(&rec, primary)));
+                return Join::Joined(cs.joined.get_or_init(|| Joined::new(rec, primary)));
             }
         }
         if !ring.is_attached() {

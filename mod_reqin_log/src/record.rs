@@ -164,7 +164,7 @@ pub struct TlsFragment {
 impl TlsFragment {
     /// Merges the record's fields with the request side's address fields by the rule of
     /// [`join::merge_fields`], writing them as they are serialized (no map).
-    pub fn new(rec: &TlsRecord, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
+    pub fn new(rec: TlsRecord, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
         let text = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut v = Vec::with_capacity(48);
             f(&mut v);
@@ -205,7 +205,7 @@ impl TlsFragment {
             }
         }
         Self {
-            record: rec.clone(),
+            record: rec,
             client,
             local,
             addresses,
@@ -215,7 +215,7 @@ impl TlsFragment {
 
     /// The same record's fragment for another pair of addresses.
     fn for_addresses(&self, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
-        Self::new(&self.record, client, local)
+        Self::new(self.record.clone(), client, local)
     }
 }
 
@@ -655,7 +655,7 @@ mod tests {
     #[test]
     fn correlated_request_carries_the_sensor_fields_and_both_timestamps() {
         let req = get_request();
-        let tls = TlsFragment::new(&curl_record(), req.client, req.local);
+        let tls = TlsFragment::new(curl_record(), req.client, req.local);
         let line = log_line(&req, Some(&tls));
         let v = parse(&line);
         assert_eq!(v["correlated"], true);
@@ -725,7 +725,7 @@ mod tests {
         // 127.0.0.1: the line keeps both, as join::merge_fields does.
         let mut req = get_request();
         req.client = Some("[::ffff:127.0.0.1]:50000".parse().unwrap());
-        let tls = TlsFragment::new(&curl_record(), req.client, req.local);
+        let tls = TlsFragment::new(curl_record(), req.client, req.local);
         let line = log_line(&req, Some(&tls));
         let v = parse(&line);
         assert_eq!(v["a_src_ip"], "::ffff:127.0.0.1");
@@ -745,7 +745,7 @@ mod tests {
         let rec = curl_record();
         let ours = parse(&log_line(
             &req,
-            Some(&TlsFragment::new(&rec, req.client, req.local)),
+            Some(&TlsFragment::new(rec.clone(), req.client, req.local)),
         ));
         let mut generic: Vec<(String, Value)> = match parse(&log_line(&req, None)) {
             Value::Object(m) => m
@@ -800,12 +800,12 @@ mod tests {
     #[test]
     fn a_fragment_used_for_other_addresses_is_rendered_again() {
         let req = get_request();
-        let other = TlsFragment::new(&curl_record(), Some(v4(10, 9, 9, 9, 1)), req.local);
+        let other = TlsFragment::new(curl_record(), Some(v4(10, 9, 9, 9, 1)), req.local);
         assert_eq!(
             log_line(&req, Some(&other)),
             log_line(
                 &req,
-                Some(&TlsFragment::new(&curl_record(), req.client, req.local))
+                Some(&TlsFragment::new(curl_record(), req.client, req.local))
             )
         );
     }

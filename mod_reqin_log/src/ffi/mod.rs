@@ -395,17 +395,25 @@ impl<'a> Conn<'a> {
     }
 
     /// Copies `vars` into this connection's pool once, for [`Request::set_conn_env`].
-    pub fn env(&self, vars: &[(&str, String)]) -> ConnEnv {
+    pub fn env<V: AsRef<str>>(&self, vars: &[(&str, V)]) -> ConnEnv {
         let dup = |s: &str| {
-            let c = to_cstring(s);
-            // SAFETY: the connection's pool is live for this call; apr_pstrdup copies `c`.
-            unsafe { sys::apr_pstrdup(self.raw.pool, c.as_ptr()) as *const c_char }
+            if s.contains('\0') {
+                let c = to_cstring(s);
+                // SAFETY: the connection's pool is live for this call; apr_pstrdup copies `c`.
+                return unsafe { sys::apr_pstrdup(self.raw.pool, c.as_ptr()) as *const c_char };
+            }
+            // SAFETY: the connection's pool is live for this call; apr_pstrmemdup copies the
+            // `s.len()` bytes at `s` (no NUL among them, checked above) and adds the NUL.
+            unsafe {
+                sys::apr_pstrmemdup(self.raw.pool, s.as_ptr().cast::<c_char>(), s.len())
+                    as *const c_char
+            }
         };
         ConnEnv {
             conn: self.raw,
             vars: vars
                 .iter()
-                .map(|(name, value)| (dup(name), dup(value)))
+                .map(|(name, value)| (dup(name), dup(value.as_ref())))
                 .filter(|(n, v)| !n.is_null() && !v.is_null())
                 .collect(),
         }
