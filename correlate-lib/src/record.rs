@@ -410,6 +410,8 @@ impl Serialize for RecordJson<'_> {
 
 /// A decoded record that borrows its strings from the bytes it was decoded from: what a ring
 /// lookup yields before anything is allocated. [`RecordView::to_record`] makes the owned form.
+/// The strings are one validated run of text and their end offsets (a small value that moves
+/// without a `memcpy` call); the accessors slice it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordView<'a> {
     key: Option<&'a [u8; CONN_KEY_BYTES]>,
@@ -419,22 +421,20 @@ pub struct RecordView<'a> {
     pub ip: Option<IpMeta>,
     /// Window size, MSS and window scale of the SYN (see [`TcpMeta`]); `None` without a SYN.
     pub tcp: Option<(u16, u16, Option<u8>)>,
-    pub tcp_options: &'a str,
-    pub tls_version: &'a str,
-    pub tls_sni: &'a str,
-    pub tls_alpn: &'a str,
-    pub ja4: &'a str,
-    pub ja4_r: &'a str,
-    pub ja3: &'a str,
-    pub ja3_hash: &'a str,
-    pub sensor_id: &'a str,
+    /// The nine strings back to back, in [`StrField::ALL`] order.
+    text: &'a str,
+    /// Where each string ends in `text`; each is a character boundary (checked by `parse`).
+    ends: [u16; 9],
 }
 
 impl<'a> RecordView<'a> {
     /// Parses what [`TlsRecord::encode`] wrote, checking every length against the buffer and
     /// the field's limit, and every string for UTF-8. Trailing bytes are allowed.
     pub fn parse(buf: &'a [u8]) -> Result<Self, CodecError> {
-        let mut r = Cursor { buf, pos: 0 };
+        // Everything before the strings in one bounds check: the reads below stay inside a
+        // block of constant size, so they need none of their own.
+        let fixed: &'a [u8; FIXED_BYTES] = Cursor { buf, pos: 0 }.array_ref()?;
+        let mut r = Cursor { buf: fixed, pos: 0 };
         let Head {
             flags,
             key_bytes,
@@ -468,17 +468,31 @@ impl<'a> RecordView<'a> {
         }
         // One UTF-8 pass over the strings together; a string is valid on its own when the whole
         // is and both its ends are character boundaries.
-        let text = std::str::from_utf8(r.take(total)?)
-            .map_err(|e| CodecError::Utf8(StrField::at(&lens, e.valid_up_to()).name()))?;
-        let mut strings: [&'a str; 9] = [""; 9];
-        let mut start = 0;
-        for (i, field) in StrField::ALL.into_iter().enumerate() {
-            let end = start + lens[i];
-            strings[i] = text.get(start..end).ok_or(CodecError::Utf8(field.name()))?;
-            start = end;
+        let bytes = Cursor {
+            buf,
+            pos: FIXED_BYTES,
         }
-        let [tcp_options, tls_version, tls_sni, tls_alpn, ja4, ja4_r, ja3, ja3_hash, sensor_id] =
-            strings;
+        .take(total)?;
+        // simdutf8's fast check; only a failure pays for std's, which says where.
+        let text = simdutf8::basic::from_utf8(bytes).map_err(|_| {
+            let at = std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), |s| s.len());
+            CodecError::Utf8(StrField::at(&lens, at).name())
+        })?;
+        let mut ends = [0u16; 9];
+        let mut end = 0;
+        for (i, field) in StrField::ALL.into_iter().enumerate() {
+            end += lens[i];
+            if !text.is_char_boundary(end) {
+                return Err(CodecError::Utf8(field.name()));
+            }
+            // Cannot fail: every length is within its field's limit, and the limits add up to
+            // less than 64 KiB (asserted below `MAX_RAW_FINGERPRINT_LEN`).
+            ends[i] = u16::try_from(end).map_err(|_| CodecError::StringTooLong {
+                field: field.name(),
+                len: end,
+                max: usize::from(u16::MAX),
+            })?;
+        }
         Ok(Self {
             key: (flags & FLAG_KEY != 0).then_some(key_bytes),
             syn_time_ns,
@@ -490,16 +504,54 @@ impl<'a> RecordView<'a> {
                 mss,
                 (flags & FLAG_WSCALE != 0).then_some(wscale),
             )),
-            tcp_options,
-            tls_version,
-            tls_sni,
-            tls_alpn,
-            ja4,
-            ja4_r,
-            ja3,
-            ja3_hash,
-            sensor_id,
+            text,
+            ends,
         })
+    }
+
+    /// String `field` (its bounds were checked by `parse`).
+    fn string(&self, field: StrField) -> &'a str {
+        let i = field as usize;
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
+        self.text
+            .get(usize::from(start)..usize::from(self.ends[i]))
+            .unwrap_or_default()
+    }
+
+    pub fn tcp_options(&self) -> &'a str {
+        self.string(StrField::TcpOptions)
+    }
+
+    pub fn tls_version(&self) -> &'a str {
+        self.string(StrField::TlsVersion)
+    }
+
+    pub fn tls_sni(&self) -> &'a str {
+        self.string(StrField::TlsSni)
+    }
+
+    pub fn tls_alpn(&self) -> &'a str {
+        self.string(StrField::TlsAlpn)
+    }
+
+    pub fn ja4(&self) -> &'a str {
+        self.string(StrField::Ja4)
+    }
+
+    pub fn ja4_r(&self) -> &'a str {
+        self.string(StrField::Ja4R)
+    }
+
+    pub fn ja3(&self) -> &'a str {
+        self.string(StrField::Ja3)
+    }
+
+    pub fn ja3_hash(&self) -> &'a str {
+        self.string(StrField::Ja3Hash)
+    }
+
+    pub fn sensor_id(&self) -> &'a str {
+        self.string(StrField::SensorId)
     }
 
     /// The fixed-size head only: the connection key (as [`ConnKey::canonical_bytes`]) and the
@@ -537,21 +589,24 @@ impl<'a> RecordView<'a> {
                 window_size,
                 mss,
                 window_scale,
-                options: self.tcp_options.to_owned(),
+                options: self.tcp_options().to_owned(),
             }),
-            tls_version: self.tls_version.to_owned(),
-            tls_sni: self.tls_sni.to_owned(),
-            tls_alpn: self.tls_alpn.to_owned(),
-            ja4: self.ja4.to_owned(),
-            ja4_r: self.ja4_r.to_owned(),
-            ja3: self.ja3.to_owned(),
-            ja3_hash: self.ja3_hash.to_owned(),
-            sensor_id: self.sensor_id.to_owned(),
+            tls_version: self.tls_version().to_owned(),
+            tls_sni: self.tls_sni().to_owned(),
+            tls_alpn: self.tls_alpn().to_owned(),
+            ja4: self.ja4().to_owned(),
+            ja4_r: self.ja4_r().to_owned(),
+            ja3: self.ja3().to_owned(),
+            ja3_hash: self.ja3_hash().to_owned(),
+            sensor_id: self.sensor_id().to_owned(),
         }
     }
 }
 
 const CODEC_VERSION: u8 = 2;
+/// Bytes of an encoded record before its strings: version, flags, key, three times, the IP and
+/// TCP traits, and the nine string lengths.
+const FIXED_BYTES: usize = 2 + CONN_KEY_BYTES + 3 * 8 + 6 + 5 + 9 * 2;
 const FLAG_KEY: u8 = 1;
 const FLAG_IP: u8 = 2;
 const FLAG_TCP: u8 = 4;
@@ -609,7 +664,7 @@ impl StrField {
         }
     }
 
-    fn max_len(self) -> usize {
+    const fn max_len(self) -> usize {
         match self {
             // 40 bytes of TCP options hold at most 40 kinds; the longest name is 10 chars + comma.
             StrField::TcpOptions => MAX_TCP_OPTIONS_LEN,
@@ -633,6 +688,16 @@ pub const MAX_SENSOR_ID_LEN: usize = 64;
 /// `ja3` and `ja4_r` grow with the hello's lists; a real browser's are < 1 KB. Longer ones (a
 /// hostile hello listing thousands of ciphers) do not fit a ring slot; the sensor shortens them.
 pub const MAX_RAW_FINGERPRINT_LEN: usize = 8192;
+// A record's strings together fit the u16 offsets of `RecordView`.
+const _: () = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < StrField::ALL.len() {
+        total += StrField::ALL[i].max_len();
+        i += 1;
+    }
+    assert!(total < u16::MAX as usize);
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -764,6 +829,20 @@ mod tests {
             .map(|s| s.len())
             .sum::<usize>();
         buf.len() - strings - 18
+    }
+
+    #[test]
+    fn a_record_without_strings_is_the_fixed_block_alone() {
+        let mut buf = Vec::new();
+        TlsRecord::default().encode(&mut buf).unwrap();
+        assert_eq!(buf.len(), FIXED_BYTES);
+        assert_eq!(
+            RecordView::parse(&buf).unwrap().to_record(),
+            TlsRecord::default()
+        );
+        let rec = sample();
+        rec.encode(&mut buf).unwrap();
+        assert_eq!(lengths_offset(&rec, &buf) + 18, FIXED_BYTES);
     }
 
     #[test]

@@ -82,7 +82,6 @@ pub fn read<W: Word>(
     out: &mut Vec<u8>,
     body_bytes: impl FnOnce(u64) -> usize,
 ) -> (ReadAttempt, u64) {
-    out.clear();
     let Some((seq, body)) = slot.split_first() else {
         return (ReadAttempt::Raced, 0);
     };
@@ -100,6 +99,8 @@ pub fn read<W: Word>(
     // reload.
     let first = first.load_relaxed();
     let n = body_bytes(first).min(rest.len().saturating_mul(8));
+    // Not cleared first: only bytes beyond the previous copy's length are zeroed, and every
+    // byte up to `n` is overwritten below.
     out.resize(n, 0);
     // Whole words four at a time (the loop overhead would otherwise cost more than the loads),
     // then the rest of them, then the bytes of a last partial word.
