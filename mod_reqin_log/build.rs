@@ -124,6 +124,8 @@ fn main() {
         "ap_rwrite",
         "apr_table_set",
         "apr_table_setn",
+        "apr_table_addn",
+        "apr_is_empty_table",
         "ap_run_http_scheme",
         "ap_server_root_relative",
         "ap_open_piped_log",

@@ -110,6 +110,12 @@ impl JoinRules {
         {
             return Err(NoJoin::ExcludedPort);
         }
+        self.admits_position(request_index)
+    }
+
+    /// The part of [`JoinRules::admits`] that depends on the request, not on the connection:
+    /// all a request of an already joined connection still has to pass.
+    pub fn admits_position(&self, request_index: u64) -> Result<(), NoJoin> {
         if self.mode == MatchMode::OneToOne && request_index > 1 {
             return Err(NoJoin::NotFirstRequest);
         }
@@ -251,6 +257,10 @@ mod tests {
         rules.mode = MatchMode::OneToOne;
         assert_eq!(rules.admits(&key(), 1), Ok(()));
         assert_eq!(rules.admits(&key(), 2), Err(NoJoin::NotFirstRequest));
+        assert_eq!(rules.admits_position(1), Ok(()));
+        assert_eq!(rules.admits_position(2), Err(NoJoin::NotFirstRequest));
+        rules.mode = MatchMode::OneToMany;
+        assert_eq!(rules.admits_position(9), Ok(()));
     }
 
     #[test]

@@ -468,6 +468,14 @@ fn join<'a>(
     else {
         return Join::Never;
     };
+    if let Some(joined) = cs.and_then(|cs| cs.joined.get()) {
+        // The connection was joined by an earlier request: it is TLS and its 4-tuple was
+        // admitted then; only this request's position can still rule it out.
+        return match rules.admits_position(index) {
+            Ok(()) => Join::Joined(joined),
+            Err(_) => Join::Never,
+        };
+    }
     let primary = conn.primary();
     let tls = state
         .tls_probe

@@ -371,8 +371,9 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
     };
     let mut o = Object::open(out);
     let time = Rfc3339Micros::new(req.request_time_us);
-    o.str(fields::TIME, time.as_str());
-    o.str(fields::TIMESTAMP, time.as_str());
+    let time = time.as_str();
+    o.str(fields::TIME, time);
+    o.str(fields::TIMESTAMP, time);
     match tls {
         Some(t) => o.out.extend_from_slice(&t.addresses),
         None => {

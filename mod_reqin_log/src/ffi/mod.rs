@@ -154,7 +154,13 @@ fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     }
     // SAFETY: non-null strings in httpd's records are NUL-terminated and allocated from the
     // record's pool, which outlives `'a` (one hook call).
-    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
+    let c = unsafe { CStr::from_ptr(p) };
+    // The plain check first: `to_string_lossy` walks the bytes chunk by chunk even when they
+    // are all valid, which almost every request line and header is.
+    Some(match c.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => c.to_string_lossy(),
+    })
 }
 
 fn socket_addr(sa: *const sys::apr_sockaddr_t) -> Option<SocketAddr> {
@@ -609,9 +615,21 @@ impl<'a> Request<'a> {
         if self.raw.subprocess_env.is_null() || !own {
             return;
         }
+        // At post_read_request (REALLY_FIRST) the table is normally still empty: then nothing
+        // can be replaced, and appending skips `setn`'s search for an existing key, which
+        // compared the fingerprint's names with each other (JA4/JA4_R/JA3..., TLS_*, TCP_*)
+        // and cost more than the rest of the hook.
+        // SAFETY: a live table of the request.
+        let empty = unsafe { sys::apr_is_empty_table(self.raw.subprocess_env) } != 0;
         for (name, value) in &env.vars {
             // SAFETY: a live table of the request; `name`/`value` outlive it (see above).
-            unsafe { sys::apr_table_setn(self.raw.subprocess_env, *name, *value) }
+            unsafe {
+                if empty {
+                    sys::apr_table_addn(self.raw.subprocess_env, *name, *value);
+                } else {
+                    sys::apr_table_setn(self.raw.subprocess_env, *name, *value);
+                }
+            }
         }
     }
 
