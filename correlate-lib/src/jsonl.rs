@@ -77,6 +77,17 @@ impl SerializeMap for MapWriter<'_> {
     }
 }
 
+/// A map key as [`MapWriter`] writes it (quoted): for writers that arrange the entries
+/// themselves.
+pub fn write_key<T: ?Sized + Serialize>(out: &mut Vec<u8>, key: &T) -> Result<(), Error> {
+    key.serialize(KeyWriter(out))
+}
+
+/// A scalar value as [`MapWriter`] writes it; nested values are refused.
+pub fn write_value<T: ?Sized + Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), Error> {
+    value.serialize(ValueWriter(out))
+}
+
 /// Writes one scalar value.
 struct ValueWriter<'a>(&'a mut Vec<u8>);
 

@@ -244,7 +244,7 @@ impl serde::ser::SerializeMap for Merge {
 
     fn serialize_key<T: ?Sized + serde::Serialize>(&mut self, key: &T) -> Result<(), Self::Error> {
         self.key.clear();
-        serde_json::to_writer(&mut self.key, key)
+        jsonl::write_key(&mut self.key, key)
     }
 
     fn serialize_value<T: ?Sized + serde::Serialize>(
@@ -252,7 +252,7 @@ impl serde::ser::SerializeMap for Merge {
         value: &T,
     ) -> Result<(), Self::Error> {
         self.value.clear();
-        serde_json::to_writer(&mut self.value, value)?;
+        jsonl::write_value(&mut self.value, value)?;
         // The key without its quotes (field names need no escaping).
         let name = self
             .key
