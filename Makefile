@@ -29,6 +29,7 @@ demo: release
 bench: release
 	$(CARGO) bench -p correlate-lib --bench ring
 	python3 scripts/bench/overhead.py --repeats 5
+	python3 scripts/bench/instructions.py
 	scripts/bench/sensor.sh
 	python3 scripts/bench/live_rate.py
 	python3 scripts/bench/memory.py --warmup 1000000 --requests 1000000

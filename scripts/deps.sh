@@ -16,6 +16,7 @@ APT_PACKAGES=(
   python3-venv                 # .venv: chdb (seed DDL on a modern engine), ziglang (glibc 2.28 builds)
   rpm patchelf logrotate       # `make rpm`, `make deb` (libpcap soname), the logrotate test
   binutils                     # readelf: GLIBC_ symbol versions of the packaged binaries
+  valgrind                     # `make bench`: instructions per request (callgrind)
   systemd                      # systemd-analyze verify/security of the units
 )
 

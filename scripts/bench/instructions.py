@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""What does a request cost httpd, in instructions? The noise-free companion of overhead.py.
+
+On a shared two-core machine, req/s and CPU-time ratios move by several percent between runs.
+Instructions do not: this runs each variant's httpd single-process (`apache2 -X`, event MPM,
+TLS) under callgrind and drives it with h2load over one connection at a time:
+
+  a  no request logging at all (the module not loaded)
+  b  a JSON CustomLog with fields comparable to ours (mod_log_config, escaped by httpd)
+  c  mod_reqin_log + ja4sensor capturing lo (every request joined with its handshake)
+
+Each figure is the difference between two runs that differ only in the number of requests,
+divided by that difference, so start-up, the first connections and shutdown cancel out:
+instructions per keep-alive request, and per request on a new TLS connection (`Connection:
+close`, handshake included). The sensor runs outside valgrind; only httpd is counted (kernel
+work is not: callgrind counts user-space instructions). Needs root and valgrind (`make deps`),
+and release builds (`make bench` builds them).
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import overhead as ov  # noqa: E402  (the same httpd configurations)
+
+WARMUP_CONNECTIONS = 20
+
+
+def total_instructions(path):
+    for line in open(path):
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"{path}: no instruction total")
+
+
+def run_once(variant, tmp, requests, new_connections):
+    """Total instructions of one httpd -X lifetime serving `requests` after the warm-up."""
+    server = ov.Server(variant, Path(tmp) / f"{variant}-{requests}-{int(new_connections)}")
+    # One process with a few threads: -X ignores the process count, and fewer idle threads
+    # mean less start-up to cancel out.
+    conf = server.conf.read_text() + "\nThreadsPerChild 4\nMaxRequestWorkers 4\n"
+    server.conf.write_text(conf)
+    if variant == "c":
+        server.sensor = subprocess.Popen(
+            [str(ov.SENSOR), "run", "--interface", "lo", "--ports", str(server.tls_port),
+             "--ring", str(server.ring), "--ring-group", "www-data"],
+            stdout=subprocess.DEVNULL, stderr=open(server.root / "sensor.log", "w"))
+        for _ in range(200):
+            if server.ring.exists():
+                break
+            time.sleep(0.05)
+    out_dir = server.root / "callgrind"
+    out_dir.mkdir()
+    # httpd -X still switches to www-data, which must be able to write its profile at exit.
+    os.chmod(out_dir, 0o777)
+    httpd = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--vgdb=no", f"--callgrind-out-file={out_dir}/out.%p",
+         "apache2", "-X", "-f", str(server.conf)],
+        stdout=subprocess.DEVNULL, stderr=open(server.root / "valgrind.log", "w"))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", server.tls_port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or httpd.poll() is not None:
+                    raise RuntimeError(f"httpd {variant} did not start under valgrind")
+                time.sleep(0.2)
+        for f in glob.glob(f"{out_dir}/out.*"):
+            os.chmod(f, 0o666)
+        log = server.root / "h2load.log"
+        close = ("-H", "Connection: close")
+        ov.h2load(server.url(), "h1", WARMUP_CONNECTIONS, 1, 1, log, extra=close)
+        ov.h2load(server.url(), "h1", requests, 1, 1, log, extra=close if new_connections else ())
+    finally:
+        httpd.terminate()
+        httpd.wait(timeout=300)
+        if server.sensor:
+            server.sensor.terminate()
+            server.sensor.wait(timeout=10)
+        shutil.rmtree(server.ring_dir, ignore_errors=True)
+    lines = server.lines() if variant in "bc" else None
+    if lines is not None and len(lines) != WARMUP_CONNECTIONS + requests:
+        raise RuntimeError(f"{variant}: {len(lines)} lines for {WARMUP_CONNECTIONS + requests} requests")
+    if variant == "c" and not all(l.get("correlated") for l in lines):
+        raise RuntimeError("c: a request was not correlated")
+    return sum(total_instructions(f) for f in glob.glob(f"{out_dir}/out.*"))
+
+
+def per_request(variant, tmp, small, large, new_connections):
+    a = run_once(variant, tmp, small, new_connections)
+    b = run_once(variant, tmp, large, new_connections)
+    return (b - a) / (large - small)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, nargs=2, default=[100, 1000], metavar=("SMALL", "LARGE"),
+                    help="keep-alive requests of the two runs")
+    ap.add_argument("--connections", type=int, nargs=2, default=[20, 100], metavar=("SMALL", "LARGE"),
+                    help="new connections of the two runs")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    for tool in ("valgrind", "h2load", "apache2", "openssl"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: run `make deps`")
+    for f in (ov.MODULE, ov.SENSOR):
+        if not f.exists():
+            sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor`")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="reqin-instr-") as tmp:
+        os.chmod(tmp, 0o755)
+        for v in "abc":
+            results[v] = (per_request(v, tmp, *args.requests, False),
+                          per_request(v, tmp, *args.connections, True))
+            print(f"{v}: {results[v][0]:.0f} instructions per keep-alive request, "
+                  f"{results[v][1]:.0f} per request on a new connection", file=sys.stderr, flush=True)
+    names = {"a": "(a) no logging", "b": "(b) JSON CustomLog", "c": "(c) mod_reqin_log + sensor"}
+    if args.markdown:
+        print("| variant | instructions / keep-alive request | instructions / new-connection request |")
+        print("|---|---:|---:|")
+        for v, (ka, nc) in results.items():
+            print(f"| {names[v]} | {ka:,.0f} | {nc:,.0f} |")
+    else:
+        for v, (ka, nc) in results.items():
+            print(f"{names[v]:30} {ka:12,.0f} {nc:14,.0f}")
+    (a_ka, a_nc), (b_ka, b_nc), (c_ka, c_nc) = results["a"], results["b"], results["c"]
+    for label, a, b, c in (("keep-alive", a_ka, b_ka, c_ka), ("new connection", a_nc, b_nc, c_nc)):
+        print(f"- {label}: c − a = {c - a:+,.0f} ({(c - a) / a:+.1%}), b − a = {b - a:+,.0f} "
+              f"({(b - a) / a:+.1%}), c − b = {c - b:+,.0f}")
+
+
+if __name__ == "__main__":
+    main()
