@@ -408,6 +408,17 @@ impl Serialize for RecordJson<'_> {
     }
 }
 
+/// One accessor per string of a [`RecordView`], named as the [`TlsRecord`] field.
+macro_rules! string_accessors {
+    ($($name:ident => $field:ident),* $(,)?) => {
+        $(
+            pub fn $name(&self) -> &'a str {
+                self.string(StrField::$field)
+            }
+        )*
+    };
+}
+
 /// A decoded record that borrows its strings from the bytes it was decoded from: what a ring
 /// lookup yields before anything is allocated. [`RecordView::to_record`] makes the owned form.
 /// The strings are one validated run of text and their end offsets (a small value that moves
@@ -518,40 +529,16 @@ impl<'a> RecordView<'a> {
             .unwrap_or_default()
     }
 
-    pub fn tcp_options(&self) -> &'a str {
-        self.string(StrField::TcpOptions)
-    }
-
-    pub fn tls_version(&self) -> &'a str {
-        self.string(StrField::TlsVersion)
-    }
-
-    pub fn tls_sni(&self) -> &'a str {
-        self.string(StrField::TlsSni)
-    }
-
-    pub fn tls_alpn(&self) -> &'a str {
-        self.string(StrField::TlsAlpn)
-    }
-
-    pub fn ja4(&self) -> &'a str {
-        self.string(StrField::Ja4)
-    }
-
-    pub fn ja4_r(&self) -> &'a str {
-        self.string(StrField::Ja4R)
-    }
-
-    pub fn ja3(&self) -> &'a str {
-        self.string(StrField::Ja3)
-    }
-
-    pub fn ja3_hash(&self) -> &'a str {
-        self.string(StrField::Ja3Hash)
-    }
-
-    pub fn sensor_id(&self) -> &'a str {
-        self.string(StrField::SensorId)
+    string_accessors! {
+        tcp_options => TcpOptions,
+        tls_version => TlsVersion,
+        tls_sni => TlsSni,
+        tls_alpn => TlsAlpn,
+        ja4 => Ja4,
+        ja4_r => Ja4R,
+        ja3 => Ja3,
+        ja3_hash => Ja3Hash,
+        sensor_id => SensorId,
     }
 
     /// The fixed-size head only: the connection key (as [`ConnKey::canonical_bytes`]) and the

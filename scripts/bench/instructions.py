@@ -49,14 +49,7 @@ def run_once(variant, tmp, requests, new_connections):
     conf = server.conf.read_text() + "\nThreadsPerChild 4\nMaxRequestWorkers 4\n"
     server.conf.write_text(conf)
     if variant == "c":
-        server.sensor = subprocess.Popen(
-            [str(ov.SENSOR), "run", "--interface", "lo", "--ports", str(server.tls_port),
-             "--ring", str(server.ring), "--ring-group", "www-data"],
-            stdout=subprocess.DEVNULL, stderr=open(server.root / "sensor.log", "w"))
-        for _ in range(200):
-            if server.ring.exists():
-                break
-            time.sleep(0.05)
+        server.start_sensor()
     out_dir = server.root / "callgrind"
     out_dir.mkdir()
     # httpd -X still switches to www-data, which must be able to write its profile at exit.

@@ -130,16 +130,20 @@ class Server:
         self.conf = self.root / "httpd.conf"
         self.conf.write_text(text)
 
+    def start_sensor(self):
+        """The sensor for this server's TLS port; returns once its ring (group www-data) exists."""
+        self.sensor = subprocess.Popen(
+            [str(SENSOR), "run", "--interface", "lo", "--ports", str(self.tls_port),
+             "--ring", str(self.ring), "--ring-group", "www-data"],
+            stdout=subprocess.DEVNULL, stderr=open(self.root / "sensor.log", "w"))
+        for _ in range(200):
+            if self.ring.exists():
+                break
+            time.sleep(0.05)
+
     def start(self):
         if self.variant == "c":
-            self.sensor = subprocess.Popen(
-                [str(SENSOR), "run", "--interface", "lo", "--ports", str(self.tls_port),
-                 "--ring", str(self.ring), "--ring-group", "www-data"],
-                stdout=subprocess.DEVNULL, stderr=open(self.root / "sensor.log", "w"))
-            for _ in range(200):
-                if self.ring.exists():
-                    break
-                time.sleep(0.05)
+            self.start_sensor()
         run(["apache2", "-f", str(self.conf), "-k", "start"])
         for _ in range(200):
             try:
