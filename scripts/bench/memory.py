@@ -8,13 +8,19 @@
 2. httpd child RSS growth over 1 000 000 requests: the event-MPM httpd of overhead.py's variant
    (c) (module + sensor), h2load over TLS (h2, kept-alive connections); each child's RSS after a
    warm-up and after the million requests.
+3. The heap behind that RSS: one httpd process (`apache2 -X`) of variants (a) and (c) under
+   valgrind's massif, snapshots timed in milliseconds; the live heap (malloc'd bytes plus their
+   overhead) from the end of a warm-up to the end of the requests. RSS also moves with glibc's
+   arenas and the pools' free lists; the heap says whether anything accumulates.
 
 Needs root (raw socket, pcap on lo, httpd) and release builds (`make bench` builds them).
 """
 
 import argparse
+import glob
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -114,12 +120,67 @@ def httpd_child_growth(variant, requests, warmup):
             "requests": requests + warmup, "series": series}
 
 
+IDLE_S = 3
+
+
+def httpd_heap(variant, requests, warmup):
+    """Live heap of `apache2 -X` under massif, from the end of the warm-up to the end of the run."""
+    with tempfile.TemporaryDirectory(prefix="reqin-heap-") as tmp:
+        os.chmod(tmp, 0o755)
+        server = Server(variant, Path(tmp) / variant)
+        server.conf.write_text(server.conf.read_text() + "\nThreadsPerChild 8\nMaxRequestWorkers 8\n")
+        if variant == "c":
+            server.start_sensor()
+        out_dir = Path(tmp) / "massif"
+        out_dir.mkdir()
+        os.chmod(out_dir, 0o777)  # httpd -X switches to www-data before massif writes
+        httpd = subprocess.Popen(
+            ["valgrind", "--tool=massif", "--vgdb=no", "--time-unit=ms", "--max-snapshots=500",
+             f"--massif-out-file={out_dir}/massif.%p", "apache2", "-X", "-f", str(server.conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(600):
+                try:
+                    socket.create_connection(("127.0.0.1", server.tls_port), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            for f in glob.glob(f"{out_dir}/massif.*"):
+                os.chmod(f, 0o666)
+            # Idle pauses around the warm-up and the run: massif's clock starts with the
+            # process, not with us, so the phases are found as the gaps in its snapshots.
+            time.sleep(IDLE_S)
+            h2load(server.url(), "h1", warmup, 4, 1, Path(tmp) / "w.log")
+            time.sleep(IDLE_S)
+            h2load(server.url(), "h1", requests, 4, 1, Path(tmp) / "h.log")
+            time.sleep(IDLE_S)
+        finally:
+            httpd.terminate()
+            httpd.wait(timeout=600)
+            if server.sensor:
+                server.sensor.terminate()
+                server.sensor.wait(timeout=10)
+        lines = sum(1 for _ in open(server.log)) if server.log.exists() else 0
+        text = "".join(open(f).read() for f in glob.glob(f"{out_dir}/massif.*"))
+    snaps = [(int(t), int(h) + int(e)) for t, h, e in
+             re.findall(r"time=(\d+)\nmem_heap_B=(\d+)\nmem_heap_extra_B=(\d+)", text)]
+    # The last two pauses: the one after the warm-up and the one after the run.
+    gaps = [i for i in range(1, len(snaps)) if snaps[i][0] - snaps[i - 1][0] >= IDLE_S * 1000 * 0.8]
+    if len(gaps) < 2:
+        raise RuntimeError(f"{variant}: massif's snapshots show {len(gaps)} of the idle pauses")
+    run = [b / 1024 for _, b in snaps[gaps[-2] - 1:gaps[-1]]]
+    return {"first": run[0], "last": run[-1], "min": min(run), "max": max(run), "snapshots": len(run),
+            "lines": lines}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--flows", type=int, default=100_000)
     ap.add_argument("--syn-rate", type=int, default=20_000, help="SYNs per second (0: as fast as possible)")
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--warmup", type=int, default=20_000)
+    ap.add_argument("--heap-requests", type=int, default=100_000,
+                    help="requests for the massif heap profile (0: skip it)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
 
@@ -145,6 +206,13 @@ def main():
             f"{n // 1000}k: {mib(kib):.1f} MiB" for n, kib in run["series"]))
         out.append(f"  - same children throughout: {run['same_children']}; log lines written: {run['lines']:,} "
                    f"of {run['requests']:,} requests")
+    if args.heap_requests:
+        for name, v in (("(a) no module", "a"), ("(c) module + sensor", "c")):
+            heap = httpd_heap(v, args.heap_requests, 2_000)
+            out.append(f"- heap of one httpd {name} under massif over {args.heap_requests:,} keep-alive requests "
+                       f"after 2,000 warm-up: {heap['first']:.0f} KiB → **{heap['last']:.0f} KiB** "
+                       f"(min {heap['min']:.0f}, max {heap['max']:.0f} KiB in {heap['snapshots']} snapshots)"
+                       + (f"; log lines {heap['lines']:,}" if v == "c" else ""))
     print("\n".join(out))
 
 
