@@ -18,14 +18,10 @@ and release builds (`make bench` builds them).
 """
 
 import argparse
-import glob
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,49 +40,18 @@ def total_instructions(path):
 def run_once(variant, tmp, requests, new_connections):
     """Total instructions of one httpd -X lifetime serving `requests` after the warm-up."""
     server = ov.Server(variant, Path(tmp) / f"{variant}-{requests}-{int(new_connections)}")
-    # One process with a few threads: -X ignores the process count, and fewer idle threads
-    # mean less start-up to cancel out.
-    conf = server.conf.read_text() + "\nThreadsPerChild 4\nMaxRequestWorkers 4\n"
-    server.conf.write_text(conf)
-    if variant == "c":
-        server.start_sensor()
-    out_dir = server.root / "callgrind"
-    out_dir.mkdir()
-    # httpd -X still switches to www-data, which must be able to write its profile at exit.
-    os.chmod(out_dir, 0o777)
-    httpd = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--vgdb=no", f"--callgrind-out-file={out_dir}/out.%p",
-         "apache2", "-X", "-f", str(server.conf)],
-        stdout=subprocess.DEVNULL, stderr=open(server.root / "valgrind.log", "w"))
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", server.tls_port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or httpd.poll() is not None:
-                    raise RuntimeError(f"httpd {variant} did not start under valgrind")
-                time.sleep(0.2)
-        for f in glob.glob(f"{out_dir}/out.*"):
-            os.chmod(f, 0o666)
+    # One process with a few threads: fewer idle threads mean less start-up to cancel out.
+    with server.under_valgrind("callgrind", 4) as out_dir:
         log = server.root / "h2load.log"
         close = ("-H", "Connection: close")
         ov.h2load(server.url(), "h1", WARMUP_CONNECTIONS, 1, 1, log, extra=close)
         ov.h2load(server.url(), "h1", requests, 1, 1, log, extra=close if new_connections else ())
-    finally:
-        httpd.terminate()
-        httpd.wait(timeout=300)
-        if server.sensor:
-            server.sensor.terminate()
-            server.sensor.wait(timeout=10)
-        shutil.rmtree(server.ring_dir, ignore_errors=True)
     lines = server.lines() if variant in "bc" else None
     if lines is not None and len(lines) != WARMUP_CONNECTIONS + requests:
         raise RuntimeError(f"{variant}: {len(lines)} lines for {WARMUP_CONNECTIONS + requests} requests")
     if variant == "c" and not all(l.get("correlated") for l in lines):
         raise RuntimeError("c: a request was not correlated")
-    return sum(total_instructions(f) for f in glob.glob(f"{out_dir}/out.*"))
+    return sum(total_instructions(f) for f in out_dir.glob("out.*"))
 
 
 def per_request(variant, tmp, small, large, new_connections):

@@ -17,7 +17,6 @@ Needs root (raw socket, pcap on lo, httpd) and release builds (`make bench` buil
 """
 
 import argparse
-import glob
 import os
 import random
 import re
@@ -128,25 +127,7 @@ def httpd_heap(variant, requests, warmup):
     with tempfile.TemporaryDirectory(prefix="reqin-heap-") as tmp:
         os.chmod(tmp, 0o755)
         server = Server(variant, Path(tmp) / variant)
-        server.conf.write_text(server.conf.read_text() + "\nThreadsPerChild 8\nMaxRequestWorkers 8\n")
-        if variant == "c":
-            server.start_sensor()
-        out_dir = Path(tmp) / "massif"
-        out_dir.mkdir()
-        os.chmod(out_dir, 0o777)  # httpd -X switches to www-data before massif writes
-        httpd = subprocess.Popen(
-            ["valgrind", "--tool=massif", "--vgdb=no", "--time-unit=ms", "--max-snapshots=500",
-             f"--massif-out-file={out_dir}/massif.%p", "apache2", "-X", "-f", str(server.conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(600):
-                try:
-                    socket.create_connection(("127.0.0.1", server.tls_port), timeout=0.5).close()
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            for f in glob.glob(f"{out_dir}/massif.*"):
-                os.chmod(f, 0o666)
+        with server.under_valgrind("massif", 8, "--time-unit=ms", "--max-snapshots=500") as out_dir:
             # Idle pauses around the warm-up and the run: massif's clock starts with the
             # process, not with us, so the phases are found as the gaps in its snapshots.
             time.sleep(IDLE_S)
@@ -154,14 +135,8 @@ def httpd_heap(variant, requests, warmup):
             time.sleep(IDLE_S)
             h2load(server.url(), "h1", requests, 4, 1, Path(tmp) / "h.log")
             time.sleep(IDLE_S)
-        finally:
-            httpd.terminate()
-            httpd.wait(timeout=600)
-            if server.sensor:
-                server.sensor.terminate()
-                server.sensor.wait(timeout=10)
         lines = sum(1 for _ in open(server.log)) if server.log.exists() else 0
-        text = "".join(open(f).read() for f in glob.glob(f"{out_dir}/massif.*"))
+        text = "".join(f.read_text() for f in out_dir.glob("out.*"))
     snaps = [(int(t), int(h) + int(e)) for t, h, e in
              re.findall(r"time=(\d+)\nmem_heap_B=(\d+)\nmem_heap_extra_B=(\d+)", text)]
     # The last two pauses: the one after the warm-up and the one after the run.

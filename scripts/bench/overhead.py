@@ -20,6 +20,7 @@ the sensor (`make bench` builds them).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -141,17 +142,53 @@ class Server:
                 break
             time.sleep(0.05)
 
-    def start(self):
-        if self.variant == "c":
-            self.start_sensor()
-        run(["apache2", "-f", str(self.conf), "-k", "start"])
-        for _ in range(200):
+    def wait_listening(self, timeout_s, process=None):
+        """Returns once the TLS port accepts; fails after `timeout_s` or if `process` exits."""
+        deadline = time.monotonic() + timeout_s
+        while True:
             try:
                 socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.2).close()
                 return
             except OSError:
+                if time.monotonic() > deadline or (process and process.poll() is not None):
+                    raise RuntimeError(f"httpd {self.variant} did not start")
                 time.sleep(0.05)
-        raise RuntimeError(f"httpd {self.variant} did not start")
+
+    def start(self):
+        if self.variant == "c":
+            self.start_sensor()
+        run(["apache2", "-f", str(self.conf), "-k", "start"])
+        self.wait_listening(10)
+
+    @contextlib.contextmanager
+    def under_valgrind(self, tool, threads, *tool_args):
+        """This variant as one process (`apache2 -X`, `threads` workers) under valgrind's `tool`,
+        its sensor started for (c); yields the directory of the tool's output files, complete
+        once the block has exited (httpd stopped)."""
+        self.conf.write_text(self.conf.read_text()
+                             + f"\nThreadsPerChild {threads}\nMaxRequestWorkers {threads}\n")
+        if self.variant == "c":
+            self.start_sensor()
+        out_dir = self.root / tool
+        out_dir.mkdir()
+        # httpd -X still switches to www-data, which must be able to write its output at exit.
+        os.chmod(out_dir, 0o777)
+        httpd = subprocess.Popen(
+            ["valgrind", f"--tool={tool}", "--vgdb=no", f"--{tool}-out-file={out_dir}/out.%p",
+             *tool_args, "apache2", "-X", "-f", str(self.conf)],
+            stdout=subprocess.DEVNULL, stderr=open(self.root / "valgrind.log", "w"))
+        try:
+            self.wait_listening(120, httpd)
+            for f in out_dir.glob("out.*"):
+                os.chmod(f, 0o666)
+            yield out_dir
+        finally:
+            httpd.terminate()
+            httpd.wait(timeout=600)
+            if self.sensor:
+                self.sensor.terminate()
+                self.sensor.wait(timeout=10)
+            shutil.rmtree(self.ring_dir, ignore_errors=True)
 
     def stop(self):
         subprocess.run(["apache2", "-f", str(self.conf), "-k", "stop"], capture_output=True)
