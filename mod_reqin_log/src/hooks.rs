@@ -500,9 +500,6 @@ fn join<'a>(
         }
         return Join::Never;
     }
-    if let Some(joined) = cs.joined.get() {
-        return Join::Joined(joined);
-    }
     let Some(ring) = state.ring.get() else {
         return Join::Never;
     };
