@@ -302,6 +302,30 @@ impl<'a> Head<'a> {
     }
 }
 
+/// Sets `closed_time_ns` in an encoded record, in place: the one field the sensor changes after
+/// publishing, at a fixed offset of the head. Fails, leaving `buf` alone, when `buf` is not a
+/// record of this codec or does not belong to the connection whose
+/// [`ConnKey::canonical_bytes`] are given.
+pub fn set_encoded_closed_time(
+    buf: &mut [u8],
+    canonical: &[u8; CONN_KEY_BYTES],
+    closed_time_ns: u64,
+) -> Result<bool, CodecError> {
+    let head = Head::read(&mut Cursor { buf, pos: 0 })?;
+    if head.flags & FLAG_KEY == 0 || head.key_bytes != canonical {
+        return Ok(false);
+    }
+    let len = buf.len();
+    let at = CLOSED_TIME_OFFSET;
+    let field = buf.get_mut(at..at + 8).ok_or(CodecError::Truncated {
+        offset: at,
+        needed: 8,
+        len,
+    })?;
+    field.copy_from_slice(&closed_time_ns.to_le_bytes());
+    Ok(true)
+}
+
 /// Text of an IPv4 address or of an IPv4 `conn_id`, written without `core::fmt`: the JSON
 /// outputs format two addresses and a `conn_id` per record, and `fmt`'s address formatting was a
 /// tenth of `ja4sensor read`'s time. Same text as `Display` (`a.b.c.d`, `a.b.c.d:port`).
@@ -594,6 +618,8 @@ const CODEC_VERSION: u8 = 2;
 /// Bytes of an encoded record before its strings: version, flags, key, three times, the IP and
 /// TCP traits, and the nine string lengths.
 const FIXED_BYTES: usize = 2 + CONN_KEY_BYTES + 3 * 8 + 6 + 5 + 9 * 2;
+/// Where `closed_time_ns` starts: after the version, the flags, the key and the two other times.
+const CLOSED_TIME_OFFSET: usize = 2 + CONN_KEY_BYTES + 2 * 8;
 const FLAG_KEY: u8 = 1;
 const FLAG_IP: u8 = 2;
 const FLAG_TCP: u8 = 4;
@@ -783,6 +809,35 @@ mod tests {
             ja3_hash: "0123456789abcdef0123456789abcdef".into(),
             sensor_id: "lab".into(),
         }
+    }
+
+    #[test]
+    fn the_close_time_is_patched_in_place_only_for_its_own_connection() {
+        let rec = sample();
+        let mut buf = Vec::new();
+        rec.encode(&mut buf).unwrap();
+        let key = rec.key.unwrap().canonical_bytes();
+        let other = ConnKey::new(v4(127, 0, 0, 1, 50001), v4(127, 0, 0, 1, 443));
+        let before = buf.clone();
+        assert!(!set_encoded_closed_time(&mut buf, &other.canonical_bytes(), 7).unwrap());
+        assert_eq!(buf, before, "another connection's record is left alone");
+        assert!(set_encoded_closed_time(&mut buf, &key, 1_700_000_000_500_000_000).unwrap());
+        let want = TlsRecord {
+            closed_time_ns: 1_700_000_000_500_000_000,
+            ..rec.clone()
+        };
+        assert_eq!(TlsRecord::decode(&buf).unwrap(), want);
+        let mut encoded = Vec::new();
+        want.encode(&mut encoded).unwrap();
+        assert_eq!(buf, encoded, "the same bytes the encoder writes");
+        // Not a record: refused, untouched.
+        let mut short = buf[..CLOSED_TIME_OFFSET].to_vec();
+        assert!(set_encoded_closed_time(&mut short, &key, 7).is_err());
+        let mut alien = buf.clone();
+        alien[0] = CODEC_VERSION + 1;
+        let untouched = alien.clone();
+        assert!(set_encoded_closed_time(&mut alien, &key, 7).is_err());
+        assert_eq!(alien, untouched);
     }
 
     #[test]

@@ -246,6 +246,36 @@ fn flipped_payload_byte_is_torn_not_a_wrong_record() {
 }
 
 #[test]
+fn a_close_does_not_bless_a_damaged_slot_with_a_fresh_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, mut w) = ring_with(dir.path(), 3);
+    let g = geometry(&p);
+    let rec = record(1, 1000);
+    let payload = encode(&rec);
+    let mut damaged = payload.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    forge_slot_raw(
+        &p,
+        &g,
+        1,
+        2,
+        layout::pack(payload.len() as u32, crc32fast::hash(&payload)),
+        &damaged,
+    );
+    assert!(!w.mark_closed(&rec.key.unwrap(), 99), "damaged: not marked");
+    let r = RingReader::open(&p).unwrap();
+    assert_eq!(r.lookup(&rec.key.unwrap()), Lookup::Torn, "still torn");
+    // An intact neighbour is marked as usual.
+    let other = record(2, 1000);
+    assert!(w.mark_closed(&other.key.unwrap(), 99));
+    let Lookup::Hit(got) = r.lookup(&other.key.unwrap()) else {
+        panic!("neighbour still there")
+    };
+    assert_eq!(got.closed_time_ns, 99);
+}
+
+#[test]
 fn forged_slot_holding_another_connection_is_a_miss() {
     let dir = tempfile::tempdir().unwrap();
     let (p, _w) = ring_with(dir.path(), 3);

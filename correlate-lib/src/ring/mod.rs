@@ -33,7 +33,9 @@ use layout::Geometry;
 use mapping::{ReadOnlyWords, SharedWord, WritableWords};
 use seqlock::ReadAttempt;
 
-use crate::record::{CodecError, ConnKey, RecordView, TlsRecord, CONN_KEY_BYTES};
+use crate::record::{
+    set_encoded_closed_time, CodecError, ConnKey, RecordView, TlsRecord, CONN_KEY_BYTES,
+};
 
 /// Default location: tmpfs, readable by the Apache group only (see the sensor's `ring_group`).
 pub const DEFAULT_RING_PATH: &str = "/dev/shm/ja4sensor.ring";
@@ -602,33 +604,33 @@ impl RingWriter {
         let Some(slot) = self.indexed_slot(key) else {
             return false;
         };
-        let mut bytes = Vec::with_capacity(self.geometry.payload_capacity());
         let capacity = self.geometry.payload_capacity();
-        let stable = self.slot_words(slot).map(|words| {
-            // The only writer reading its own slot: always stable.
-            seqlock::read(words, &mut bytes, |len_word| {
+        let mut buf = std::mem::take(&mut self.encode_buf);
+        // The only writer reading its own slot: always stable. The bytes are patched only if they
+        // are still the record the checksum covers and it is this connection's.
+        let read = self.slot_words(slot).map(|words| {
+            seqlock::read(words, &mut buf, |len_word| {
                 (layout::unpack(len_word).0 as usize).min(capacity)
             })
-            .0
         });
-        if stable != Some(ReadAttempt::Stable) {
-            return false;
-        }
-        let Ok(mut record) = TlsRecord::decode(&bytes) else {
-            return false;
+        let marked = match read {
+            Some((ReadAttempt::Stable, len_word)) => {
+                let (len, crc) = layout::unpack(len_word);
+                len as usize == buf.len()
+                    && crc32fast::hash(&buf) == crc
+                    && matches!(
+                        set_encoded_closed_time(&mut buf, &key.canonical_bytes(), closed_ns),
+                        Ok(true)
+                    )
+            }
+            _ => false,
         };
-        if record.key.as_ref() != Some(key) {
-            return false;
-        }
-        record.closed_time_ns = closed_ns;
-        let mut buf = std::mem::take(&mut self.encode_buf);
-        // Same fields, same length: it fits where the original did.
-        let fits = record.encode(&mut buf).is_ok() && buf.len() <= capacity;
-        if fits {
+        if marked {
+            // Same length: it fits where it was.
             self.write_slot(slot, &buf);
         }
         self.encode_buf = buf;
-        fits
+        marked
     }
 
     /// Stores an absolute counter value in the header.
