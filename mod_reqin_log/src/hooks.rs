@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::c_int;
+use std::ffi::{c_int, CStr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -42,7 +42,7 @@ use crate::sink::{DatagramSink, FileSink};
 use crate::stats::{self, Counter};
 
 /// The handler name of the status page: `SetHandler reqin-log-status`.
-pub const STATUS_HANDLER: &str = "reqin-log-status";
+pub const STATUS_HANDLER: &CStr = c"reqin-log-status";
 
 /// The module's state for one server, owned by the configuration pool.
 #[derive(Default)]
@@ -704,7 +704,7 @@ fn scheme<'a>(state: &ServerState, r: Request<'a>, conn: Option<Conn<'_>>) -> Op
 
 /// `SetHandler reqin-log-status`: the counters of every child, and the sensor's.
 pub fn handler(r: Request<'_>) -> c_int {
-    if r.handler().as_deref() != Some(STATUS_HANDLER) {
+    if !r.handler_is(STATUS_HANDLER) {
         return DECLINED;
     }
     let Some(state) = r.server().and_then(|s| s.state()) else {

@@ -581,8 +581,16 @@ impl<'a> Request<'a> {
         text(self.raw.uri)
     }
 
-    pub fn handler(&self) -> Option<Cow<'a, str>> {
-        text(self.raw.handler)
+    /// True when `r->handler` is `name`: a byte comparison, asked of every request, so no UTF-8
+    /// check and no copy.
+    pub fn handler_is(&self, name: &CStr) -> bool {
+        if self.raw.handler.is_null() {
+            return false;
+        }
+        // SAFETY: as in `text`: a non-null handler name is NUL-terminated and lives in the
+        // request's pool (or is a static string of a module) for the whole hook call.
+        let handler = unsafe { CStr::from_ptr(self.raw.handler) };
+        handler == name
     }
 
     pub fn header_only(&self) -> bool {
