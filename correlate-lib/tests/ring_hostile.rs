@@ -33,6 +33,21 @@ fn geometry(path: &Path) -> Geometry {
     RingReader::open(path).unwrap().geometry()
 }
 
+/// Writes `payload` into `slot` with the bits `flip` of byte `at` flipped, under the checksum of
+/// the intact payload: damage the seqlock cannot see.
+fn forge_flipped_slot(path: &Path, g: &Geometry, slot: u32, payload: &[u8], at: usize, flip: u8) {
+    let mut damaged = payload.to_vec();
+    damaged[at] ^= flip;
+    forge_slot_raw(
+        path,
+        g,
+        slot,
+        2,
+        layout::pack(payload.len() as u32, crc32fast::hash(payload)),
+        &damaged,
+    );
+}
+
 // ---- files that are not rings ----
 
 #[test]
@@ -227,16 +242,7 @@ fn flipped_payload_byte_is_torn_not_a_wrong_record() {
         .windows(rec.tls_sni.len())
         .position(|w| w == rec.tls_sni.as_bytes())
         .unwrap();
-    let mut damaged = payload.clone();
-    damaged[at] ^= 0x20;
-    forge_slot_raw(
-        &p,
-        &g,
-        1,
-        2,
-        layout::pack(payload.len() as u32, crc32fast::hash(&payload)),
-        &damaged,
-    );
+    forge_flipped_slot(&p, &g, 1, &payload, at, 0x20);
     let (outcome, trace) = r.lookup_traced(&rec.key.unwrap());
     assert_eq!(outcome, Lookup::Torn);
     assert_eq!(trace.corrupt, 1, "{trace:?}");
@@ -252,17 +258,7 @@ fn a_close_does_not_bless_a_damaged_slot_with_a_fresh_checksum() {
     let g = geometry(&p);
     let rec = record(1, 1000);
     let payload = encode(&rec);
-    let mut damaged = payload.clone();
-    let last = damaged.len() - 1;
-    damaged[last] ^= 0x01;
-    forge_slot_raw(
-        &p,
-        &g,
-        1,
-        2,
-        layout::pack(payload.len() as u32, crc32fast::hash(&payload)),
-        &damaged,
-    );
+    forge_flipped_slot(&p, &g, 1, &payload, payload.len() - 1, 0x01);
     assert!(!w.mark_closed(&rec.key.unwrap(), 99), "damaged: not marked");
     let r = RingReader::open(&p).unwrap();
     assert_eq!(r.lookup(&rec.key.unwrap()), Lookup::Torn, "still torn");
