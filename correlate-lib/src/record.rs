@@ -303,9 +303,9 @@ impl<'a> Head<'a> {
 }
 
 /// Sets `closed_time_ns` in an encoded record, in place: the one field the sensor changes after
-/// publishing, at a fixed offset of the head. Fails, leaving `buf` alone, when `buf` is not a
-/// record of this codec or does not belong to the connection whose
-/// [`ConnKey::canonical_bytes`] are given.
+/// publishing, at a fixed offset of the head. `Ok(false)`, `buf` untouched, when the record
+/// belongs to another connection than the one whose [`ConnKey::canonical_bytes`] are given; an
+/// error, `buf` untouched, when `buf` is not a record of this codec.
 pub fn set_encoded_closed_time(
     buf: &mut [u8],
     canonical: &[u8; CONN_KEY_BYTES],

@@ -599,7 +599,8 @@ impl RingWriter {
     /// Records the close (client FIN/RST, Unix ns) of a published connection in its record, in
     /// place: readers then see `closed_time_ns` and can tell this connection from a later one on
     /// the same client port. Not a new record (the cursor does not move). False when the ring
-    /// holds no findable record for `key` (never published, evicted, or displaced).
+    /// holds no findable record for `key` (never published, evicted, or displaced), or when its
+    /// slot no longer matches its checksum (left as it is: readers see it torn).
     pub fn mark_closed(&mut self, key: &ConnKey, closed_ns: u64) -> bool {
         let Some(slot) = self.indexed_slot(key) else {
             return false;
