@@ -31,7 +31,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use layout::Geometry;
 use mapping::{ReadOnlyWords, SharedWord, WritableWords};
-use seqlock::ReadAttempt;
+use seqlock::{ReadAttempt, Word};
 
 use crate::record::{
     set_encoded_closed_time, CodecError, ConnKey, RecordView, TlsRecord, CONN_KEY_BYTES,
@@ -607,25 +607,16 @@ impl RingWriter {
         };
         let capacity = self.geometry.payload_capacity();
         let mut buf = std::mem::take(&mut self.encode_buf);
-        // The only writer reading its own slot: always stable. The bytes are patched only if they
+        // The only writer reading its own slot: never raced. The bytes are patched only if they
         // are still the record the checksum covers and it is this connection's.
-        let read = self.slot_words(slot).map(|words| {
-            seqlock::read(words, &mut buf, |len_word| {
-                (layout::unpack(len_word).0 as usize).min(capacity)
-            })
-        });
-        let marked = match read {
-            Some((ReadAttempt::Stable, len_word)) => {
-                let (len, crc) = layout::unpack(len_word);
-                len as usize == buf.len()
-                    && crc32fast::hash(&buf) == crc
-                    && matches!(
-                        set_encoded_closed_time(&mut buf, &key.canonical_bytes(), closed_ns),
-                        Ok(true)
-                    )
-            }
-            _ => false,
-        };
+        let intact = self
+            .slot_words(slot)
+            .is_some_and(|words| copy_slot(words, &mut buf, capacity) == SlotCopy::Intact);
+        let marked = intact
+            && matches!(
+                set_encoded_closed_time(&mut buf, &key.canonical_bytes(), closed_ns),
+                Ok(true)
+            );
         if marked {
             // Same length: it fits where it was.
             self.write_slot(slot, &buf);
@@ -905,27 +896,19 @@ impl RingReader {
         mapping::prefetch(slot_words, PREFETCH_BYTES);
         let capacity = g.payload_capacity();
         for _ in 0..READ_ATTEMPTS {
-            // Copy as many payload bytes as the length word claims (at most the slot: the seqlock
-            // clamps it), straight into the buffer the record is decoded from.
-            let (attempt, len_word) = seqlock::read(slot_words, &mut buf.current, |len_word| {
-                (layout::unpack(len_word).0 as usize).min(capacity)
-            });
-            if attempt == ReadAttempt::Raced {
-                trace.raced += 1;
-                std::hint::spin_loop();
-                continue;
-            }
-            let (len, crc) = layout::unpack(len_word);
-            let bytes = &buf.current;
-            if len == 0 || len as usize > capacity || len as usize != bytes.len() {
-                return SlotRead::Corrupt;
-            }
-            if crc32fast::hash(bytes) != crc {
-                return SlotRead::Corrupt;
+            // Straight into the buffer the record is decoded from.
+            match copy_slot(slot_words, &mut buf.current, capacity) {
+                SlotCopy::Raced => {
+                    trace.raced += 1;
+                    std::hint::spin_loop();
+                    continue;
+                }
+                SlotCopy::Corrupt => return SlotRead::Corrupt,
+                SlotCopy::Intact => {}
             }
             // Only the fixed-size head here: the strings of the one record returned are
             // checked once, by the caller's full parse.
-            return match RecordView::parse_head(bytes) {
+            return match RecordView::parse_head(&buf.current) {
                 Ok((key, hello_time_ns)) => SlotRead::Record {
                     hello_time_ns,
                     key_matches: key == Some(canonical),
@@ -1002,6 +985,38 @@ pub enum Found<'b> {
     Hit(RecordView<'b>),
     Miss,
     Torn,
+}
+
+/// What one copy of a slot's payload was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotCopy {
+    /// A stable copy that matches its length word and checksum.
+    Intact,
+    /// The writer was inside the slot during the copy.
+    Raced,
+    /// A stable copy that is not what its length word and checksum describe.
+    Corrupt,
+}
+
+/// Copies the payload of a slot (`words`: its sequence, its length|crc word, its payload) into
+/// `buf`, as many bytes as the length word claims (at most `capacity`: the seqlock clamps it),
+/// and checks the copy against that length and the checksum. The readers' lookups and the
+/// writer's in-place close both trust a slot only through this.
+fn copy_slot<W: Word>(words: &[W], buf: &mut Vec<u8>, capacity: usize) -> SlotCopy {
+    let (attempt, len_word) = seqlock::read(words, buf, |len_word| {
+        (layout::unpack(len_word).0 as usize).min(capacity)
+    });
+    if attempt == ReadAttempt::Raced {
+        return SlotCopy::Raced;
+    }
+    let (len, crc) = layout::unpack(len_word);
+    if len == 0 || len as usize > capacity || len as usize != buf.len() {
+        return SlotCopy::Corrupt;
+    }
+    if crc32fast::hash(buf) != crc {
+        return SlotCopy::Corrupt;
+    }
+    SlotCopy::Intact
 }
 
 /// What one candidate slot was.
