@@ -629,15 +629,14 @@ impl<'a> Request<'a> {
         // and cost more than the rest of the hook.
         // SAFETY: a live table of the request.
         let empty = unsafe { sys::apr_is_empty_table(self.raw.subprocess_env) } != 0;
+        let put = if empty {
+            sys::apr_table_addn
+        } else {
+            sys::apr_table_setn
+        };
         for (name, value) in &env.vars {
             // SAFETY: a live table of the request; `name`/`value` outlive it (see above).
-            unsafe {
-                if empty {
-                    sys::apr_table_addn(self.raw.subprocess_env, *name, *value);
-                } else {
-                    sys::apr_table_setn(self.raw.subprocess_env, *name, *value);
-                }
-            }
+            unsafe { put(self.raw.subprocess_env, *name, *value) };
         }
     }
 
