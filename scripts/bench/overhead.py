@@ -58,10 +58,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_sensor(port, ring, log_path, extra_env=None):
-    """`ja4sensor run` on lo for `port`, publishing into `ring`; returns once the ring exists."""
+def start_sensor(port, ring, log_path, extra_env=None, group=None):
+    """`ja4sensor run` on lo for `port`, publishing into `ring` (owned by `group` if given);
+    returns once the ring exists."""
     sensor = subprocess.Popen(
-        [str(SENSOR), "run", "--interface", "lo", "--ports", str(port), "--ring", str(ring)],
+        [str(SENSOR), "run", "--interface", "lo", "--ports", str(port), "--ring", str(ring)]
+        + (["--ring-group", group] if group else []),
         stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env={**os.environ, **(extra_env or {})})
     for _ in range(200):
         if Path(ring).exists():
@@ -133,14 +135,14 @@ class Server:
 
     def start_sensor(self):
         """The sensor for this server's TLS port; returns once its ring (group www-data) exists."""
-        self.sensor = subprocess.Popen(
-            [str(SENSOR), "run", "--interface", "lo", "--ports", str(self.tls_port),
-             "--ring", str(self.ring), "--ring-group", "www-data"],
-            stdout=subprocess.DEVNULL, stderr=open(self.root / "sensor.log", "w"))
-        for _ in range(200):
-            if self.ring.exists():
-                break
-            time.sleep(0.05)
+        self.sensor = start_sensor(self.tls_port, self.ring, self.root / "sensor.log", group="www-data")
+
+    def stop_sensor(self):
+        """Stops the sensor, if any, and removes the ring's directory."""
+        if self.sensor:
+            self.sensor.send_signal(signal.SIGTERM)
+            self.sensor.wait(timeout=10)
+        shutil.rmtree(self.ring_dir, ignore_errors=True)
 
     def wait_listening(self, timeout_s, process=None):
         """Returns once the TLS port accepts; fails after `timeout_s` or if `process` exits."""
@@ -185,10 +187,7 @@ class Server:
         finally:
             httpd.terminate()
             httpd.wait(timeout=600)
-            if self.sensor:
-                self.sensor.terminate()
-                self.sensor.wait(timeout=10)
-            shutil.rmtree(self.ring_dir, ignore_errors=True)
+            self.stop_sensor()
 
     def stop(self):
         subprocess.run(["apache2", "-f", str(self.conf), "-k", "stop"], capture_output=True)
@@ -197,10 +196,7 @@ class Server:
             if not pid_file.exists():
                 break
             time.sleep(0.05)
-        if self.sensor:
-            self.sensor.send_signal(signal.SIGTERM)
-            self.sensor.wait(timeout=10)
-        shutil.rmtree(self.ring_dir, ignore_errors=True)
+        self.stop_sensor()
 
     def url(self):
         return f"https://127.0.0.1:{self.tls_port}/index.html"
