@@ -53,7 +53,7 @@ pub const TCP_META_MSS: &str = "tcp_meta_mss";
 pub const TCP_META_WINDOW_SCALE: &str = "tcp_meta_window_scale";
 pub const TCP_META_OPTIONS: &str = "tcp_meta_options";
 
-// Flow identity and sensor (ja4sentinel).
+// Flow identity and sensor (ja4sentinel; in the correlated line `conn_id` is the module's, below).
 pub const CONN_ID: &str = "conn_id";
 pub const SENSOR_ID: &str = "sensor_id";
 pub const SYN_TO_CLIENTHELLO_MS: &str = "syn_to_clienthello_ms";
@@ -66,3 +66,41 @@ pub const JA4: &str = "ja4";
 pub const JA4_R: &str = "ja4_r";
 pub const JA3: &str = "ja3";
 pub const JA3_HASH: &str = "ja3_hash";
+
+// Correlation ids (seed 004's names). `conn_id` (above) is the root of a workflow: one TCP
+// connection, minted by the module so every line has one, unique across children, restarts
+// and hosts. `request_id` is one request on it, `sequence_number` its 1-based position
+// (`keepalives` keeps seed 001's name for the same number); an HTTP/2 line also says its stream.
+pub const REQUEST_ID: &str = "request_id";
+pub const SEQUENCE_NUMBER: &str = "sequence_number";
+pub const STREAM_ID: &str = "stream_id";
+/// Prefix of an operator's tag (`ReqinLogTag key value`): `tag_investigation_id`.
+pub const TAG_PREFIX: &str = "tag_";
+// Events (the detector's): the line that raised one is its parent, that line's connection its
+// root; the line's tags travel with it.
+pub const PARENT_CORRELATION_ID: &str = "parent_correlation_id";
+pub const ROOT_CORRELATION_ID: &str = "root_correlation_id";
+pub const CORRELATION_TAGS: &str = "correlation_tags";
+
+// Raw bytes of a request field that was not valid UTF-8 (its field carries U+FFFD instead):
+// every byte outside printable ASCII, and `\`, written as `\xNN`.
+pub const RAW_SUFFIX: &str = "_raw";
+
+// Where a line's fingerprint came from, and why a TLS line has none.
+pub const FINGERPRINT_SOURCE: &str = "fingerprint_source";
+pub const ORPHAN_REASON: &str = "orphan_reason";
+
+// The client's OS as its SYN suggests it (p0f-style signatures), and hops from the initial TTL.
+pub const TCP_OS: &str = "tcp_os";
+pub const TCP_OS_DISTANCE: &str = "tcp_os_distance";
+/// The client family the JA4 belongs to, from the fingerprint→client mapping file
+/// (`REQIN_CLIENT`).
+pub const JA4_CLIENT: &str = "ja4_client";
+/// The detector's verdict for this client (`REQIN_VERDICT`) and the rule that reached it.
+pub const VERDICT: &str = "verdict";
+pub const VERDICT_RULE: &str = "verdict_rule";
+
+// FoxIO License 1.1 fingerprints, opt-in (cargo feature `foxio` and a directive).
+pub const JA4T: &str = "ja4t";
+pub const JA4H: &str = "ja4h";
+pub const JA4H_R: &str = "ja4h_r";

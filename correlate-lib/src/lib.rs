@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod fields;
+pub mod follow;
 pub mod join;
 pub mod jsonl;
 pub mod record;

@@ -9,9 +9,9 @@
 #![forbid(unsafe_code)]
 
 pub mod ch;
-pub mod checkpoint;
+/// The follower and its checkpoint, shared with `ja4sensor detect` (correlate-lib).
+pub use correlate_lib::follow::{self, checkpoint};
 pub mod config;
-pub mod follow;
 pub mod metrics;
 pub mod schema;
 pub mod ship;

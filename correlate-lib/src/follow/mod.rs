@@ -1,5 +1,8 @@
-//! Finding the log files and reading complete lines from them. Nothing here decides what is
-//! shipped; `ship.rs` does, with the offsets of the checkpoint.
+//! The log follower every reader of mod_reqin_log's disk log shares (`ja4sensor ship`,
+//! `ja4sensor detect`): finding the log files and reading complete lines from them, and the
+//! [`checkpoint`] of how far a reader got. Nothing here decides what is done with a line; the
+//! reader does, with the offsets of its checkpoint. [`whole`] reads finished files once, from
+//! start to end, compressed rotations included (`detect --replay`, `query`).
 //!
 //! - The configured glob is expanded on every scan, so logrotate's renamed `reqin.log.1`,
 //!   rotatelogs' `reqin.log.20261129` and a re-created `reqin.log` are all seen.
@@ -15,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use xxhash_rust::xxh3::xxh3_64;
+
+pub mod checkpoint;
+pub mod whole;
 
 /// Longest line shipped. The module bounds its lines far below this (headers are truncated to
 /// `JsonSockLogMaxHeaderValueLen`); a longer one is not a line of ours and goes to the dead letters.
