@@ -104,3 +104,32 @@ pub const VERDICT_RULE: &str = "verdict_rule";
 pub const JA4T: &str = "ja4t";
 pub const JA4H: &str = "ja4h";
 pub const JA4H_R: &str = "ja4h_r";
+
+// The detector's events (seed 003: notice / warning / error events and audit events), one flat
+// JSON object per line in its `jsonl` listener's file, shipped as is into `reqin_events`. Besides
+// these: `parent_correlation_id`, `root_correlation_id`, `correlation_tags` (above) and, when
+// the triggering line had them, `src_ip`, `ja4`, `host`.
+/// RFC 3339 UTC (microseconds): when what the event reports happened, in log time (the
+/// triggering line's request time; the wall clock for statistics), so a replay of yesterday's
+/// log interleaves its events with yesterday's lines.
+pub const EVENT_TIME: &str = "time";
+/// Unix nanoseconds of [`EVENT_TIME`] (sorting without parsing).
+pub const EVENT_TIME_NS: &str = "time_ns";
+/// RFC 3339 UTC wall clock when the detector raised it.
+pub const EVENT_EMITTED: &str = "emitted";
+/// Unique per event (replays of the same log give the same ids: derived from the line).
+pub const EVENT_ID: &str = "event_id";
+/// `notice`, `warning`, `error`; `audit` for audit events.
+pub const EVENT_SEVERITY: &str = "severity";
+/// `event` or `audit`.
+pub const EVENT_KIND: &str = "kind";
+/// The event's type name, e.g. `FingerprintMismatch`, `ThresholdExceeded`, `NewFingerprint`,
+/// `ModuleStats`.
+pub const EVENT_TYPE: &str = "type";
+/// The module that raised it (`fingerprint_mismatch`, `threshold`, ...).
+pub const EVENT_MODULE: &str = "module";
+/// The configured instance of the module (a threshold rule's name).
+pub const EVENT_RULE: &str = "rule";
+pub const EVENT_SUMMARY: &str = "summary";
+/// Key-values of the event (an object; an audit event's declared fields).
+pub const EVENT_DATA: &str = "data";
