@@ -29,15 +29,15 @@ use correlate_lib::join::{JoinRules, NoJoin};
 use correlate_lib::ring::Lookup;
 use correlate_lib::{unix_now_ns, ConnKey, TlsRecord};
 
-use crate::config::{LogTarget, Settings};
+use crate::config::{LogTarget, Settings, Verbosity};
 use crate::correlation::{RingEvent, RingHandle};
 use crate::ffi::shm::SharedCounters;
 use crate::ffi::{
-    spawn_without_signals, Conn, ConnEnv, Level, LogHandle, Pool, Request, Server, TlsProbe,
-    DECLINED, HTTP_INTERNAL_SERVER_ERROR, OK,
+    apr_status_t, spawn_without_signals, Conn, ConnEnv, Level, Pool, Request, Server, ServerHandle,
+    TlsProbe, DECLINED, OK,
 };
 use crate::flusher::{Flusher, Pending};
-use crate::record::{self, RequestSnapshot, TlsFragment};
+use crate::record::{self, RequestSnapshot, Text, TlsFragment};
 use crate::sink::{DatagramSink, FileSink};
 use crate::stats::{self, Counter};
 
@@ -65,6 +65,64 @@ impl ServerState {
         ServerState {
             settings: Settings::merge(&base.settings, &add.settings),
             ..ServerState::default()
+        }
+    }
+}
+
+/// The module's own error-log messages: `LogLevel reqin_log:LEVEL` decides, and on top of it
+/// `JsonSockLogLevel` (the C module's filter, default WARNING).
+pub trait ModuleLog {
+    fn log(&self, level: Level, status: apr_status_t, msg: &str);
+}
+
+/// Whether `JsonSockLogLevel` lets a message of this level through.
+fn allowed(level: Level, v: Verbosity) -> bool {
+    let needed = match level {
+        Level::Crit | Level::Err => Verbosity::Error,
+        Level::Warning => Verbosity::Warn,
+        Level::Info => Verbosity::Info,
+        Level::Debug => Verbosity::Debug,
+    };
+    needed <= v
+}
+
+impl ModuleLog for Server<'_> {
+    #[track_caller]
+    fn log(&self, level: Level, status: apr_status_t, msg: &str) {
+        let v = self
+            .state::<ServerState>()
+            .map(|s| s.settings.verbosity())
+            .unwrap_or_default();
+        if allowed(level, v) {
+            self.log_error(level, status, msg);
+        }
+    }
+}
+
+/// A server's error log for the child's other threads (the flusher), with its filter.
+#[derive(Clone, Copy)]
+pub struct Logger {
+    server: ServerHandle,
+    verbosity: Verbosity,
+}
+
+impl Logger {
+    pub fn of(server: Server<'_>) -> Self {
+        Self {
+            server: server.handle(),
+            verbosity: server
+                .state::<ServerState>()
+                .map(|s| s.settings.verbosity())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl ModuleLog for Logger {
+    #[track_caller]
+    fn log(&self, level: Level, status: apr_status_t, msg: &str) {
+        if allowed(level, self.verbosity) {
+            self.server.log_error(level, status, msg);
         }
     }
 }
@@ -137,31 +195,29 @@ pub struct Output {
     file: Option<Arc<FileSink>>,
     socket: Option<Arc<DatagramSink>>,
     pub stats: Arc<Stats>,
-    log: LogHandle,
+    log: Logger,
 }
 
 impl Output {
-    /// Writes one finished line to every sink; counts it.
+    /// Writes one finished line to every sink; counts it. `lines_written` counts lines in the
+    /// file (when the server has a `ReqinLogFile`; buffered ones when their write succeeds),
+    /// else lines the socket took.
     pub fn write(&self, line: &[u8], correlated: bool) {
-        let mut written = false;
         if let Some(file) = &self.file {
-            let outcome = file.write_line(line);
-            written = outcome.lost == 0;
-            self.count_lost(outcome);
+            let outcome = file.write_line(line, self.damage_epoch());
+            self.count(outcome);
         }
         if let Some(socket) = &self.socket {
             match socket.send(line) {
-                Ok(()) => written = true,
+                Ok(()) if self.file.is_none() => self.stats.add(Counter::LinesWritten, 1),
+                Ok(()) => {}
                 Err(report) => {
                     self.stats.add(Counter::Dropped, 1);
                     if let Some(msg) = report {
-                        self.log.log(Level::Warning, &msg);
+                        self.log.log(Level::Warning, 0, &msg);
                     }
                 }
             }
-        }
-        if written {
-            self.stats.add(Counter::LinesWritten, 1);
         }
         self.stats.add(
             if correlated {
@@ -176,8 +232,14 @@ impl Output {
     /// Writes the file's buffered lines if the oldest is due at `now` (all if `force`).
     pub fn flush(&self, now: Instant, force: bool) {
         if let Some(file) = &self.file {
-            self.count_lost(file.flush(now, force));
+            self.count(file.flush(now, force, self.damage_epoch()));
         }
+    }
+
+    /// How many lines any child left damaged in a file: a change tells every writer to check
+    /// the end of its file before its next write (see `sink::AppendFile`).
+    fn damage_epoch(&self) -> u64 {
+        self.stats.get(Counter::LinesDamaged)
     }
 
     /// When the file's oldest buffered line is due, if any.
@@ -185,21 +247,23 @@ impl Output {
         self.file.as_ref().and_then(|f| f.due())
     }
 
-    fn count_lost(&self, outcome: crate::sink::Outcome) {
+    fn count(&self, outcome: crate::sink::Outcome) {
+        self.stats.add(Counter::LinesWritten, outcome.written);
         self.stats.add(Counter::WriteErrors, outcome.lost);
+        self.stats.add(Counter::LinesDamaged, outcome.damaged);
         if let Some(msg) = outcome.report {
-            self.log.log(Level::Err, &msg);
+            self.log.log(Level::Err, 0, &msg);
         }
     }
 }
 
 pub fn count_panic(server: Server<'_>) {
-    if let Some(stats) = server.state().and_then(|s| s.stats.get()) {
+    if let Some(stats) = server.state::<ServerState>().and_then(|s| s.stats.get()) {
         stats.add(Counter::Panics, 1);
     }
 }
 
-pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
+pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int {
     let probe = TlsProbe::lookup();
     let stats = Arc::new(Stats {
         // Mapped once for the parent's life: counters survive graceful restarts (monotonic).
@@ -220,7 +284,7 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
     let mut sockets: HashMap<PathBuf, Arc<DatagramSink>> = HashMap::new();
     let mut any = false;
     for server in main.and_following() {
-        let Some(state) = server.state() else {
+        let Some(state) = server.state::<ServerState>() else {
             continue;
         };
         let settings = &state.settings;
@@ -245,31 +309,50 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
             None => None,
             Some(target) => match files.get(target) {
                 Some(f) => Some(Arc::clone(f)),
-                None => match FileSink::open(
-                    pconf,
-                    main.parent_lifetime_pool(),
-                    target,
-                    settings.error_report_interval(),
-                    Some((settings.buffer(), settings.flush_interval())),
-                ) {
-                    Ok(f) => {
-                        let f = Arc::new(f);
-                        files.insert(target.clone(), Arc::clone(&f));
-                        Some(f)
-                    }
-                    Err(e) => {
+                None => {
+                    let (sink, not_open) = FileSink::open(
+                        pconf,
+                        main.parent_lifetime_pool(),
+                        target,
+                        settings.reconnect_interval(),
+                        settings.error_report_interval(),
+                        Some((settings.buffer(), settings.flush_interval())),
+                    );
+                    if let Some(why) = not_open {
+                        // A run-time resource, not a syntax error: httpd keeps serving (and a
+                        // graceful restart keeps working) while the log cannot be written.
                         server.log(
                             Level::Err,
-                            e.status,
-                            &format!("ReqinLogFile: cannot open {target}: {e}"),
+                            0,
+                            &format!(
+                                "ReqinLogFile {target}: cannot open it ({why}); its lines are lost (counted as reqin_log_write_errors_total) until it opens: each child tries again every {}, httpd at every graceful restart",
+                                humantime::format_duration(settings.reconnect_interval())
+                            ),
                         );
-                        return HTTP_INTERNAL_SERVER_ERROR;
                     }
-                },
+                    let f = Arc::new(sink);
+                    files.insert(target.clone(), Arc::clone(&f));
+                    Some(f)
+                }
             },
         };
         let socket = settings.socket_sink().map(|path| {
             Arc::clone(sockets.entry(path.clone()).or_insert_with(|| {
+                if main.parent_lifetime_pool().is_some() {
+                    // Once per start (not in the configuration pre-check) and per restart.
+                    if let Some(why) = crate::sink::socket_absent(path) {
+                        server.log(
+                            Level::Warning,
+                            0,
+                            &format!(
+                                "JsonSockLogSocket {}: {why}; its lines are dropped (counted as reqin_log_dropped_total, reported every {}) until a collector listens there; each child tries again every {}",
+                                path.display(),
+                                humantime::format_duration(settings.error_report_interval()),
+                                humantime::format_duration(settings.reconnect_interval()),
+                            ),
+                        );
+                    }
+                }
                 Arc::new(DatagramSink::new(
                     path.clone(),
                     settings.reconnect_interval(),
@@ -281,7 +364,7 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
             file,
             socket,
             stats: Arc::clone(&stats),
-            log: server.log_handle(),
+            log: Logger::of(server),
         }));
     }
     if !any {
@@ -304,7 +387,7 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     // Every sink of this child once: the flusher writes their buffered lines when due.
     let mut outputs: Vec<Arc<Output>> = Vec::new();
     for server in main.and_following() {
-        if let Some(output) = server.state().and_then(|s| s.output.get()) {
+        if let Some(output) = server.state::<ServerState>().and_then(|s| s.output.get()) {
             if !outputs.iter().any(|o| Arc::ptr_eq(o, output)) {
                 outputs.push(Arc::clone(output));
             }
@@ -330,7 +413,7 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     // One mapping per ring file, shared by every server that uses it.
     let mut rings: HashMap<PathBuf, Arc<RingHandle>> = HashMap::new();
     for server in main.and_following() {
-        let Some(state) = server.state() else {
+        let Some(state) = server.state::<ServerState>() else {
             continue;
         };
         let path = state.settings.ring_path();
@@ -395,7 +478,7 @@ fn new_conn_state() -> ConnState {
 /// `pre_connection` did, before any stream existed), so streams on other threads only read it.
 fn conn_state<'a>(conn: Conn<'a>) -> Option<&'a ConnState> {
     let primary = conn.primary();
-    match primary.state() {
+    match primary.state::<ConnState>() {
         Some(s) => Some(s),
         None if !conn.is_secondary() => primary.state_or_init(new_conn_state),
         None => None,
@@ -553,7 +636,10 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
     let (Some(server), Some(conn)) = (r.server(), r.connection()) else {
         return DECLINED;
     };
-    let Some(state) = server.state().filter(|s| s.output.get().is_some()) else {
+    let Some(state) = server
+        .state::<ServerState>()
+        .filter(|s| s.output.get().is_some())
+    else {
         return DECLINED;
     };
     let cs = conn_state(conn);
@@ -585,7 +671,7 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     let Some(server) = r.server() else {
         return DECLINED;
     };
-    let Some(state) = server.state() else {
+    let Some(state) = server.state::<ServerState>() else {
         return DECLINED;
     };
     let Some(output) = state.output.get() else {
@@ -662,7 +748,9 @@ fn snapshot<'a>(
                     .unwrap_or(true)
             })
     });
-    let (headers, cuts) = record::collect_headers(&state.settings, |name| r.header(name));
+    let (headers, cuts) = record::collect_headers(&state.settings, |name| {
+        std::ffi::CString::new(name).ok().and_then(|c| r.header(&c))
+    });
     output
         .stats
         .add(Counter::HeaderValuesTruncated, cuts.truncated_values);
@@ -670,6 +758,21 @@ fn snapshot<'a>(
         .stats
         .add(Counter::HeadersDropped, cuts.dropped_headers);
     output.stats.add(Counter::HeadersRedacted, cuts.redacted);
+    let max = state.settings.max_field_len();
+    let (mut truncated, mut not_utf8) = (0, cuts.not_utf8);
+    let mut field = |bytes: Option<&'a [u8]>| {
+        bytes.map(|b| {
+            let (text, cut) = Text::from_bytes(b, max);
+            truncated += u64::from(cut.truncated);
+            not_utf8 += u64::from(cut.not_utf8);
+            text
+        })
+    };
+    let host = field(r.host());
+    let path = field(r.path().filter(|_| line));
+    let query = field(r.args().filter(|_| line));
+    output.stats.add(Counter::FieldsTruncated, truncated);
+    output.stats.add(Counter::FieldsNotUtf8, not_utf8);
     let start_us = r.request_time_us();
     let now_us = i64::try_from(unix_now_ns() / 1000).unwrap_or(i64::MAX);
     RequestSnapshot {
@@ -679,9 +782,9 @@ fn snapshot<'a>(
         useragent_ip,
         method: r.method().filter(|_| line),
         scheme: scheme(state, r, conn),
-        host: r.host(),
-        path: r.path().filter(|_| line),
-        query: r.args().filter(|_| line),
+        host,
+        path,
+        query,
         http_version: r.protocol().filter(|_| line),
         status: r.final_status(),
         bytes_sent: r.bytes_sent(),
@@ -707,7 +810,7 @@ pub fn handler(r: Request<'_>) -> c_int {
     if !r.handler_is(STATUS_HANDLER) {
         return DECLINED;
     }
-    let Some(state) = r.server().and_then(|s| s.state()) else {
+    let Some(state) = r.server().and_then(|s| s.state::<ServerState>()) else {
         return DECLINED;
     };
     let Some(stats) = state.stats.get() else {
@@ -737,11 +840,23 @@ fn log_ring_event(server: Server<'_>, event: &RingEvent) {
                 path.display()
             ),
         ),
-        RingEvent::ReplacedButUnavailable { path, error } => server.log(
+        RingEvent::ReplacedButUnavailable {
+            path,
+            error,
+            mapped_inode,
+        } => server.log(
             Level::Warning,
             0,
             &format!(
-                "ring {} was replaced but the new one does not open ({error}); still reading the old one",
+                "ring {}: the file at this path is no longer the one mapped (inode {mapped_inode}) and does not open ({error}); still reading the sensor's ring mapped before, retrying every second",
+                path.display()
+            ),
+        ),
+        RingEvent::Damaged { path, error, inode } => server.log(
+            Level::Warning,
+            0,
+            &format!(
+                "ring {}: the mapped file (same inode {inode}) was changed in place by something other than the sensor ({error}); it is no longer read, requests are logged uncorrelated until a valid ring opens, retrying every second",
                 path.display()
             ),
         ),

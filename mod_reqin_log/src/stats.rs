@@ -32,10 +32,18 @@ pub enum Counter {
     HeadersDropped,
     HeadersRedacted,
     Panics,
+    // Appended, never inserted: a graceful restart into a newer module keeps counting in the
+    // same shared block, by index.
+    /// Path, query or host values cut to `ReqinLogMaxFieldLen`.
+    FieldsTruncated,
+    /// Path, query, host or header values that were not UTF-8 (logged with `<name>_raw`).
+    FieldsNotUtf8,
+    /// Lines left partial in a file by a write cut short (disk full) that could not be cut back.
+    LinesDamaged,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 20] = [
         Counter::LinesWritten,
         Counter::Correlated,
         Counter::Orphans,
@@ -53,6 +61,9 @@ impl Counter {
         Counter::HeadersDropped,
         Counter::HeadersRedacted,
         Counter::Panics,
+        Counter::FieldsTruncated,
+        Counter::FieldsNotUtf8,
+        Counter::LinesDamaged,
     ];
 
     pub fn index(self) -> usize {
@@ -79,12 +90,17 @@ impl Counter {
             Counter::HeadersDropped => "headers_dropped",
             Counter::HeadersRedacted => "headers_redacted",
             Counter::Panics => "panics",
+            Counter::FieldsTruncated => "request_fields_truncated",
+            Counter::FieldsNotUtf8 => "fields_not_utf8",
+            Counter::LinesDamaged => "lines_damaged",
         }
     }
 
     fn help(self) -> &'static str {
         match self {
-            Counter::LinesWritten => "JSON lines written to at least one sink",
+            Counter::LinesWritten => {
+                "JSON lines written whole to ReqinLogFile (without one: sent to JsonSockLogSocket)"
+            }
             Counter::Correlated => "lines joined with the sensor's handshake record",
             Counter::Orphans => "lines logged uncorrelated (orphan_side A)",
             Counter::OrphansDelayed => "orphans that waited for the sensor in the flusher",
@@ -96,13 +112,20 @@ impl Counter {
             }
             Counter::ExcludedSource => "requests not joined: client in ReqinLogExcludeSource",
             Counter::ExcludedPort => "requests not joined: port not in ReqinLogIncludePorts",
-            Counter::WriteErrors => "failed writes to a sink",
+            Counter::WriteErrors => "lines lost by ReqinLogFile: failed writes, file not open",
             Counter::Dropped => "lines lost because a sink was unavailable",
             Counter::QueueFull => "lines written uncorrelated at once: orphan queue full",
             Counter::HeaderValuesTruncated => "header values cut to JsonSockLogMaxHeaderValueLen",
             Counter::HeadersDropped => "headers beyond JsonSockLogMaxHeaders",
             Counter::HeadersRedacted => "header values replaced by [REDACTED]",
             Counter::Panics => "panics caught at the FFI boundary",
+            Counter::FieldsTruncated => "path, query or host values cut to ReqinLogMaxFieldLen",
+            Counter::FieldsNotUtf8 => {
+                "path, query, host or header values that were not UTF-8 (logged with <name>_raw)"
+            }
+            Counter::LinesDamaged => {
+                "lines left partial by a write cut short (disk full) that could not be cut back"
+            }
         }
     }
 }
