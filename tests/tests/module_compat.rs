@@ -21,7 +21,6 @@ use serde_json::Value;
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 const MODULES: &str = "/usr/lib/apache2/modules";
-const STATUS_CONF: &str = "<Location /reqin-status>\n  SetHandler reqin-log-status\n</Location>\n";
 /// Debian's apache2-utils.
 const ROTATELOGS: &str = "/usr/bin/rotatelogs";
 
