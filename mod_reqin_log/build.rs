@@ -100,6 +100,7 @@ fn main() {
         "piped_log",
         "apr_status_t",
         "ap_unixd_mpm_retained_data",
+        "ap_expr_info_t",
     ] {
         bindings = bindings.allowlist_type(ty);
     }
@@ -135,6 +136,11 @@ fn main() {
         "apr_table_get",
         "apr_strerror",
         "apr_dynamic_fn_retrieve",
+        "ap_expr_parse_cmd_mi",
+        "ap_expr_exec",
+        "ap_expr_str_exec",
+        "ap_find_linked_module",
+        "ap_run_generate_log_id",
     ] {
         bindings = bindings.allowlist_function(func);
     }
@@ -152,6 +158,7 @@ fn main() {
         "APR_INET6?",
         "AP_SQ_MAIN_STATE",
         "AP_SQ_MS_CREATE_PRE_CONFIG",
+        "AP_EXPR_FLAG_.*",
     ] {
         bindings = bindings.allowlist_var(var);
     }

@@ -43,6 +43,7 @@ pub const DIRECTIVES: &[&str] = &[
     "ReqinLogBuffer",
     "ReqinLogFlushInterval",
     "ReqinLogMaxFieldLen",
+    "ReqinLogTag",
     "ReqinLogTestPanic",
 ];
 
@@ -245,6 +246,24 @@ pub fn parse_count(arg: &str, max: usize) -> Result<usize, ConfigError> {
     Ok(n)
 }
 
+/// Longest tag key: `tag_<key>` stays a short column name.
+pub const MAX_TAG_KEY_LEN: usize = 64;
+
+/// A `ReqinLogTag` key: the line gets `tag_<key>`, so letters, digits and `_` only.
+pub fn parse_tag_key(arg: &str) -> Result<String, ConfigError> {
+    let ok = !arg.is_empty()
+        && arg.len() <= MAX_TAG_KEY_LEN
+        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(arg.to_owned())
+    } else {
+        Err(ConfigError::Expected {
+            what: "a tag key of letters, digits and _ (at most 64)",
+            got: arg.to_owned(),
+        })
+    }
+}
+
 /// An HTTP field name (RFC 9110 token).
 pub fn parse_header_name(arg: &str) -> Result<String, ConfigError> {
     let ok = !arg.is_empty()
@@ -395,6 +414,17 @@ impl Settings {
         args: &[&str],
         resolve: impl FnOnce(&str) -> Option<PathBuf>,
     ) -> Result<(), ConfigError> {
+        if directive == "ReqinLogTag" {
+            // The value and condition are ap_expr text, parsed by httpd (module.rs); here only
+            // what makes a field name.
+            return match args {
+                [key, _value] | [key, _value, _] => parse_tag_key(key).map(|_| ()),
+                _ => Err(ConfigError::ArgCount {
+                    what: "a key, a value and optionally a condition",
+                    got: args.len(),
+                }),
+            };
+        }
         let arg = match args {
             [one] => *one,
             _ => {
@@ -707,6 +737,26 @@ mod tests {
     }
 
     #[test]
+    fn tag_keys_make_field_names() {
+        let mut s = Settings::default();
+        assert!(s
+            .apply("ReqinLogTag", &["investigation_id", "INC-1"], |_| None)
+            .is_ok());
+        assert!(s
+            .apply(
+                "ReqinLogTag",
+                &["analyst", "%{ENV:WHO}", "-R '10.0.0.0/8'"],
+                |_| None
+            )
+            .is_ok());
+        let err = s
+            .apply("ReqinLogTag", &["bad-key", "x"], |_| None)
+            .unwrap_err();
+        assert!(err.to_string().contains("bad-key"), "{err}");
+        assert!(s.apply("ReqinLogTag", &["only_a_key"], |_| None).is_err());
+    }
+
+    #[test]
     fn request_fields_have_a_documented_cap() {
         let mut s = Settings::default();
         assert_eq!(s.max_field_len(), DEFAULT_MAX_FIELD_LEN);
@@ -757,7 +807,13 @@ mod tests {
     fn every_directive_is_handled_and_bad_values_say_what_was_expected() {
         for d in DIRECTIVES {
             let mut s = Settings::default();
-            let err = apply(&mut s, d, "\u{1}bogus value").unwrap_err();
+            let err = s
+                .apply(
+                    d,
+                    &["\u{1}bogus value", "x"][..if *d == "ReqinLogTag" { 2 } else { 1 }],
+                    |_| None,
+                )
+                .unwrap_err();
             assert_ne!(err, ConfigError::Unknown, "{d} is not handled");
             assert!(!err.to_string().is_empty());
         }

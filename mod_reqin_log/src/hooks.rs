@@ -33,10 +33,11 @@ use crate::config::{LogTarget, Settings, Verbosity};
 use crate::correlation::{RingEvent, RingHandle};
 use crate::ffi::shm::SharedCounters;
 use crate::ffi::{
-    apr_status_t, spawn_without_signals, Conn, ConnEnv, Level, Pool, Request, Server, ServerHandle,
-    TlsProbe, DECLINED, OK,
+    apr_status_t, module_loaded, spawn_without_signals, Conn, ConnEnv, Expr, H2Probe, Level, Pool,
+    Request, Server, ServerHandle, TlsProbe, DECLINED, OK,
 };
 use crate::flusher::{Flusher, Pending};
+use crate::ids::{self, Ids as IdSource};
 use crate::record::{self, RequestSnapshot, Text, TlsFragment};
 use crate::sink::{DatagramSink, FileSink};
 use crate::stats::{self, Counter};
@@ -57,13 +58,45 @@ pub struct ServerState {
     ring: OnceLock<Arc<RingHandle>>,
     flusher: OnceLock<Arc<Flusher>>,
     tls_probe: OnceLock<TlsProbe>,
+    h2_probe: OnceLock<H2Probe>,
+    /// mod_unique_id is loaded: its `UNIQUE_ID` is the request id.
+    unique_id: OnceLock<bool>,
+    /// The child's id generator (set by `child_init`, shared by every server of the child).
+    ids: OnceLock<Arc<IdSource>>,
+    /// `ReqinLogTag`, in configuration order: the main server's, then the virtual host's own
+    /// (which replace a main-server tag of the same key).
+    pub tags: Vec<Tag>,
+}
+
+/// One `ReqinLogTag key value [condition]`.
+#[derive(Clone)]
+pub struct Tag {
+    pub key: String,
+    pub value: TagValue,
+    /// Only requests for which this `ap_expr` condition holds get the tag.
+    pub when: Option<Expr>,
+}
+
+#[derive(Clone)]
+pub enum TagValue {
+    Literal(String),
+    /// A string `ap_expr` (`%{ENV:...}`, `%{REMOTE_ADDR}`...), evaluated per request.
+    Expr(Expr),
 }
 
 impl ServerState {
     /// A virtual host's state: its directives over the main server's, fresh runtime slots.
     pub fn merged(base: &ServerState, add: &ServerState) -> ServerState {
+        let mut tags: Vec<Tag> = base
+            .tags
+            .iter()
+            .filter(|t| !add.tags.iter().any(|a| a.key == t.key))
+            .cloned()
+            .collect();
+        tags.extend(add.tags.iter().cloned());
         ServerState {
             settings: Settings::merge(&base.settings, &add.settings),
+            tags,
             ..ServerState::default()
         }
     }
@@ -133,6 +166,8 @@ const SENSOR_STALL_NS: u64 = 1_000_000_000;
 /// The module's state for one client connection (the primary one: HTTP/2 streams use their
 /// master's), owned by the connection pool.
 pub struct ConnState {
+    /// The connection's id: the root of its requests' ids.
+    conn_id: Option<Box<str>>,
     /// Unix ns at `pre_connection`.
     accept_ns: u64,
     /// Requests read so far (HTTP/2: streams), for `keepalives`.
@@ -165,8 +200,9 @@ impl Joined {
 
 /// The module's state for one request, owned by the request pool.
 pub struct RequestState {
-    /// 1-based position on the connection (`keepalives`).
+    /// 1-based position on the connection (`keepalives`, `sequence_number`).
     index: u64,
+    request_id: Option<Box<str>>,
 }
 
 /// The counters in shared memory, the same block for every generation of this httpd parent
@@ -265,6 +301,8 @@ pub fn count_panic(server: Server<'_>) {
 
 pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int {
     let probe = TlsProbe::lookup();
+    let h2_probe = H2Probe::lookup();
+    let unique_id = module_loaded(c"mod_unique_id.c");
     let stats = Arc::new(Stats {
         // Mapped once for the parent's life: counters survive graceful restarts (monotonic).
         shm: match SharedCounters::for_parent_lifetime(main, Counter::ALL.len()) {
@@ -299,6 +337,8 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
             );
         }
         let _ = state.tls_probe.set(probe);
+        let _ = state.h2_probe.set(h2_probe);
+        let _ = state.unique_id.set(unique_id);
         let _ = state.stats.set(Arc::clone(&stats));
         let _ = state.rules.set(Arc::new(settings.join_rules()));
         if !settings.logs() {
@@ -384,6 +424,13 @@ struct ArcHolder(#[allow(dead_code)] Arc<Stats>);
 
 pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     let now = Instant::now();
+    // One id prefix per child process (a new one after every restart).
+    let ids = Arc::new(IdSource::new());
+    for server in main.and_following() {
+        if let Some(state) = server.state::<ServerState>() {
+            let _ = state.ids.set(Arc::clone(&ids));
+        }
+    }
     // Every sink of this child once: the flusher writes their buffered lines when due.
     let mut outputs: Vec<Arc<Output>> = Vec::new();
     for server in main.and_following() {
@@ -462,11 +509,16 @@ pub fn pre_connection(conn: Conn<'_>) {
     if conn.is_secondary() {
         return;
     }
-    let _ = conn.state_or_init(new_conn_state);
+    let _ = conn.state_or_init(|| new_conn_state(conn));
 }
 
-fn new_conn_state() -> ConnState {
+fn new_conn_state(conn: Conn<'_>) -> ConnState {
+    let ids = conn
+        .base_server()
+        .and_then(|s| s.state::<ServerState>())
+        .and_then(|s| s.ids.get());
     ConnState {
+        conn_id: ids.map(|ids| ids.conn_id().into_boxed_str()),
         accept_ns: unix_now_ns(),
         requests: AtomicU64::new(0),
         joined: OnceLock::new(),
@@ -480,15 +532,43 @@ fn conn_state<'a>(conn: Conn<'a>) -> Option<&'a ConnState> {
     let primary = conn.primary();
     match primary.state::<ConnState>() {
         Some(s) => Some(s),
-        None if !conn.is_secondary() => primary.state_or_init(new_conn_state),
+        None if !conn.is_secondary() => primary.state_or_init(|| new_conn_state(primary)),
         None => None,
     }
 }
 
-fn request_state<'a>(r: Request<'a>, cs: Option<&ConnState>) -> Option<&'a RequestState> {
-    r.state_or_init(|| RequestState {
-        index: cs.map_or(1, |cs| cs.requests.fetch_add(1, Ordering::Relaxed) + 1),
+fn request_state<'a>(
+    state: &ServerState,
+    r: Request<'a>,
+    cs: Option<&ConnState>,
+) -> Option<&'a RequestState> {
+    r.state_or_init(|| {
+        let index = cs.map_or(1, |cs| cs.requests.fetch_add(1, Ordering::Relaxed) + 1);
+        RequestState {
+            index,
+            request_id: request_id(state, r, cs, index),
+        }
     })
+}
+
+/// mod_unique_id's `UNIQUE_ID` when it is loaded (generated now through httpd's log-id hook,
+/// which mod_unique_id's own post_read_request then reuses), else `<conn_id>-<sequence>`, which
+/// becomes the request's log id (`%L` in `ErrorLogFormat`) too.
+fn request_id(
+    state: &ServerState,
+    r: Request<'_>,
+    cs: Option<&ConnState>,
+    index: u64,
+) -> Option<Box<str>> {
+    if state.unique_id.get() == Some(&true) {
+        return r
+            .generate_log_id()
+            .map(|id| id.into_owned().into_boxed_str());
+    }
+    let conn_id = cs.and_then(|cs| cs.conn_id.as_deref())?;
+    let id = ids::request_id(conn_id, index);
+    r.set_log_id(&id);
+    Some(id.into_boxed_str())
 }
 
 /// The outcome of trying to join a request with its connection's handshake.
@@ -643,7 +723,7 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         return DECLINED;
     };
     let cs = conn_state(conn);
-    let Some(rs) = request_state(r, cs) else {
+    let Some(rs) = request_state(state, r, cs) else {
         return DECLINED;
     };
     let joined = match join(
@@ -662,6 +742,12 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         match joined {
             Some(joined) => r.set_conn_env(&joined.env),
             None => r.set_env_c(c"REQIN_CORRELATED", c"0"),
+        }
+        if let Some(id) = &rs.request_id {
+            r.set_env_str(crate::env::REQIN_REQUEST_ID, id);
+        }
+        if let Some(id) = cs.and_then(|cs| cs.conn_id.as_deref()) {
+            r.set_env_str(crate::env::REQIN_CONN_ID, id);
         }
     }
     DECLINED
@@ -684,8 +770,13 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     }
     let conn = r.connection();
     let cs = conn.and_then(conn_state);
-    let index = request_state(r, cs).map_or(1, |rs| rs.index);
-    let snapshot = snapshot(state, output, r, conn, index);
+    let rs = request_state(state, r, cs);
+    let index = rs.map_or(1, |rs| rs.index);
+    let ids = Ids {
+        conn_id: cs.and_then(|cs| cs.conn_id.as_deref()),
+        request_id: rs.and_then(|rs| rs.request_id.as_deref()),
+    };
+    let snapshot = snapshot(state, output, r, conn, index, ids);
     match join(state, server, r, cs, index, Duration::ZERO, true) {
         Join::Joined(joined) => record::with_line(&snapshot, Some(&joined.fragment), |line| {
             output.write(line, true)
@@ -727,12 +818,40 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     OK
 }
 
+/// A request's correlation ids, as its line carries them.
+struct Ids<'a> {
+    conn_id: Option<&'a str>,
+    request_id: Option<&'a str>,
+}
+
+/// `ReqinLogTag`s that apply to `r`, evaluated now (a failed expression leaves its tag out).
+fn tags<'a>(state: &'a ServerState, r: Request<'a>) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+    let mut out = Vec::new();
+    for tag in &state.tags {
+        if let Some(when) = &tag.when {
+            if r.eval_bool(when) != Ok(true) {
+                continue;
+            }
+        }
+        let value = match &tag.value {
+            TagValue::Literal(v) => Cow::Borrowed(v.as_str()),
+            TagValue::Expr(e) => match r.eval_str(e) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        out.push((Cow::Borrowed(tag.key.as_str()), value));
+    }
+    out
+}
+
 fn snapshot<'a>(
     state: &'a ServerState,
     output: &Output,
     r: Request<'a>,
     conn: Option<Conn<'_>>,
     keepalives: u64,
+    ids: Ids<'a>,
 ) -> RequestSnapshot<'a> {
     // Without a request line, method/path/protocol are httpd's placeholders, not the client's.
     let line = r.has_request_line();
@@ -790,7 +909,11 @@ fn snapshot<'a>(
         bytes_sent: r.bytes_sent(),
         duration_us: u64::try_from(now_us.saturating_sub(start_us)).unwrap_or(0),
         keepalives,
+        conn_id: ids.conn_id.map(Cow::Borrowed),
+        request_id: ids.request_id.map(Cow::Borrowed),
+        stream_id: state.h2_probe.get().and_then(|p| p.stream_id(r)),
         headers,
+        tags: tags(state, r),
     }
 }
 
@@ -817,8 +940,22 @@ pub fn handler(r: Request<'_>) -> c_int {
         return DECLINED;
     };
     let ring = state.ring.get().and_then(|ring| ring.status());
-    let body = stats::render(|c| stats.get(c), ring.as_ref());
-    r.set_content_type(c"text/plain; version=0.0.4; charset=utf-8");
+    // `?html`: a page for people, as mod_status answers without `?auto`.
+    let html = r
+        .args()
+        .is_some_and(|a| a.split(|b| *b == b'&').any(|p| p == b"html"));
+    let body = if html {
+        r.set_content_type(c"text/html; charset=utf-8");
+        stats::render_html(
+            |c| stats.get(c),
+            ring.as_ref(),
+            crate::record::rfc3339_micros(i64::try_from(unix_now_ns() / 1000).unwrap_or(0))
+                .as_str(),
+        )
+    } else {
+        r.set_content_type(c"text/plain; version=0.0.4; charset=utf-8");
+        stats::render(|c| stats.get(c), ring.as_ref())
+    };
     if !r.header_only() {
         r.write(body.as_bytes());
     }

@@ -21,6 +21,7 @@ pub mod addr;
 pub mod config;
 pub mod correlation;
 pub mod env;
+pub mod ids;
 pub mod record;
 pub mod sink;
 pub mod stats;

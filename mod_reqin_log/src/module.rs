@@ -13,7 +13,7 @@ use std::ffi::c_int;
 use crate::config::DIRECTIVES;
 use crate::ffi::entry::{self, Args, Directive, DirectiveTable, Hooks, Module, Order};
 use crate::ffi::{sys, Cmd, Conn, Pool, Request, Server};
-use crate::hooks::{self, ServerState};
+use crate::hooks::{self, ServerState, Tag, TagValue};
 
 /// mod_reqin_log, as [`entry`] sees it.
 pub struct ReqinLog;
@@ -141,11 +141,45 @@ static COMMANDS: DirectiveTable<{ DIRECTIVES.len() + 1 }> = DirectiveTable::new:
         usage: c"path, query and host are cut after this many bytes, on a character boundary (default 2048)",
     },
     Directive {
+        name: c"ReqinLogTag",
+        args: Args::Take23,
+        usage: c"key value [condition]: adds tag_<key> to the line; value and condition are ap_expr (value may use %{ENV:...}, condition as in <If>)",
+    },
+    Directive {
         name: c"ReqinLogTestPanic",
         args: Args::Take1,
         usage: c"testing only: a request for this exact path makes the log hook panic",
     },
 ]);
+
+/// `ReqinLogTag key value [condition]` (arguments checked by `Settings::apply`): the
+/// expressions parsed by httpd, so a mistake fails `apache2 -t` with httpd's own message.
+fn tag(cmd: Cmd<'_>, args: &[&str]) -> Result<Tag, String> {
+    let (key, value, when) = match args {
+        [k, v] => (*k, *v, None),
+        [k, v, c] => (*k, *v, Some(*c)),
+        _ => return Err("expected a key, a value and optionally a condition".into()),
+    };
+    let value = if value.contains('%') {
+        TagValue::Expr(
+            cmd.parse_expr(value, true)
+                .map_err(|e| format!("value {value:?}: {e}"))?,
+        )
+    } else {
+        TagValue::Literal(value.to_owned())
+    };
+    let when = when
+        .map(|c| {
+            cmd.parse_expr(c, false)
+                .map_err(|e| format!("condition {c:?}: {e}"))
+        })
+        .transpose()?;
+    Ok(Tag {
+        key: key.to_owned(),
+        value,
+        when,
+    })
+}
 
 impl Module for ReqinLog {
     type ServerConfig = ServerState;
@@ -159,7 +193,11 @@ impl Module for ReqinLog {
         state
             .settings
             .apply(&name, args, |rel| cmd.server_root_relative(rel))
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if name == "ReqinLogTag" {
+            state.tags.push(tag(cmd, args)?);
+        }
+        Ok(())
     }
 
     fn register_hooks() {

@@ -128,8 +128,16 @@ pub struct RequestSnapshot<'a> {
     pub status: i32,
     pub bytes_sent: u64,
     pub duration_us: u64,
-    /// 1-based position of the request on its (primary) connection.
+    /// 1-based position of the request on its (primary) connection (`keepalives` and
+    /// `sequence_number`).
     pub keepalives: u64,
+    /// The connection's and the request's ids (crate::ids).
+    pub conn_id: Option<Cow<'a, str>>,
+    pub request_id: Option<Cow<'a, str>>,
+    /// HTTP/2 stream id.
+    pub stream_id: Option<u32>,
+    /// `ReqinLogTag` key and value (`tag_<key>`).
+    pub tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// The configured headers present on the request, names as configured, values already
     /// truncated and redacted ([`collect_headers`]).
     pub headers: Vec<Header<'a>>,
@@ -158,6 +166,14 @@ impl RequestSnapshot<'_> {
             bytes_sent: self.bytes_sent,
             duration_us: self.duration_us,
             keepalives: self.keepalives,
+            conn_id: own(self.conn_id),
+            request_id: own(self.request_id),
+            stream_id: self.stream_id,
+            tags: self
+                .tags
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
             headers: self
                 .headers
                 .into_iter()
@@ -332,6 +348,12 @@ impl serde::ser::SerializeMap for Merge {
             .get(1..self.key.len().saturating_sub(1))
             .unwrap_or_default();
         let mut prefix: &[u8] = b"";
+        if name == fields::CONN_ID.as_bytes() {
+            // The module's id of the connection is the line's `conn_id` (the root of its
+            // request ids); the sensor's flow id (`ip:port-ip:port`) says nothing the address
+            // fields do not.
+            return Ok(());
+        }
         if name == fields::TIMESTAMP.as_bytes() {
             prefix = fields::PREFIX_B.as_bytes();
         } else if let Some(f) = self
@@ -479,6 +501,16 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
         o.str(fields::ORPHAN_SIDE, ORPHAN_SIDE_APACHE);
     }
     o.num(fields::KEEPALIVES, req.keepalives);
+    if let Some(id) = &req.conn_id {
+        o.str(fields::CONN_ID, id);
+    }
+    if let Some(id) = &req.request_id {
+        o.str(fields::REQUEST_ID, id);
+    }
+    o.num(fields::SEQUENCE_NUMBER, req.keepalives);
+    if let Some(id) = req.stream_id {
+        o.num(fields::STREAM_ID, id);
+    }
     if let Some(ip) = &req.useragent_ip {
         o.str(fields::USERAGENT_IP, ip);
     }
@@ -514,6 +546,10 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
             o.out.extend_from_slice(b"\":");
             let _ = jsonl::write_str(o.out, raw);
         }
+    }
+    for (key, value) in &req.tags {
+        o.prefixed_key(fields::TAG_PREFIX, key);
+        let _ = jsonl::write_str(o.out, value);
     }
     if let Some(t) = tls {
         let a_ns = u64::try_from(req.request_time_us)
@@ -654,6 +690,8 @@ mod tests {
             host: Some("localhost".into()),
             path: Some("/index.html".into()),
             query: None,
+            conn_id: Some("0123456789abcdef-1".into()),
+            request_id: Some("0123456789abcdef-1-1".into()),
             http_version: Some("HTTP/1.1".into()),
             status: 200,
             keepalives: 1,
@@ -763,7 +801,12 @@ mod tests {
         assert_eq!(v["ip_meta_ttl"], 64);
         assert_eq!(v["tcp_meta_options"], "MSS,SAckOK,Timestamps,NOP,WScale");
         assert_eq!(v["syn_to_clienthello_ms"], 1);
-        assert_eq!(v["conn_id"], "127.0.0.1:50000-127.0.0.1:8443");
+        assert_eq!(
+            v["conn_id"], "0123456789abcdef-1",
+            "the module's, not the sensor's flow id"
+        );
+        assert_eq!(v["request_id"], "0123456789abcdef-1-1");
+        assert_eq!(v["sequence_number"], 1);
         assert_eq!(
             v["timestamp"], "2026-11-25T07:01:02.123456Z",
             "the request's, not the hello's"
@@ -914,7 +957,8 @@ mod tests {
     #[test]
     fn sensor_fields_only_collide_with_the_connection_addresses_and_timestamp() {
         // TlsFragment renders the sensor half once per connection: that is only right while
-        // the request-level fields it could collide with are the connection's own.
+        // the request-level fields it could collide with are the connection's own (`conn_id`:
+        // the module's, never merged with the sensor's flow id).
         let req = get_request();
         let Value::Object(line) = parse(&log_line(&req, None)) else {
             unreachable!()
@@ -928,7 +972,14 @@ mod tests {
         shared.sort();
         assert_eq!(
             shared,
-            ["dst_ip", "dst_port", "src_ip", "src_port", "timestamp"]
+            [
+                "conn_id",
+                "dst_ip",
+                "dst_port",
+                "src_ip",
+                "src_port",
+                "timestamp"
+            ]
         );
     }
 

@@ -308,6 +308,8 @@ pub enum Args {
     Iterate,
     /// `On` or `Off`, passed to [`Module::directive`] as the text `On`/`Off`.
     Flag,
+    /// Two or three arguments.
+    Take23,
 }
 
 /// One entry of a directive table: name, arguments and the usage text `apachectl` prints.
@@ -365,6 +367,12 @@ impl<const N: usize> DirectiveTable<N> {
                     },
                     sys::FLAG,
                 ),
+                Args::Take23 => (
+                    sys::cmd_func {
+                        take3: Some(take3::<M>),
+                    },
+                    sys::TAKE23,
+                ),
             };
             table[i] = sys::command_rec {
                 name: d.name.as_ptr(),
@@ -420,6 +428,16 @@ unsafe extern "C" fn take1<M: Module>(
     arg: *const c_char,
 ) -> *const c_char {
     directive::<M>(cmd, &[arg])
+}
+
+unsafe extern "C" fn take3<M: Module>(
+    cmd: *mut sys::cmd_parms,
+    _mconfig: *mut c_void,
+    a1: *const c_char,
+    a2: *const c_char,
+    a3: *const c_char,
+) -> *const c_char {
+    directive::<M>(cmd, &[a1, a2, a3])
 }
 
 unsafe extern "C" fn flag<M: Module>(

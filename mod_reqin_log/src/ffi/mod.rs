@@ -383,6 +383,29 @@ impl<'a> Cmd<'a> {
         text(abs).map(|s| PathBuf::from(s.into_owned()))
     }
 
+    /// Parses an `ap_expr` (the language of `<If>` and `Require expr`) as httpd's own
+    /// directives do, so `%{ENV:...}`, `%{REMOTE_ADDR}`, `-R '10.0.0.0/8'` mean what admins know.
+    /// `string`: a string expression (`%{...}` interpolated) rather than a condition.
+    pub fn parse_expr(&self, src: &str, string: bool) -> Result<Expr, String> {
+        let c = CString::new(src).map_err(|_| "an expression cannot contain NUL".to_owned())?;
+        let mut flags = sys::AP_EXPR_FLAG_DONT_VARY;
+        if string {
+            flags |= sys::AP_EXPR_FLAG_STRING_RESULT;
+        }
+        let mut err: *const c_char = ptr::null();
+        // SAFETY: cmd is live during the handler; httpd copies `c` into the parse tree, which it
+        // allocates from cmd->pool (the configuration's); `err` receives a pool string or null.
+        let info = unsafe {
+            sys::ap_expr_parse_cmd_mi(self.raw, c.as_ptr(), flags, &mut err, None, module_index())
+        };
+        if let Some(e) = text(err) {
+            return Err(e.into_owned());
+        }
+        NonNull::new(info)
+            .map(|raw| Expr { raw })
+            .ok_or_else(|| "the expression did not parse".to_owned())
+    }
+
     /// The state of the server whose section the directive is in, for writing.
     fn server_state_mut<T: Any>(&self) -> Option<&'a mut T> {
         // SAFETY: cmd->server is live during parsing.
@@ -397,6 +420,32 @@ impl<'a> Cmd<'a> {
             Some(&mut (*(p as *mut Tagged<T>)).value)
         }
     }
+}
+
+/// A parsed `ap_expr` ([`Cmd::parse_expr`]), evaluated per request.
+#[derive(Debug, Clone, Copy)]
+pub struct Expr {
+    raw: NonNull<sys::ap_expr_info_t>,
+}
+
+// SAFETY: the parse tree lives in the configuration pool and is never written after parsing;
+// httpd evaluates one tree from many threads at once (every `Require expr` does).
+unsafe impl Send for Expr {}
+// SAFETY: see Send.
+unsafe impl Sync for Expr {}
+
+impl PartialEq for Expr {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Expr {}
+
+/// Whether a module of this name (`mod_unique_id.c`) is loaded.
+pub fn module_loaded(name: &CStr) -> bool {
+    // SAFETY: a lookup in httpd's list of loaded modules.
+    !unsafe { sys::ap_find_linked_module(name.as_ptr()) }.is_null()
 }
 
 /// A `conn_rec`.
@@ -518,6 +567,68 @@ impl TlsProbe {
     }
 }
 
+/// mod_http2's `http2_var_lookup` optional function, looked up once per configuration
+/// generation (like [`TlsProbe`]).
+#[derive(Clone, Copy)]
+pub struct H2Probe {
+    #[allow(clippy::type_complexity)]
+    lookup: Option<
+        unsafe extern "C" fn(
+            *mut sys::apr_pool_t,
+            *mut sys::server_rec,
+            *mut sys::conn_rec,
+            *mut sys::request_rec,
+            *mut c_char,
+        ) -> *mut c_char,
+    >,
+}
+
+impl H2Probe {
+    pub fn lookup() -> Self {
+        // SAFETY: a registry lookup by name; null when mod_http2 is not loaded.
+        let f = unsafe { sys::apr_dynamic_fn_retrieve(c"http2_var_lookup".as_ptr()) };
+        Self {
+            // SAFETY: mod_http2 registers `http2_var_lookup` as `char *(*)(apr_pool_t *,
+            // server_rec *, conn_rec *, request_rec *, char *)` (APR_DECLARE_OPTIONAL_FN in
+            // mod_http2.h); apr_opt_fn_t is only its erased type.
+            lookup: f.map(|f| unsafe {
+                std::mem::transmute::<
+                    unsafe extern "C" fn(),
+                    unsafe extern "C" fn(
+                        *mut sys::apr_pool_t,
+                        *mut sys::server_rec,
+                        *mut sys::conn_rec,
+                        *mut sys::request_rec,
+                        *mut c_char,
+                    ) -> *mut c_char,
+                >(f)
+            }),
+        }
+    }
+
+    /// The HTTP/2 stream id of a request on an HTTP/2 stream (`H2_STREAM_ID`).
+    pub fn stream_id(&self, r: Request<'_>) -> Option<u32> {
+        let f = self.lookup?;
+        let conn = r.connection()?;
+        if !conn.is_secondary() {
+            return None;
+        }
+        let mut name = *b"H2_STREAM_ID\0";
+        // SAFETY: mod_http2's lookup reads the connection's h2 context and returns a string of
+        // `r->pool` (or null / ""); it does not keep or write `name`.
+        let v = unsafe {
+            f(
+                r.raw.pool,
+                r.raw.server,
+                r.raw.connection,
+                r.raw as *const _ as *mut _,
+                name.as_mut_ptr().cast::<c_char>(),
+            )
+        };
+        text(v)?.parse().ok()
+    }
+}
+
 /// A `request_rec`.
 #[derive(Clone, Copy)]
 pub struct Request<'a> {
@@ -536,6 +647,65 @@ impl<'a> Request<'a> {
 
     pub fn connection(&self) -> Option<Conn<'a>> {
         Conn::new(self.raw.connection)
+    }
+
+    /// A string expression's value for this request.
+    pub fn eval_str(&self, expr: &Expr) -> Result<Cow<'a, str>, String> {
+        let mut err: *const c_char = ptr::null();
+        // SAFETY: a live request of this thread and a parse tree of the configuration pool;
+        // the result is a string of the request's pool (or null with `err` set).
+        let v = unsafe {
+            sys::ap_expr_str_exec(self.raw as *const _ as *mut _, expr.raw.as_ptr(), &mut err)
+        };
+        match text(err) {
+            Some(e) => Err(e.into_owned()),
+            None => Ok(text(v).unwrap_or_default()),
+        }
+    }
+
+    /// A condition's value for this request.
+    pub fn eval_bool(&self, expr: &Expr) -> Result<bool, String> {
+        let mut err: *const c_char = ptr::null();
+        // SAFETY: as in `eval_str`.
+        let v = unsafe {
+            sys::ap_expr_exec(self.raw as *const _ as *mut _, expr.raw.as_ptr(), &mut err)
+        };
+        match text(err) {
+            Some(e) => Err(e.into_owned()),
+            None if v < 0 => Err("the condition could not be evaluated".to_owned()),
+            None => Ok(v > 0),
+        }
+    }
+
+    /// The request's log id (`r->log_id`, what `%L` prints and mod_unique_id's `UNIQUE_ID` reuses),
+    /// generating it now by httpd's own hook when nobody did yet: with mod_unique_id loaded that
+    /// is mod_unique_id's id, else httpd's.
+    pub fn generate_log_id(&self) -> Option<Cow<'a, str>> {
+        if self.raw.log_id.is_null() {
+            let r = self.raw as *const sys::request_rec as *mut sys::request_rec;
+            // SAFETY: what httpd's own `add_log_id` does for `%L`: the hook writes a string of
+            // the request's pool into `r->log_id`. Only the thread serving the request touches
+            // the field.
+            unsafe {
+                sys::ap_run_generate_log_id(self.raw.connection, r, &mut (*r).log_id);
+            }
+        }
+        text(self.raw.log_id)
+    }
+
+    /// Sets `r->log_id` (when nobody set it yet), so the error log's `%L` and mod_unique_id
+    /// use the same id as our line.
+    pub fn set_log_id(&self, id: &str) {
+        if !self.raw.log_id.is_null() || id.contains('\0') {
+            return;
+        }
+        let r = self.raw as *const sys::request_rec as *mut sys::request_rec;
+        // SAFETY: copies `id` (no NUL inside, checked) into the request's pool and stores it
+        // in the request's own field, which only this thread touches.
+        unsafe {
+            (*r).log_id =
+                sys::apr_pstrmemdup(self.raw.pool, id.as_ptr().cast::<c_char>(), id.len());
+        }
     }
 
     /// `r->request_time`, Unix microseconds.
@@ -662,6 +832,20 @@ impl<'a> Request<'a> {
         }
         // SAFETY: both are NUL-terminated strings of the request's and connection's pools.
         ua == peer || unsafe { CStr::from_ptr(ua) == CStr::from_ptr(peer) }
+    }
+
+    /// `r->subprocess_env[name] = value`, the value copied into the request's pool.
+    pub fn set_env_str(&self, name: &'static CStr, value: &str) {
+        if self.raw.subprocess_env.is_null() || value.contains('\0') {
+            return;
+        }
+        // SAFETY: a live table of the request; the value is copied into the request's pool
+        // (no NUL inside, checked), the name is static, so `setn` keeps both pointers safely.
+        unsafe {
+            let v =
+                sys::apr_pstrmemdup(self.raw.pool, value.as_ptr().cast::<c_char>(), value.len());
+            sys::apr_table_setn(self.raw.subprocess_env, name.as_ptr(), v);
+        }
     }
 
     /// `apr_table_set(r->subprocess_env, name, value)` for strings already in C form.
