@@ -1,6 +1,8 @@
 //! Shared between `ja4sensor` (the only ring writer) and `mod_reqin_log` (every httpd child reads):
-//! the TLS/TCP record the sensor publishes, the field names of every JSON line we print, and the
-//! shared-memory ring that carries records from the sensor into Apache.
+//! the TLS/TCP record the sensor publishes, the field names of every JSON line we print, the
+//! shared-memory ring that carries records from the sensor into Apache, and the one
+//! implementation of the fingerprints both compute ([`fingerprint`]: ClientHello, JA4, JA3, SYN
+//! traits, OS guess; JA4T/JA4H behind the `foxio` feature).
 //!
 //! No Apache and no pcap code lives here. All `unsafe` for the mapping is confined to
 //! [`ring::mapping`]; everything else is safe code.
@@ -8,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod fields;
+pub mod fingerprint;
 pub mod follow;
 pub mod join;
 pub mod jsonl;

@@ -1,5 +1,5 @@
 //! The shared-memory ring that carries [`TlsRecord`]s from the sensor (the only writer) to every
-//! httpd child (read-only readers). Format version 3.
+//! httpd child (read-only readers). Format version 4.
 //!
 //! File layout (all integers little-endian, offsets 8-aligned):
 //!
