@@ -244,6 +244,13 @@ pub fn correlated_line(n: u64) -> String {
         (fields::DST_PORT.into(), 443.into()),
         (fields::CORRELATED.into(), true.into()),
         (fields::KEEPALIVES.into(), 1.into()),
+        // The module's ids: one connection per line here.
+        (fields::CONN_ID.into(), format!("5eed5eed5eed5eed-{n:x}").into()),
+        (
+            fields::REQUEST_ID.into(),
+            format!("5eed5eed5eed5eed-{n:x}-1").into(),
+        ),
+        (fields::SEQUENCE_NUMBER.into(), 1.into()),
         (fields::METHOD.into(), "GET".into()),
         (fields::SCHEME.into(), "https".into()),
         (fields::HOST.into(), "example.test".into()),
@@ -298,7 +305,6 @@ pub fn orphan_line(n: u64) -> String {
             fields::JA3,
             fields::JA3_HASH,
             fields::TLS_SNI,
-            fields::CONN_ID,
         ]
         .contains(&k.as_str())
     });
