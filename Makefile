@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps build release test lint demo bench install rpm deb clean
+.PHONY: deps build release test lint demo bench soak install rpm deb clean
 
 deps:
 	@./scripts/deps.sh
@@ -38,6 +38,10 @@ bench: release
 	scripts/bench/sensor.sh
 	python3 scripts/bench/live_rate.py
 	python3 scripts/bench/memory.py --warmup 1000000 --requests 1000000
+
+# Faults under load, about ten minutes (not part of `make test`): writes RELIABILITY.md.
+soak: release
+	python3 scripts/soak/soak.py
 
 # The module into `apxs -q LIBEXECDIR` and its config snippets (Debian mods-available/ or RHEL
 # conf.modules.d/ + conf.d/); `make install DESTDIR=/tmp/stage [LAYOUT=rhel]` for a staged install.

@@ -413,3 +413,53 @@ fn a_ring_overwritten_or_truncated_in_place_says_what_was_seen() {
         Some(RingError::Truncated { len: 4096, .. })
     ));
 }
+
+#[test]
+fn a_ring_cut_short_under_its_mappings_is_a_miss_and_a_damage_not_a_sigbus() {
+    correlate_lib::ring::guard::install().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ja4.ring");
+    let mut w = RingWriter::create(&path, SMALL, 0o600, None).unwrap();
+    for i in 0..SMALL.slot_count as u64 {
+        w.publish(&record(i, 64)).unwrap();
+    }
+    let r = RingReader::open(&path).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // Every slot is now past the end of the file: each lookup touches a vanished page.
+    for i in 0..64u16 {
+        assert!(!matches!(r.lookup(&key(i)), Lookup::Hit(_)));
+    }
+    assert!(matches!(r.damage(), Some(RingError::Truncated { .. })));
+    // The writer survives its own stores into vanished pages and sees it too.
+    w.publish(&record(1, 64)).unwrap();
+    assert!(matches!(w.damage(), Some(RingError::Truncated { .. })));
+}
+
+#[test]
+fn a_writer_notices_its_path_no_longer_names_its_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ja4.ring");
+    let w = RingWriter::create(&path, SMALL, 0o600, None).unwrap();
+    assert!(w.damage().is_none());
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        w.damage(),
+        Some(RingError::Replaced {
+            found: "nothing (deleted)",
+            ..
+        })
+    ));
+    std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+    assert!(matches!(
+        w.damage(),
+        Some(RingError::Replaced {
+            found: "a symbolic link",
+            ..
+        })
+    ));
+}

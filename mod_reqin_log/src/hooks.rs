@@ -424,6 +424,16 @@ struct ArcHolder(#[allow(dead_code)] Arc<Stats>);
 
 pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     let now = Instant::now();
+    // A ring cut short under this child's mapping (root's `truncate`) must cost the join, not
+    // the child: a SIGBUS there is turned into a zero page and the ring is dropped at its next
+    // check. Children, never the parent, which may unload this module with a handler set.
+    if let Err(e) = correlate_lib::ring::guard::install() {
+        main.log(
+            Level::Warning,
+            0,
+            &format!("cannot guard the ring mapping against truncation: {e}"),
+        );
+    }
     // One id prefix per child process (a new one after every restart).
     let ids = Arc::new(IdSource::new());
     for server in main.and_following() {

@@ -169,6 +169,11 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
         slot_count: cfg.ring.slot_count,
         ..RingConfig::default()
     };
+    // A ring cut short under the mapping must not kill the sensor (SIGBUS): the page is
+    // replaced and `ring.check()` notices.
+    if let Err(e) = correlate_lib::ring::guard::install() {
+        log::warn!("cannot guard the ring mapping against truncation: {e}");
+    }
     let mut ring = RingSink::create(
         &cfg.ring.path,
         ring_config,
@@ -273,6 +278,7 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
                 Err(e) => log::debug!("pcap stats unavailable: {e}"),
             }
             store_counters(&ring, &pipeline, kernel);
+            ring.check();
         }
         if last_summary.elapsed() >= SUMMARY_INTERVAL {
             last_summary = Instant::now();
@@ -358,7 +364,7 @@ fn log_summary(
          malformed_frames={} not_tcp={} fragments={} flows={} flows_evicted={} flows_expired={} \
          flows_without_hello={} buffered_bytes={} open_connections={} closes={} ring_writes={} \
          ring_too_large={} ring_errors={} ring_shortened={} ring_closed_marked={} \
-         ring_closed_not_found={} outputs=[{}]",
+         ring_closed_not_found={} ring_recreated={} outputs=[{}]",
         c.packets_seen,
         kernel.dropped,
         kernel.if_dropped,
@@ -394,6 +400,7 @@ fn log_summary(
         ring.shortened,
         ring.closed_marked,
         ring.closed_not_found,
+        ring.recreated,
         outputs.join(" "),
     );
 }

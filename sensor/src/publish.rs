@@ -10,6 +10,7 @@ use correlate_lib::record::{MAX_ALPN_LEN, MAX_RAW_FINGERPRINT_LEN, MAX_SNI_LEN};
 use correlate_lib::ring::{RingConfig, RingError, RingWriter, SensorCounter};
 use correlate_lib::{ConnKey, TlsRecord};
 use serde_json::Value;
+use std::path::PathBuf;
 
 use crate::pipeline::HelloEvent;
 
@@ -98,12 +99,20 @@ pub struct RingStats {
     pub closed_marked: u64,
     /// Closes whose record was no longer in the ring (overwritten).
     pub closed_not_found: u64,
+    /// Rings created again because something other than the sensor deleted, replaced,
+    /// overwrote or truncated the file.
+    pub recreated: u64,
 }
 
 /// The sensor's ring writer plus its counters.
 pub struct RingSink {
     writer: RingWriter,
     stats: RingStats,
+    /// What `create` was given, to create the ring again.
+    path: PathBuf,
+    config: RingConfig,
+    mode: u32,
+    gid: Option<u32>,
 }
 
 impl RingSink {
@@ -117,7 +126,33 @@ impl RingSink {
         Ok(Self {
             writer: RingWriter::create(path, config, mode, gid)?,
             stats: RingStats::default(),
+            path: path.to_path_buf(),
+            config,
+            mode,
+            gid,
         })
+    }
+
+    /// Mends the ring when something other than the sensor broke it (deleted or replaced the
+    /// file, overwrote or truncated it in place): a new ring at the path, so httpd's children
+    /// re-attach within their next check instead of logging every request uncorrelated until
+    /// someone restarts the sensor. Records of connections already open are lost with the old
+    /// ring (their later requests are orphans). Called about once a second.
+    pub fn check(&mut self) {
+        let Some(damage) = self.writer.damage() else {
+            return;
+        };
+        match RingWriter::create(&self.path, self.config, self.mode, self.gid) {
+            Ok(w) => {
+                log::warn!(
+                    "{damage}; created a new ring (generation {})",
+                    w.generation()
+                );
+                self.writer = w;
+                self.stats.recreated += 1;
+            }
+            Err(e) => log::error!("{damage}; cannot create a new ring yet: {e}"),
+        }
     }
 
     pub fn stats(&self) -> RingStats {

@@ -104,3 +104,94 @@ fn run_is_one_capture_thread_with_one_packet_socket_and_no_async_runtime() {
     }
     assert!(Path::new(&ring).exists());
 }
+
+#[test]
+fn a_ring_broken_by_someone_else_is_created_again_and_the_sensor_survives() {
+    use correlate_lib::ring::RingReader;
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("ja4.ring");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ja4sensor"))
+        .args([
+            "run",
+            "--interface",
+            "lo",
+            "--ports",
+            &port.to_string(),
+            "--ring",
+        ])
+        .arg(&ring)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let generation = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = RingReader::open(&ring) {
+                return r.generation();
+            }
+            assert!(Instant::now() < deadline, "no valid ring after {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut last = generation("start");
+    let secret = dir.path().join("secret");
+    fs::write(&secret, "x").unwrap();
+    let faults: [(&str, &dyn Fn()); 4] = [
+        ("deleted", &|| fs::remove_file(&ring).unwrap()),
+        ("replaced by a FIFO", &|| {
+            fs::remove_file(&ring).unwrap();
+            assert!(Command::new("mkfifo")
+                .arg(&ring)
+                .status()
+                .unwrap()
+                .success());
+        }),
+        ("replaced by a symlink", &|| {
+            fs::remove_file(&ring).unwrap();
+            std::os::unix::fs::symlink(&secret, &ring).unwrap();
+        }),
+        ("truncated", &|| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&ring)
+                .unwrap()
+                .set_len(0)
+                .unwrap()
+        }),
+    ];
+    for (what, fault) in faults {
+        fault();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let now = loop {
+            let g = generation(what);
+            if g != last {
+                break g;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ring was not created again after {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sensor survived: {what}"
+        );
+        assert!(fs::symlink_metadata(&ring).unwrap().is_file(), "{what}");
+        last = now;
+    }
+    assert_eq!(
+        fs::read_to_string(&secret).unwrap(),
+        "x",
+        "a planted symlink is never followed"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,4 +1,4 @@
-//! The only module of the crate with `unsafe`: mapping the ring file and viewing it as 64-bit
+//! With [`super::guard`], the only module of the ring with `unsafe`: mapping the ring file and viewing it as 64-bit
 //! atomic words. Everything else reads and writes the shared memory through these views, so every
 //! access to bytes another process may be writing at the same time is an atomic access (plain
 //! loads of such memory would be a data race, i.e. undefined behaviour).
@@ -18,6 +18,8 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
+
+use super::guard::Registration;
 
 // The soundness of `SharedWord::load` on a read-only mapping rests on 8-byte relaxed loads being
 // plain loads, which `core::sync::atomic` documents for 64-bit targets only.
@@ -60,6 +62,8 @@ pub fn prefetch(words: &[SharedWord], max_bytes: usize) {
 
 /// The sensor's read-write mapping of the ring file, as atomic words.
 pub struct WritableWords {
+    // Declared first: unregistered before the mapping goes (fields drop in order).
+    guard: Registration,
     map: MmapMut,
 }
 
@@ -72,7 +76,16 @@ impl WritableWords {
         // read-only and never truncate it, and every access goes through atomics, so concurrent
         // modification is the intended, race-free use.
         let map = unsafe { MmapOptions::new().map_mut(file)? };
-        Ok(Self { map })
+        Ok(Self {
+            guard: Registration::new(map.as_ptr(), map.len()),
+            map,
+        })
+    }
+
+    /// Whether a page of the mapping had to be replaced because the file was cut short
+    /// ([`super::guard`]).
+    pub fn faulted(&self) -> bool {
+        self.guard.faulted()
     }
 
     /// The mapping as atomic words; a trailing partial word is not part of the view.
@@ -97,6 +110,8 @@ impl WritableWords {
 
 /// A read-only mapping of a ring file, as words that can only be loaded.
 pub struct ReadOnlyWords {
+    // Declared first: unregistered before the mapping goes (fields drop in order).
+    guard: Registration,
     map: Mmap,
 }
 
@@ -109,7 +124,16 @@ impl ReadOnlyWords {
         // would raise SIGBUS, the exposure every reader of a shared mapping has. The ring file's
         // mode (0640, owned by the sensor) keeps httpd from being such a party.
         let map = unsafe { MmapOptions::new().map(file)? };
-        Ok(Self { map })
+        Ok(Self {
+            guard: Registration::new(map.as_ptr(), map.len()),
+            map,
+        })
+    }
+
+    /// Whether a page of the mapping had to be replaced because the file was cut short
+    /// ([`super::guard`]).
+    pub fn faulted(&self) -> bool {
+        self.guard.faulted()
     }
 
     /// The mapping as load-only words; a trailing partial word is not part of the view.

@@ -19,13 +19,14 @@
 //! Module layout: [`mapping`] owns the mmap and every `unsafe` block; [`seqlock`] the protocol;
 //! [`layout`] the header/slot offsets; this file the safe `RingWriter`/`RingReader` API.
 
+pub mod guard;
 pub mod layout;
 mod mapping;
 pub mod seqlock;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
@@ -191,6 +192,9 @@ pub enum RingError {
     RecordTooLarge { len: usize, max: usize },
     #[error("record has no connection key")]
     NoKey,
+    /// The writer's path no longer names its file.
+    #[error("ring {path}: the path now holds {found}, not the sensor's ring")]
+    Replaced { path: PathBuf, found: &'static str },
     /// The path is a directory, FIFO, device...: mapping it could block or fault a reader.
     #[error("ring {path}: not a regular file")]
     NotAFile { path: PathBuf },
@@ -293,6 +297,8 @@ fn payload_words(payload: &[u8]) -> impl Iterator<Item = u64> + '_ {
 pub struct RingWriter {
     path: PathBuf,
     map: WritableWords,
+    /// (device, inode) of the file created, to notice that the path no longer names it.
+    identity: (u64, u64),
     geometry: Geometry,
     generation: u64,
     hash_seed: u64,
@@ -352,6 +358,10 @@ impl RingWriter {
                 return Err(e);
             }
         };
+        let identity = file
+            .metadata()
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(io_err(&tmp))?;
         // Unique per create: two sensors started in the same nanosecond differ by pid, and a
         // restarted sensor with a recycled pid differs by time.
         let generation = crate::unix_now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
@@ -396,6 +406,7 @@ impl RingWriter {
         Ok(Self {
             path: path.to_path_buf(),
             map,
+            identity,
             geometry,
             generation,
             hash_seed,
@@ -404,6 +415,45 @@ impl RingWriter {
             slot_bucket: vec![0; n],
             slot_order: vec![0; n],
             encode_buf: Vec::with_capacity(geometry.payload_capacity()),
+        })
+    }
+
+    /// Whether readers can still find this ring: `Some` when the path no longer names the file
+    /// the writer maps (deleted, or replaced by something else: a FIFO, a symlink, another file)
+    /// or the file was changed in place or cut short. The sensor then creates a new ring.
+    pub fn damage(&self) -> Option<RingError> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_file() && (m.dev(), m.ino()) == self.identity => {}
+            Ok(m) => {
+                return Some(RingError::Replaced {
+                    path: self.path.clone(),
+                    found: if m.file_type().is_symlink() {
+                        "a symbolic link"
+                    } else if m.file_type().is_fifo() {
+                        "a FIFO"
+                    } else if m.is_file() {
+                        "another file"
+                    } else {
+                        "something that is not a file"
+                    },
+                })
+            }
+            Err(_) => {
+                return Some(RingError::Replaced {
+                    path: self.path.clone(),
+                    found: "nothing (deleted)",
+                })
+            }
+        }
+        let words = self.map.words();
+        mapped_damage(&MappedState {
+            path: &self.path,
+            word: &|i| words.get(i).map_or(0, |w| w.load(Ordering::Relaxed)),
+            geometry: self.geometry,
+            generation: self.generation,
+            mapped_bytes: (words.len() as u64).saturating_mul(8),
+            faulted: self.map.faulted(),
+            identity: self.identity,
         })
     }
 
@@ -668,6 +718,65 @@ pub struct RingReader {
     hash_seed: u64,
     /// (device, inode) of the file mapped, to notice a replaced or deleted ring.
     identity: (u64, u64),
+}
+
+/// What a mapping of a ring knows about itself, for [`mapped_damage`].
+struct MappedState<'a> {
+    path: &'a Path,
+    word: &'a dyn Fn(usize) -> u64,
+    geometry: Geometry,
+    generation: u64,
+    mapped_bytes: u64,
+    faulted: bool,
+    identity: (u64, u64),
+}
+
+/// Whether the mapped ring file was changed in place (its header no longer what it was when
+/// mapped) or cut shorter than the mapping: the checks the reader and the writer share.
+fn mapped_damage(m: &MappedState<'_>) -> Option<RingError> {
+    let path = || m.path.to_path_buf();
+    // Cut short first: the header of a truncated file reads as zeros too, but "truncated" is
+    // what happened.
+    let meta = fs::symlink_metadata(m.path).ok();
+    let same_file = meta
+        .as_ref()
+        .is_some_and(|x| (x.dev(), x.ino()) == m.identity);
+    if m.faulted || (same_file && meta.as_ref().is_some_and(|x| x.len() < m.mapped_bytes)) {
+        return Some(RingError::Truncated {
+            path: path(),
+            len: meta.map_or(0, |x| x.len()),
+            needed: m.mapped_bytes,
+        });
+    }
+    if (m.word)(layout::W_MAGIC) != layout::MAGIC {
+        return Some(RingError::BadMagic { path: path() });
+    }
+    let (version, _) = layout::unpack((m.word)(layout::W_VERSION));
+    if version != layout::LAYOUT_VERSION {
+        return Some(RingError::Version {
+            path: path(),
+            found: version,
+            expected: layout::LAYOUT_VERSION,
+        });
+    }
+    let g = m.geometry;
+    if layout::unpack((m.word)(layout::W_SLOTS)) != (g.slot_size, g.slot_count)
+        || layout::unpack((m.word)(layout::W_INDEX)) != (g.index_buckets, g.probe_limit)
+    {
+        return Some(RingError::BadHeader {
+            path: path(),
+            field: "geometry",
+            value: (m.word)(layout::W_SLOTS),
+        });
+    }
+    if (m.word)(layout::W_GENERATION) != m.generation {
+        return Some(RingError::BadHeader {
+            path: path(),
+            field: "generation",
+            value: (m.word)(layout::W_GENERATION),
+        });
+    }
+    None
 }
 
 /// Loads header word `i` of a read-only mapping (0 if the mapping is shorter). Relaxed load plus
@@ -936,49 +1045,19 @@ impl RingReader {
     /// What is wrong with the mapped file itself, if anything: something other than the
     /// sensor wrote over it in place (same inode) — its header no longer says what it said
     /// when it was opened — or cut it shorter than the mapping (reading past its end would
-    /// fault). The sensor never does either: a new ring is a new file renamed over the path.
+    /// fault; see [`guard`]). The sensor never does either: a new ring is a new file renamed
+    /// over the path.
     pub fn damage(&self) -> Option<RingError> {
-        let path = || self.path.clone();
         let words = self.words();
-        if load_word(words, layout::W_MAGIC) != layout::MAGIC {
-            return Some(RingError::BadMagic { path: path() });
-        }
-        let (version, _) = layout::unpack(load_word(words, layout::W_VERSION));
-        if version != layout::LAYOUT_VERSION {
-            return Some(RingError::Version {
-                path: path(),
-                found: version,
-                expected: layout::LAYOUT_VERSION,
-            });
-        }
-        let g = self.geometry;
-        if layout::unpack(load_word(words, layout::W_SLOTS)) != (g.slot_size, g.slot_count)
-            || layout::unpack(load_word(words, layout::W_INDEX)) != (g.index_buckets, g.probe_limit)
-        {
-            return Some(RingError::BadHeader {
-                path: path(),
-                field: "geometry",
-                value: load_word(words, layout::W_SLOTS),
-            });
-        }
-        if load_word(words, layout::W_GENERATION) != self.generation {
-            return Some(RingError::BadHeader {
-                path: path(),
-                field: "generation",
-                value: load_word(words, layout::W_GENERATION),
-            });
-        }
-        let mapped = (words.len() as u64).saturating_mul(8);
-        match fs::metadata(&self.path) {
-            Ok(m) if (m.dev(), m.ino()) == self.identity && m.len() < mapped => {
-                Some(RingError::Truncated {
-                    path: path(),
-                    len: m.len(),
-                    needed: mapped,
-                })
-            }
-            _ => None,
-        }
+        mapped_damage(&MappedState {
+            path: &self.path,
+            word: &|i| load_word(words, i),
+            geometry: self.geometry,
+            generation: self.generation,
+            mapped_bytes: (words.len() as u64).saturating_mul(8),
+            faulted: self.map.faulted(),
+            identity: self.identity,
+        })
     }
 
     pub fn generation(&self) -> u64 {

@@ -245,7 +245,10 @@ pub fn correlated_line(n: u64) -> String {
         (fields::CORRELATED.into(), true.into()),
         (fields::KEEPALIVES.into(), 1.into()),
         // The module's ids: one connection per line here.
-        (fields::CONN_ID.into(), format!("5eed5eed5eed5eed-{n:x}").into()),
+        (
+            fields::CONN_ID.into(),
+            format!("5eed5eed5eed5eed-{n:x}").into(),
+        ),
         (
             fields::REQUEST_ID.into(),
             format!("5eed5eed5eed5eed-{n:x}-1").into(),
@@ -300,13 +303,7 @@ pub fn correlated_line(n: u64) -> String {
 pub fn orphan_line(n: u64) -> String {
     let mut v: serde_json::Map<String, Value> = serde_json::from_str(&correlated_line(n)).unwrap();
     v.retain(|k, _| {
-        ![
-            fields::JA4,
-            fields::JA3,
-            fields::JA3_HASH,
-            fields::TLS_SNI,
-        ]
-        .contains(&k.as_str())
+        ![fields::JA4, fields::JA3, fields::JA3_HASH, fields::TLS_SNI].contains(&k.as_str())
     });
     v.insert(fields::CORRELATED.into(), false.into());
     v.insert(fields::ORPHAN_SIDE.into(), "A".into());
