@@ -377,3 +377,48 @@ fn a_ring_changed_in_place_or_replaced_by_garbage_is_reported_as_what_it_is() ->
     assert_eq!(h.crashed_children(), Vec::<String>::new());
     Ok(())
 }
+
+#[test]
+fn a_ring_truncated_under_the_children_costs_the_join_not_a_child() -> Result<()> {
+    let stack = Stack::start("event", "")?;
+    let h = &stack.httpd;
+    let p = curl(&["--http1.1"], &[h.https_url("/")])?;
+    wait_lines_for_ports(h, &p, LINE_TIMEOUT)?;
+    // Root cuts the sensor's ring to nothing while every child has it mapped; the next lookups
+    // touch pages past the end of the file (SIGBUS without the guard).
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&h.ring)?
+        .set_len(0)?;
+    for _ in 0..20 {
+        curl(&["--http1.1"], &[h.https_url("/"), h.https_url("/")])?;
+    }
+    assert_eq!(h.crashed_children(), Vec::<String>::new());
+    // The sensor notices within a second and creates a new ring; new connections join again.
+    let joined = wait_for(
+        LINE_TIMEOUT,
+        "a correlated line after the truncation",
+        || {
+            curl(&["--http1.1"], &[h.https_url("/?again")]).ok()?;
+            h.log_lines()
+                .ok()?
+                .into_iter()
+                .find(|l| l["query"] == "again" && l["correlated"] == true)
+        },
+    )
+    .map_err(|e| {
+        let again: Vec<String> = h
+            .log_lines()
+            .map(|l| {
+                l.into_iter()
+                    .filter(|l| l["query"] == "again")
+                    .map(|l| l.to_string())
+                    .collect()
+            })
+            .unwrap_or_else(|e| vec![e.to_string()]);
+        format!("{e}; lines: {again:?}")
+    })?;
+    assert_eq!(joined["query"], "again");
+    assert_eq!(h.crashed_children(), Vec::<String>::new());
+    Ok(())
+}
