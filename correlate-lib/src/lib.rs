@@ -1,9 +1,11 @@
 //! Shared between `ja4sensor` (the only ring writer) and `mod_reqin_log` (every httpd child reads):
 //! the TLS/TCP record the sensor publishes, the field names of every JSON line we print, and the
-//! shared-memory ring that carries records from the sensor into Apache.
+//! shared-memory ring that carries records from the sensor into Apache; the verdict table that
+//! carries the detector's verdicts back into Apache ([`verdict`]); the ja4→client mapping
+//! ([`clients`]).
 //!
-//! No Apache and no pcap code lives here. All `unsafe` for the mapping is confined to
-//! [`ring::mapping`]; everything else is safe code.
+//! No Apache and no pcap code lives here. All `unsafe` for the mappings (ring and verdict table)
+//! is confined to `ring::mapping`; everything else is safe code.
 
 #![deny(unsafe_code)]
 
@@ -13,6 +15,7 @@ pub mod join;
 pub mod jsonl;
 pub mod record;
 pub mod ring;
+pub mod verdict;
 
 pub use record::{ConnKey, IpMeta, RecordView, TcpMeta, TlsRecord};
 
