@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod clients;
 pub mod fields;
 pub mod follow;
 pub mod join;
