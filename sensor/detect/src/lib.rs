@@ -253,6 +253,16 @@ pub fn follow_log(cfg: &DetectConfig) -> Result<(), DetectError> {
             source,
         },
     )?;
+    follow_until(cfg, &stop, &hup)
+}
+
+/// [`follow_log`] without the signal handlers: runs until `stop` is set; `hup` set means
+/// "reopen the files" (cleared here).
+pub fn follow_until(
+    cfg: &DetectConfig,
+    stop: &AtomicBool,
+    hup: &AtomicBool,
+) -> Result<(), DetectError> {
     let first_start = !cfg.checkpoint_path.exists();
     let mut cp = Checkpoint::load(&cfg.checkpoint_path)?;
     let mut engine = Engine::build(cfg, Mode::Follow)?;
