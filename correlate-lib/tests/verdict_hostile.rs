@@ -12,7 +12,8 @@ use correlate_lib::verdict::layout;
 use correlate_lib::verdict::{VerdictKey, VerdictLookup, VerdictReader, VerdictWriter};
 
 const NOW: u64 = 1_800_000_000_000_000_000;
-const SLOTS: u32 = 64;
+/// 23 verdicts in 256 slots: no probe window is ever full (an eviction would make a key miss).
+const SLOTS: u32 = 256;
 const JA4S: [&str; 3] = [
     "t13d1516h2_8daaf6152771_02713d6af862",
     "t13d4907h2_0d8feac7bc37_7395dae3b2f3",
@@ -209,7 +210,7 @@ proptest::proptest! {
         b[layout::B_TAG] = tag_word(slot) | layout::TAG_LIVE;
         let (meta, _) = layout::unpack(b[layout::B_META]);
         b[layout::B_META] = u64::from(meta);
-        b[layout::B_META] = layout::pack(meta, layout::body_crc(&b));
+        b[layout::B_META] = layout::pack(meta, layout::body_check(&b));
         let base = layout::HEADER_WORDS + slot * layout::SLOT_WORDS;
         poke(&p, base, 2);
         for (i, w) in b.iter().enumerate() {

@@ -35,6 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         offset = end;
     }
-    println!("lines={lines} good={good} secs={:.3}", t.elapsed().as_secs_f64());
+    println!(
+        "lines={lines} good={good} secs={:.3}",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use correlate_lib::clients::{ClientMap, DEFAULT_CLIENTS_PATH};
 
 use crate::config::{self, DetectConfig, ListenerType};
-use crate::event::{Context, Event, MODULE_STATS};
+use crate::event::{Context, Event, LineCtx, MODULE_STATS};
 use crate::line::Line;
 use crate::listeners::exec::ExecListener;
 use crate::listeners::files::{CsvListener, JsonlListener};
@@ -42,6 +42,7 @@ pub struct Engine {
     modules: Vec<Box<dyn Module>>,
     listeners: Vec<(Criteria, Box<dyn Listener>)>,
     pending: Vec<Event>,
+    field_buf: crate::line::FieldBuf,
     lines: u64,
     malformed: u64,
     events: BTreeMap<String, u64>,
@@ -205,6 +206,7 @@ impl Engine {
             modules,
             listeners,
             pending: Vec::new(),
+            field_buf: crate::line::FieldBuf::default(),
             lines: 0,
             malformed: 0,
             events: BTreeMap::new(),
@@ -220,7 +222,7 @@ impl Engine {
     /// One line (without its `\n`), read at `offset` of its file.
     pub fn feed(&mut self, raw: &[u8], offset: u64) {
         self.lines += 1;
-        let line = match Line::parse(raw) {
+        let line = match Line::parse_with(raw, std::mem::take(&mut self.field_buf)) {
             Ok(l) => l,
             Err(e) => {
                 self.malformed += 1;
@@ -228,13 +230,14 @@ impl Engine {
                 return;
             }
         };
-        let ctx = Context::of_line(&line, raw, offset, correlate_lib::unix_now_ns());
+        let ctx = LineCtx::of_line(&line, raw, offset);
         let mut out = std::mem::take(&mut self.pending);
         for m in &mut self.modules {
             m.on_line(&line, &ctx, &mut out);
         }
         self.dispatch(&mut out);
         self.pending = out;
+        self.field_buf = line.into_buf();
     }
 
     /// A line too long to be one of ours (the follower cut it).

@@ -5,6 +5,7 @@
 //! (`parent_correlation_id` = its `request_id`, `root_correlation_id` = its `conn_id`) and the
 //! line's `tag_*` fields. One flat JSON object per event (field names: `correlate_lib::fields`).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use correlate_lib::fields;
@@ -61,7 +62,7 @@ impl<const N: usize> AuditType<N> {
             .fields
             .iter()
             .zip(values)
-            .map(|(k, v)| ((*k).to_owned(), v))
+            .map(|(k, v)| (Cow::Borrowed(*k), v))
             .collect();
         Event {
             kind: Kind::Audit,
@@ -142,6 +143,53 @@ impl Context {
     }
 }
 
+/// What a module gets with each line: its log time now, and its [`Context`] built only if the
+/// module dispatches an event (most lines raise none; their ids and tags are never copied).
+pub struct LineCtx<'a> {
+    /// Log time of the line (Unix ns).
+    pub time_ns: u64,
+    raw: &'a [u8],
+    offset: u64,
+    fallback_ns: u64,
+    built: std::cell::OnceCell<Context>,
+}
+
+impl<'a> LineCtx<'a> {
+    /// A line without a time of its own gets the wall clock.
+    pub fn of_line(line: &Line, raw: &'a [u8], offset: u64) -> Self {
+        let time_ns = line.time_ns().unwrap_or_else(correlate_lib::unix_now_ns);
+        Self {
+            time_ns,
+            raw,
+            offset,
+            fallback_ns: time_ns,
+            built: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A line at `time_ns` whose context is empty (tests, synthetic lines).
+    pub fn at(time_ns: u64) -> LineCtx<'static> {
+        let built = std::cell::OnceCell::new();
+        let _ = built.set(Context {
+            time_ns,
+            ..Context::default()
+        });
+        LineCtx {
+            time_ns,
+            raw: b"",
+            offset: 0,
+            fallback_ns: time_ns,
+            built,
+        }
+    }
+
+    /// The context of `line` (the line this was made for), built on first use.
+    pub fn context(&self, line: &Line) -> &Context {
+        self.built
+            .get_or_init(|| Context::of_line(line, self.raw, self.offset, self.fallback_ns))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub kind: Kind,
@@ -151,7 +199,7 @@ pub struct Event {
     pub rule: String,
     pub summary: String,
     /// Scalars only (strings, numbers, booleans).
-    pub data: Vec<(String, Value)>,
+    pub data: Vec<(Cow<'static, str>, Value)>,
     pub ctx: Context,
 }
 
@@ -163,7 +211,7 @@ impl Event {
         module: &'static str,
         rule: &str,
         summary: String,
-        data: Vec<(String, Value)>,
+        data: Vec<(Cow<'static, str>, Value)>,
         ctx: &Context,
     ) -> Self {
         Self {
@@ -203,60 +251,112 @@ impl Event {
         )
     }
 
-    /// The event as one JSON object (no newline), `emitted_ns` its dispatch time.
+    /// The event as one JSON object (no newline), `emitted_ns` its dispatch time. Written
+    /// straight into the string (no intermediate map): an event is made for most of its lines
+    /// on a busy attack, so this is on the engine's hot path.
     pub fn to_json(&self, event_id: &str, emitted_ns: u64) -> String {
-        let mut o = serde_json::Map::new();
         let c = &self.ctx;
-        let mut put = |k: &str, v: Value| {
-            o.insert(k.to_owned(), v);
-        };
-        put(fields::EVENT_TIME, format_rfc3339_us(c.time_ns).into());
-        put(fields::EVENT_TIME_NS, c.time_ns.into());
-        put(fields::EVENT_EMITTED, format_rfc3339_us(emitted_ns).into());
-        put(fields::EVENT_ID, event_id.into());
-        put(fields::EVENT_SEVERITY, self.severity_str().into());
-        put(
+        let mut w = JsonObject::with_capacity(512 + 64 * self.data.len());
+        w.str(fields::EVENT_TIME, &format_rfc3339_us(c.time_ns));
+        w.raw(fields::EVENT_TIME_NS, itoa::Buffer::new().format(c.time_ns));
+        w.str(fields::EVENT_EMITTED, &format_rfc3339_us(emitted_ns));
+        w.str(fields::EVENT_ID, event_id);
+        w.str(fields::EVENT_SEVERITY, self.severity_str());
+        w.str(
             fields::EVENT_KIND,
             match self.kind {
                 Kind::Event => "event",
                 Kind::Audit => "audit",
-            }
-            .into(),
+            },
         );
-        put(fields::EVENT_TYPE, self.type_name.clone().into());
-        put(fields::EVENT_MODULE, self.module.into());
-        put(fields::EVENT_RULE, self.rule.clone().into());
-        put(fields::EVENT_SUMMARY, self.summary.clone().into());
-        put(
+        w.str(fields::EVENT_TYPE, &self.type_name);
+        w.str(fields::EVENT_MODULE, self.module);
+        w.str(fields::EVENT_RULE, &self.rule);
+        w.str(fields::EVENT_SUMMARY, &self.summary);
+        w.str(
             fields::PARENT_CORRELATION_ID,
-            c.parent_correlation_id.clone().unwrap_or_default().into(),
+            c.parent_correlation_id.as_deref().unwrap_or(""),
         );
-        put(
+        w.str(
             fields::ROOT_CORRELATION_ID,
-            c.root_correlation_id.clone().unwrap_or_default().into(),
+            c.root_correlation_id.as_deref().unwrap_or(""),
         );
-        let tags: serde_json::Map<String, Value> = c
-            .tags
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone().into()))
-            .collect();
-        put(fields::CORRELATION_TAGS, Value::Object(tags));
+        w.key(fields::CORRELATION_TAGS);
+        w.nested(
+            c.tags
+                .iter()
+                .map(|(k, v)| (k.as_str(), Value::from(v.as_str()))),
+        );
         for (k, v) in [
             (fields::SRC_IP, &c.src_ip),
             (fields::JA4, &c.ja4),
             (fields::HOST, &c.host),
         ] {
             if let Some(v) = v {
-                put(k, v.clone().into());
+                w.str(k, v);
             }
         }
-        let data: serde_json::Map<String, Value> = self.data.iter().cloned().collect();
-        put(fields::EVENT_DATA, Value::Object(data));
-        Value::Object(o).to_string()
+        w.key(fields::EVENT_DATA);
+        w.nested(self.data.iter().map(|(k, v)| (k.as_ref(), v.clone())));
+        w.finish()
     }
 
     pub fn data(&self, key: &str) -> Option<&Value> {
         self.data.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// A JSON object written field by field (values escaped by serde_json).
+struct JsonObject {
+    buf: Vec<u8>,
+    first: bool,
+}
+
+impl JsonObject {
+    fn with_capacity(n: usize) -> Self {
+        let mut buf = Vec::with_capacity(n);
+        buf.push(b'{');
+        Self { buf, first: true }
+    }
+
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        // Serializing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.buf, k);
+        self.buf.push(b':');
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        let _ = serde_json::to_writer(&mut self.buf, v);
+    }
+
+    fn raw(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.buf.extend_from_slice(v.as_bytes());
+    }
+
+    fn nested<'k>(&mut self, items: impl Iterator<Item = (&'k str, Value)>) {
+        let mut inner = JsonObject {
+            buf: std::mem::take(&mut self.buf),
+            first: true,
+        };
+        inner.buf.push(b'{');
+        for (k, v) in items {
+            inner.key(k);
+            let _ = serde_json::to_writer(&mut inner.buf, &v);
+        }
+        inner.buf.push(b'}');
+        self.buf = inner.buf;
+    }
+
+    fn finish(mut self) -> String {
+        self.buf.push(b'}');
+        // Only UTF-8 went in (str and serde_json output).
+        String::from_utf8(self.buf).unwrap_or_default()
     }
 }
 
@@ -353,7 +453,7 @@ mod tests {
             std::array::from_fn(|i| (i as u64).into()),
             &Context::now(),
         );
-        let names: Vec<&str> = ev.data.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = ev.data.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(names, MODULE_STATS.fields);
         assert_eq!(ev.severity_str(), "audit");
     }

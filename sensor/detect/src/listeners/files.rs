@@ -242,7 +242,7 @@ impl Listener for CsvListener {
         if e.kind != Kind::Audit {
             return Ok(());
         }
-        let fields: Vec<String> = e.data.iter().map(|(k, _)| k.clone()).collect();
+        let fields: Vec<String> = e.data.iter().map(|(k, _)| k.to_string()).collect();
         if !self.files.contains_key(&e.type_name) {
             match self.open_file(&e.type_name, &fields) {
                 Ok(f) => {

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::{Metric, Module, Stats};
 use crate::config::MismatchConfig;
-use crate::event::{Context, Event};
+use crate::event::{Event, LineCtx};
 use crate::line::{Line, Scalar};
 
 /// uap-core's `regexes.yaml` (ua-parser/uap-core, Apache-2.0; see data/LICENSE-uap-core).
@@ -310,7 +310,7 @@ impl Module for Mismatch {
         "fingerprint_mismatch"
     }
 
-    fn on_line(&mut self, line: &Line, ctx: &Context, out: &mut Vec<Event>) {
+    fn on_line(&mut self, line: &Line, ctx: &LineCtx, out: &mut Vec<Event>) {
         self.n.lines += 1;
         let Some(ua) = line.str(&self.cfg.user_agent_field) else {
             self.n.no_user_agent += 1;
@@ -355,7 +355,7 @@ impl Module for Mismatch {
         }
         self.n.events += 1;
         let ja4_clients = info.map_or_else(|| "unknown".to_owned(), |i| i.clients.join("|"));
-        let data: Vec<(String, Value)> = vec![
+        let data: Vec<(std::borrow::Cow<'static, str>, Value)> = vec![
             ("mismatch".into(), what.join(",").into()),
             ("user_agent".into(), ua.into()),
             ("ua_family".into(), claim.family.clone().into()),
@@ -402,7 +402,7 @@ impl Module for Mismatch {
             "",
             summary,
             data,
-            ctx,
+            ctx.context(line),
         ));
     }
 
@@ -492,7 +492,7 @@ mod tests {
         );
         let l = Line::parse(raw.as_bytes()).unwrap();
         let mut out = Vec::new();
-        m.on_line(&l, &Context::default(), &mut out);
+        m.on_line(&l, &LineCtx::at(0), &mut out);
         out
     }
 

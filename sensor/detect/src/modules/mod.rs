@@ -6,7 +6,7 @@ pub mod new_fingerprint;
 pub mod report;
 pub mod threshold;
 
-use crate::event::{Context, Event};
+use crate::event::{Event, LineCtx};
 use crate::line::Line;
 
 /// The modules there are (`listeners[].modules` names them).
@@ -45,7 +45,7 @@ pub struct Metric {
 pub trait Module: Send {
     fn name(&self) -> &'static str;
     /// Takes one line; pushes what it dispatches onto `out`.
-    fn on_line(&mut self, line: &Line, ctx: &Context, out: &mut Vec<Event>);
+    fn on_line(&mut self, line: &Line, ctx: &LineCtx, out: &mut Vec<Event>);
     fn stats(&self) -> Stats;
     /// Module-specific counters, besides the [`Stats`] the engine exports for every module.
     fn metrics(&self) -> Vec<Metric> {

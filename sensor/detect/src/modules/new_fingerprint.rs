@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Metric, Module, Stats};
-use crate::event::{AuditType, Context, Event};
+use crate::event::{AuditType, Event, LineCtx};
 use crate::line::Line;
 
 /// The audit event and its declared fields.
@@ -200,7 +200,7 @@ impl Module for NewFingerprint {
         "new_fingerprint"
     }
 
-    fn on_line(&mut self, line: &Line, ctx: &Context, out: &mut Vec<Event>) {
+    fn on_line(&mut self, line: &Line, ctx: &LineCtx, out: &mut Vec<Event>) {
         self.lines += 1;
         let Some(ja4) = line.str(fields::JA4) else {
             return;
@@ -241,7 +241,7 @@ impl Module for NewFingerprint {
             "",
             format!("first time this host sees JA4 {ja4} ({client})"),
             values,
-            ctx,
+            ctx.context(line),
         ));
     }
 
@@ -295,14 +295,7 @@ mod tests {
         for (i, j) in ja4s.iter().enumerate() {
             let raw = format!(r#"{{"ja4":"{j}","src_ip":"10.0.0.1"}}"#);
             let l = Line::parse(raw.as_bytes()).unwrap();
-            m.on_line(
-                &l,
-                &Context {
-                    time_ns: i as u64 + 1,
-                    ..Context::default()
-                },
-                &mut out,
-            );
+            m.on_line(&l, &LineCtx::at(i as u64 + 1), &mut out);
         }
         out.len()
     }
@@ -343,7 +336,7 @@ mod tests {
         assert_eq!(m.stats().evicted, 2);
         let mut out = Vec::new();
         let l = Line::parse(br#"{"ja4":"y"}"#).unwrap();
-        m.on_line(&l, &Context::default(), &mut out);
+        m.on_line(&l, &LineCtx::at(0), &mut out);
         assert_eq!(out.len(), 1, "y was forgotten to keep 2 entries: new again");
     }
 }

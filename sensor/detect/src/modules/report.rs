@@ -4,7 +4,7 @@
 use correlate_lib::fields;
 
 use super::{Module, Stats};
-use crate::event::{Context, Event, Severity};
+use crate::event::{Event, LineCtx, Severity};
 use crate::line::{Line, Scalar};
 
 pub struct Report {
@@ -26,7 +26,7 @@ impl Module for Report {
         "report"
     }
 
-    fn on_line(&mut self, line: &Line, ctx: &Context, out: &mut Vec<Event>) {
+    fn on_line(&mut self, line: &Line, ctx: &LineCtx, out: &mut Vec<Event>) {
         let s = &mut self.stats;
         s.lines += 1;
         s.bytes += line.bytes;
@@ -44,7 +44,7 @@ impl Module for Report {
                 "",
                 format!("{} bytes", line.bytes),
                 vec![("bytes".into(), line.bytes.into())],
-                ctx,
+                ctx.context(line),
             ));
         }
     }
@@ -69,14 +69,14 @@ mod tests {
             br#"{"a":1}"#,
         ] {
             let l = Line::parse(raw).unwrap();
-            r.on_line(&l, &Context::default(), &mut out);
+            r.on_line(&l, &LineCtx::at(0), &mut out);
         }
         let s = r.stats();
         assert_eq!((s.lines, s.correlated, s.orphans), (3, 1, 2));
         assert_eq!(s.bytes, 19 + 1 + 20 + 1 + 7 + 1);
         assert!(out.is_empty());
         let mut r = Report::new(true);
-        r.on_line(&Line::parse(b"{}").unwrap(), &Context::default(), &mut out);
+        r.on_line(&Line::parse(b"{}").unwrap(), &LineCtx::at(0), &mut out);
         assert_eq!(out.len(), 1);
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{Metric, Module, Stats};
 use crate::config::{ConditionConfig, RuleConfig};
-use crate::event::{Context, Event, Severity};
+use crate::event::{Event, LineCtx, Severity};
 use crate::line::{Line, Scalar};
 
 /// One field condition.
@@ -177,7 +177,7 @@ struct Rule {
 }
 
 impl Rule {
-    fn on_line(&mut self, line: &Line, ctx: &Context, keybuf: &mut String, out: &mut Vec<Event>) {
+    fn on_line(&mut self, line: &Line, ctx: &LineCtx, keybuf: &mut String, out: &mut Vec<Event>) {
         if !self.when.iter().all(|c| c.matches(line)) {
             return;
         }
@@ -239,7 +239,7 @@ impl Rule {
         st.fired = true;
         st.times = std::collections::VecDeque::new();
         self.events += 1;
-        let mut data: Vec<(String, Value)> = vec![
+        let mut data: Vec<(std::borrow::Cow<'static, str>, Value)> = vec![
             ("key".into(), keybuf.replace('\u{1f}', " ").into()),
             ("count".into(), self.count.into()),
             ("window_ms".into(), (self.window_ns / 1_000_000).into()),
@@ -248,7 +248,7 @@ impl Rule {
         ];
         for f in &self.key {
             if let Some(v) = line.get(f) {
-                data.push((format!("key_{f}"), v.to_json()));
+                data.push((format!("key_{f}").into(), v.to_json()));
             }
         }
         let summary = format!(
@@ -270,7 +270,7 @@ impl Rule {
             &self.name,
             summary,
             data,
-            ctx,
+            ctx.context(line),
         ));
     }
 }
@@ -326,7 +326,7 @@ impl Module for Threshold {
         "threshold"
     }
 
-    fn on_line(&mut self, line: &Line, ctx: &Context, out: &mut Vec<Event>) {
+    fn on_line(&mut self, line: &Line, ctx: &LineCtx, out: &mut Vec<Event>) {
         self.lines += 1;
         for r in &mut self.rules {
             r.on_line(line, ctx, &mut self.keybuf, out);
@@ -408,10 +408,7 @@ mod tests {
         for (ms, ip, status) in lines {
             let raw = format!(r#"{{"src_ip":"{ip}","status":{status},"path":"/login"}}"#);
             let l = Line::parse(raw.as_bytes()).unwrap();
-            let ctx = Context {
-                time_ns: ms * MS,
-                ..Context::default()
-            };
+            let ctx = LineCtx::at(ms * MS);
             let mut out = Vec::new();
             t.on_line(&l, &ctx, &mut out);
             fired.extend(out.iter().map(|_| *ms));
