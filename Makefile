@@ -33,6 +33,9 @@ bench: release
 	scripts/bench/sensor.sh
 	python3 scripts/bench/live_rate.py
 	python3 scripts/bench/memory.py --warmup 1000000 --requests 1000000
+	$(CARGO) build --release -p ja4sensor-detect --example ship_validate
+	python3 scripts/bench/detect.py --lines 1000000 --keys 100000 --repeats 3
+	scripts/bench/verdict_instructions.sh
 
 # The module into `apxs -q LIBEXECDIR` and its config snippets (Debian mods-available/ or RHEL
 # conf.modules.d/ + conf.d/); `make install DESTDIR=/tmp/stage [LAYOUT=rhel]` for a staged install.

@@ -371,6 +371,46 @@ fn decode(body: &[u64; BODY_WORDS]) -> Option<Entry> {
     })
 }
 
+/// The verdict of a stable copy of a slot whose key the caller already compared with its own
+/// (`key_words`, kind and length): the lookup's path, which skips unpacking and re-checking the
+/// key. `None` unless the check word, every length and byte are what a writer of this layout
+/// writes.
+fn decode_verdict(
+    body: &[u64; BODY_WORDS],
+    kb: &KeyBytes,
+    key_words: &[u64; 5],
+) -> Option<Verdict> {
+    let (meta, check) = layout::unpack(body[layout::B_META]);
+    let [kind, key_len, word_len, rule_len] = meta.to_le_bytes();
+    if kind != kb.kind
+        || key_len != kb.len
+        || body.get(layout::B_KEY..layout::B_VERDICT)? != key_words
+    {
+        return None;
+    }
+    if layout::body_check(body) != check {
+        return None;
+    }
+    let (wl, rl) = (word_len as usize, rule_len as usize);
+    if wl > layout::MAX_VERDICT_BYTES || rl > layout::MAX_RULE_BYTES {
+        return None;
+    }
+    let word: [u8; layout::MAX_VERDICT_BYTES] =
+        unpack_bytes(body.get(layout::B_VERDICT..layout::B_RULE)?);
+    let rule: [u8; layout::MAX_RULE_BYTES] = unpack_bytes(body.get(layout::B_RULE..layout::B_SET)?);
+    if !valid_word(word.get(..wl)?) || !valid_rule(rule.get(..rl)?) {
+        return None;
+    }
+    Some(Verdict {
+        word,
+        word_len,
+        rule,
+        rule_len,
+        expires_ns: body[layout::B_EXPIRES],
+        set_ns: body[layout::B_SET],
+    })
+}
+
 /// The writer's view of one slot (never read back from the file, so never trusted from it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
@@ -886,21 +926,25 @@ impl VerdictReader {
     }
 
     fn read_candidate(&self, slot: &[SharedWord], kb: &KeyBytes, want: u64) -> Candidate {
+        let key_words = kb.words();
         for _ in 0..READ_ATTEMPTS {
             let (attempt, body) = seqlock::read_words::<SharedWord, BODY_WORDS>(slot);
             if attempt == ReadAttempt::Raced {
                 std::hint::spin_loop();
                 continue;
             }
+            if body[layout::B_TAG] != want {
+                // Rewritten since its tag was read (another key, or a tombstone).
+                return Candidate::Other;
+            }
+            if let Some(v) = decode_verdict(&body, kb, &key_words) {
+                return Candidate::Ours(v);
+            }
+            // Our tag but not our verdict: another key with the same hash (as good as never:
+            // 63 bits), else damage.
             return match decode(&body) {
-                Some(e) if body[layout::B_TAG] == want && e.key == *kb => {
-                    Candidate::Ours(e.verdict)
-                }
-                Some(_) => Candidate::Other,
-                // A stable copy that is not a valid entry: damage, or a slot rewritten since
-                // its tag was read into another state (a tombstone has no live bit).
-                None if body[layout::B_TAG] & layout::TAG_LIVE == 0 => Candidate::Other,
-                None => Candidate::Torn,
+                Some(e) if e.key != *kb => Candidate::Other,
+                _ => Candidate::Torn,
             };
         }
         Candidate::Torn
