@@ -489,3 +489,77 @@ fn a_restarted_follower_neither_rereads_nor_skips_lines() {
     let want: Vec<String> = (0..420).map(|n| format!("c{n}-1")).collect();
     assert_eq!(ids, want, "in order, none twice, none skipped");
 }
+
+#[test]
+fn at_the_very_first_start_existing_lines_are_history_with_start_at_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let events = d.join("events.jsonl");
+    let listeners = format!(
+        "    - {{type: jsonl, path: {}, types: [FingerprintMismatch]}}\n",
+        events.display()
+    );
+    let mut cfg = config(d, &listeners);
+    cfg.input.start_at = ja4sensor_detect::config::StartAt::End;
+    let log = d.join("reqin.log");
+    let write = |from: u64, to: u64| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        for n in from..to {
+            writeln!(
+                f,
+                "{}",
+                line(
+                    T0_MS + n,
+                    "198.51.100.1",
+                    "/",
+                    200,
+                    CHROME_WIN_UA,
+                    Some(CURL_JA4),
+                    n
+                )
+            )
+            .unwrap();
+        }
+    };
+    write(0, 50);
+    // Runs until the checkpoint exists (it is saved at once, at the end of the files).
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| ja4sensor_detect::follow_until(&cfg, &stop, &hup));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cfg.checkpoint_path.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // New lines after the start are read.
+        write(50, 60);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::read_to_string(&events)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+            < 10
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap().unwrap();
+    });
+    let text = std::fs::read_to_string(&events).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["parent_correlation_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let want: Vec<String> = (50..60).map(|n| format!("c{n}-1")).collect();
+    assert_eq!(ids, want, "only the lines written after the first start");
+}
