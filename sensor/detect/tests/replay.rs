@@ -563,3 +563,80 @@ fn at_the_very_first_start_existing_lines_are_history_with_start_at_end() {
     let want: Vec<String> = (50..60).map(|n| format!("c{n}-1")).collect();
     assert_eq!(ids, want, "only the lines written after the first start");
 }
+
+#[test]
+fn the_service_serves_its_counters_on_metrics() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let events = d.join("events.jsonl");
+    let listeners = format!(
+        "    - {{type: jsonl, path: {}, types: [FingerprintMismatch]}}\n",
+        events.display()
+    );
+    let mut cfg = config(d, &listeners);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.metrics.enabled = true;
+    cfg.metrics.addr = format!("127.0.0.1:{port}");
+    let log = d.join("reqin.log");
+    let mut f = std::fs::File::create(&log).unwrap();
+    for n in 0..40 {
+        writeln!(
+            f,
+            "{}",
+            line(
+                T0_MS + n,
+                "198.51.100.1",
+                "/",
+                200,
+                CHROME_WIN_UA,
+                Some(CURL_JA4),
+                n
+            )
+        )
+        .unwrap();
+    }
+    writeln!(f, "garbage").unwrap();
+    drop(f);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = AtomicBool::new(false);
+    let text = std::thread::scope(|s| {
+        let h = s.spawn(|| ja4sensor_detect::follow_until(&cfg, &stop, &hup));
+        let get = || -> Option<String> {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
+            let mut out = String::new();
+            c.read_to_string(&mut out).ok()?;
+            Some(out)
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut text = String::new();
+        while Instant::now() < deadline {
+            text = get().unwrap_or_default();
+            if text.contains("ja4sensor_detect_lines_total 41") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap().unwrap();
+        text
+    });
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for want in [
+        "ja4sensor_detect_lines_total 41",
+        "ja4sensor_detect_malformed_lines_total 1",
+        "ja4sensor_detect_events_total{type=\"FingerprintMismatch\"} 40",
+        "ja4sensor_detect_module_lines_total{module=\"fingerprint_mismatch\"} 40",
+        "ja4sensor_detect_fingerprint_mismatch_client_mismatches_total 40",
+        "ja4sensor_detect_report_orphans_total 0",
+        "ja4sensor_detect_listener_events_written_total{listener=\"jsonl:",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+}

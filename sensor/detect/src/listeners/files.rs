@@ -348,3 +348,67 @@ impl Listener for CsvListener {
         ]
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::event::{Context, Event, Severity};
+
+    fn event() -> Event {
+        Event::new(
+            Severity::Warning,
+            "T",
+            "threshold",
+            "r",
+            "s".into(),
+            vec![],
+            &Context::default(),
+        )
+    }
+
+    #[test]
+    fn a_jsonl_file_moved_away_by_logrotate_is_reopened_on_sighup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut l = JsonlListener::open(ListenerType::Jsonl, &path).unwrap();
+        let e = event();
+        l.handle(&Dispatched {
+            event: &e,
+            id: "1",
+            json: "{\"n\":1}",
+        })
+        .unwrap();
+        l.flush().unwrap();
+        std::fs::rename(&path, dir.path().join("events.jsonl.1")).unwrap();
+        l.reopen().unwrap();
+        l.handle(&Dispatched {
+            event: &e,
+            id: "2",
+            json: "{\"n\":2}",
+        })
+        .unwrap();
+        l.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("events.jsonl.1")).unwrap(),
+            "{\"n\":1}\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":2}\n");
+    }
+
+    #[test]
+    fn csv_ignores_standard_events_and_needs_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = CsvListener::open(dir.path()).unwrap();
+        let e = event();
+        c.handle(&Dispatched {
+            event: &e,
+            id: "1",
+            json: "{}",
+        })
+        .unwrap();
+        c.flush().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(CsvListener::open(&dir.path().join("missing")).is_err());
+    }
+}
