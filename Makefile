@@ -17,10 +17,15 @@ release: deps
 # sensor on lo and real TLS clients. Needs root (pcap on lo, httpd binding as root).
 test: build lint
 	$(CARGO) test --workspace -- --test-threads=1
+	# JA4T/JA4H (cargo feature `foxio`, FoxIO License 1.1, off by default): built and checked
+	# against FoxIO's published vectors so the feature stays correct.
+	$(CARGO) test -p correlate-lib --features foxio
+	$(CARGO) test -p ja4sensor --features foxio --test foxio_corpus
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p correlate-lib -p ja4sensor --all-targets --features correlate-lib/foxio,ja4sensor/foxio -- -D warnings
 
 demo: release
 	./scripts/demo.sh

@@ -1,5 +1,4 @@
-//! Generates the httpd/APR bindings (into OUT_DIR, never committed) and compiles the C directive
-//! table. Include directories come from the tools httpd and APR install (`apxs`,
+//! Generates the httpd/APR bindings (into OUT_DIR, never committed). Include directories come from the tools httpd and APR install (`apxs`,
 //! `apr-1-config`, `apu-1-config`), with the usual Debian and RHEL locations as fallbacks.
 
 use std::env;
@@ -70,19 +69,11 @@ fn apr_include_dirs() -> Vec<PathBuf> {
 }
 
 fn main() {
-    println!("cargo:rerun-if-changed=c/shim.c");
     println!("cargo:rerun-if-changed=c/wrapper.h");
     println!("cargo:rerun-if-env-changed=APACHE_INCLUDE_DIR");
 
     let mut includes = vec![httpd_include_dir()];
     includes.extend(apr_include_dirs());
-
-    let mut shim = cc::Build::new();
-    shim.file("c/shim.c").warnings(true);
-    for dir in &includes {
-        shim.include(dir);
-    }
-    shim.compile("reqin_log_shim");
 
     let mut bindings = bindgen::Builder::default()
         .header("c/wrapper.h")
@@ -109,6 +100,7 @@ fn main() {
         "piped_log",
         "apr_status_t",
         "ap_unixd_mpm_retained_data",
+        "ap_expr_info_t",
     ] {
         bindings = bindings.allowlist_type(ty);
     }
@@ -140,11 +132,15 @@ fn main() {
         "apr_file_close",
         "apr_pstrdup",
         "apr_pstrmemdup",
-        "apr_file_open",
         "apr_file_write_full",
         "apr_table_get",
         "apr_strerror",
         "apr_dynamic_fn_retrieve",
+        "ap_expr_parse_cmd_mi",
+        "ap_expr_exec",
+        "ap_expr_str_exec",
+        "ap_find_linked_module",
+        "ap_run_generate_log_id",
     ] {
         bindings = bindings.allowlist_function(func);
     }
@@ -153,18 +149,16 @@ fn main() {
         "MODULE_MAGIC_NUMBER_MINOR",
         "MODULE_MAGIC_COOKIE",
         "OK",
-        "HTTP_INTERNAL_SERVER_ERROR",
         "DECLINED",
         "RSRC_CONF",
         "APR_HOOK_REALLY_FIRST",
         "APR_HOOK_MIDDLE",
         "APR_SUCCESS",
-        "APR_FOPEN_.*",
-        "APR_OS_DEFAULT",
         "APLOG_.*",
         "APR_INET6?",
         "AP_SQ_MAIN_STATE",
         "AP_SQ_MS_CREATE_PRE_CONFIG",
+        "AP_EXPR_FLAG_.*",
     ] {
         bindings = bindings.allowlist_var(var);
     }

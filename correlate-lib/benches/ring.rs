@@ -54,6 +54,9 @@ fn record(n: u32) -> TlsRecord {
         ja3: "771,4865-4866-4867-49195-49199-49196-49200-52393-52392-49171-49172-156-157-47-53,0-23-65281-10-11-35-16-5-13-18-51-45-43-27-17513-65037,29-23-24,0".into(),
         ja3_hash: "cd08e31494f9531f560d64c695473da9".into(),
         sensor_id: "bench".into(),
+        tcp_os: "Linux 3.11 and newer".into(),
+        tcp_os_distance: Some(0),
+        tcp_option_kinds: correlate_lib::fingerprint::syn::OptionKinds::from_slice(&[2, 4, 8, 1, 3]),
     }
 }
 

@@ -163,8 +163,15 @@ impl JoinRules {
 /// `timestamp` is the request time as RFC 3339 (what logcorrelator prints and `http_logs` parses)
 /// and stays; `a_timestamp` is the request time and `b_timestamp` the ClientHello time, both Unix
 /// nanoseconds (`UInt64` columns of seed 001's `http_logs`).
+///
+/// `conn_id` is not merged: in the correlated line it is the module's id of the connection,
+/// the root of its requests' ids (seed 004), on every line; the sensor's flow id
+/// (`ip:port-ip:port`, sentinel's) repeats the address fields and stays in the sensor's outputs.
 pub fn merge_fields(line: &mut Vec<(String, Value)>, sensor: Map<String, Value>, a_time_ns: u64) {
     for (name, b) in sensor {
+        if name == fields::CONN_ID {
+            continue;
+        }
         if name == fields::TIMESTAMP {
             line.push((
                 format!("{}{name}", fields::PREFIX_A),

@@ -1,8 +1,9 @@
 //! Shared between `ja4sensor` (the only ring writer) and `mod_reqin_log` (every httpd child reads):
-//! the TLS/TCP record the sensor publishes, the field names of every JSON line we print, and the
-//! shared-memory ring that carries records from the sensor into Apache; the verdict table that
-//! carries the detector's verdicts back into Apache ([`verdict`]); the ja4→client mapping
-//! ([`clients`]).
+//! the TLS/TCP record the sensor publishes, the field names of every JSON line we print, the
+//! shared-memory ring that carries records from the sensor into Apache, the one
+//! implementation of the fingerprints both compute ([`fingerprint`]: ClientHello, JA4, JA3, SYN
+//! traits, OS guess; JA4T/JA4H behind the `foxio` feature), the verdict table that carries the
+//! detector's verdicts back into Apache ([`verdict`]) and the ja4→client mapping ([`clients`]).
 //!
 //! No Apache and no pcap code lives here. All `unsafe` for the mappings (ring and verdict table)
 //! is confined to `ring::mapping`; everything else is safe code.
@@ -11,6 +12,7 @@
 
 pub mod clients;
 pub mod fields;
+pub mod fingerprint;
 pub mod follow;
 pub mod join;
 pub mod jsonl;

@@ -11,6 +11,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::fields;
+use crate::fingerprint::syn::{OptionKinds, MAX_TCP_OPTION_BYTES};
 
 /// The TCP connection a record belongs to, seen from the client: `src` is the client, `dst` the
 /// server. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack listener reports) are
@@ -133,6 +134,15 @@ pub struct TlsRecord {
     pub ja3: String,
     pub ja3_hash: String,
     pub sensor_id: String,
+    /// The client's OS as its SYN suggests it (p0f signatures, [`crate::fingerprint::os`]):
+    /// `Linux 3.11 and newer`; empty when no signature matched or without a SYN.
+    pub tcp_os: String,
+    /// Hops from the client, from the SYN's TTL; `None` without a SYN.
+    pub tcp_os_distance: Option<u8>,
+    /// Every TCP option kind of the SYN in wire order (JA4T's list,
+    /// [`crate::fingerprint::syn::SynTraits::option_kinds`]); empty without a SYN. Not a JSON
+    /// field: it travels in the ring so that a reader can compute JA4T.
+    pub tcp_option_kinds: OptionKinds,
 }
 
 impl TlsRecord {
@@ -186,6 +196,12 @@ impl TlsRecord {
             }
             m.serialize_entry(fields::TCP_META_OPTIONS, &tcp.options)?;
         }
+        if !self.tcp_os.is_empty() {
+            m.serialize_entry(fields::TCP_OS, &self.tcp_os)?;
+        }
+        if let Some(distance) = self.tcp_os_distance {
+            m.serialize_entry(fields::TCP_OS_DISTANCE, &distance)?;
+        }
         if let Some(k) = &self.key {
             // `conn_id` as ConnKey::conn_id formats it.
             m.serialize_entry(fields::CONN_ID, &ConnIdJson(k))?;
@@ -223,6 +239,9 @@ impl TlsRecord {
                 flags |= FLAG_WSCALE;
             }
         }
+        if self.tcp_os_distance.is_some() {
+            flags |= FLAG_OS_DISTANCE;
+        }
         out.push(flags);
         let key = self
             .key
@@ -241,6 +260,15 @@ impl TlsRecord {
         out.extend_from_slice(&tcp.window_size.to_le_bytes());
         out.extend_from_slice(&tcp.mss.to_le_bytes());
         out.push(tcp.window_scale.unwrap_or(0));
+        out.push(self.tcp_os_distance.unwrap_or(0));
+        let kinds = self.tcp_option_kinds.as_slice();
+        // An `OptionKinds` holds at most MAX_TCP_OPTION_BYTES (40) kinds.
+        out.push(kinds.len() as u8);
+        let mut kind_bytes = [0u8; MAX_TCP_OPTION_BYTES];
+        for (slot, kind) in kind_bytes.iter_mut().zip(kinds) {
+            *slot = *kind;
+        }
+        out.extend_from_slice(&kind_bytes);
         let strings = [
             tcp.options.as_str(),
             &self.tls_version,
@@ -251,6 +279,7 @@ impl TlsRecord {
             &self.ja3,
             &self.ja3_hash,
             &self.sensor_id,
+            &self.tcp_os,
         ];
         // All the lengths, then all the strings back to back: a reader checks the strings for
         // UTF-8 in one pass (nine short checks cost a third of a ring hit).
@@ -456,10 +485,12 @@ pub struct RecordView<'a> {
     pub ip: Option<IpMeta>,
     /// Window size, MSS and window scale of the SYN (see [`TcpMeta`]); `None` without a SYN.
     pub tcp: Option<(u16, u16, Option<u8>)>,
-    /// The nine strings back to back, in [`StrField::ALL`] order.
+    pub tcp_os_distance: Option<u8>,
+    pub tcp_option_kinds: OptionKinds,
+    /// The strings back to back, in [`StrField::ALL`] order.
     text: &'a str,
     /// Where each string ends in `text`; each is a character boundary (checked by `parse`).
-    ends: [u16; 9],
+    ends: [u16; STRING_COUNT],
 }
 
 impl<'a> RecordView<'a> {
@@ -486,8 +517,19 @@ impl<'a> RecordView<'a> {
         let window_size = u16::from_le_bytes(r.array()?);
         let mss = u16::from_le_bytes(r.array()?);
         let wscale = r.u8()?;
-        let raw_lens: [u8; 18] = r.array()?;
-        let mut lens = [0usize; 9];
+        let distance = r.u8()?;
+        let kind_count = usize::from(r.u8()?);
+        let kind_bytes: [u8; MAX_TCP_OPTION_BYTES] = r.array()?;
+        if kind_count > MAX_TCP_OPTION_BYTES {
+            return Err(CodecError::TooManyOptionKinds {
+                count: kind_count,
+                max: MAX_TCP_OPTION_BYTES,
+            });
+        }
+        let tcp_option_kinds =
+            OptionKinds::from_slice(kind_bytes.get(..kind_count).unwrap_or_default());
+        let raw_lens: [u8; 2 * STRING_COUNT] = r.array()?;
+        let mut lens = [0usize; STRING_COUNT];
         let mut total = 0;
         for (i, field) in StrField::ALL.into_iter().enumerate() {
             let len = usize::from(u16::from_le_bytes([raw_lens[2 * i], raw_lens[2 * i + 1]]));
@@ -513,7 +555,7 @@ impl<'a> RecordView<'a> {
             let at = std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), |s| s.len());
             CodecError::Utf8(StrField::at(&lens, at).name())
         })?;
-        let mut ends = [0u16; 9];
+        let mut ends = [0u16; STRING_COUNT];
         let mut end = 0;
         for (i, field) in StrField::ALL.into_iter().enumerate() {
             end += lens[i];
@@ -539,6 +581,8 @@ impl<'a> RecordView<'a> {
                 mss,
                 (flags & FLAG_WSCALE != 0).then_some(wscale),
             )),
+            tcp_os_distance: (flags & FLAG_OS_DISTANCE != 0).then_some(distance),
+            tcp_option_kinds,
             text,
             ends,
         })
@@ -563,6 +607,7 @@ impl<'a> RecordView<'a> {
         ja3 => Ja3,
         ja3_hash => Ja3Hash,
         sensor_id => SensorId,
+        tcp_os => TcpOs,
     }
 
     /// The fixed-size head only: the connection key (as [`ConnKey::canonical_bytes`]) and the
@@ -610,20 +655,29 @@ impl<'a> RecordView<'a> {
             ja3: self.ja3().to_owned(),
             ja3_hash: self.ja3_hash().to_owned(),
             sensor_id: self.sensor_id().to_owned(),
+            tcp_os: self.tcp_os().to_owned(),
+            tcp_os_distance: self.tcp_os_distance,
+            tcp_option_kinds: self.tcp_option_kinds,
         }
     }
 }
 
-const CODEC_VERSION: u8 = 2;
+/// Codec 3 (ring layout 4) added the OS guess (`tcp_os`, `tcp_os_distance`) and the SYN's
+/// option kinds; codec 2 had nine strings and no kinds.
+const CODEC_VERSION: u8 = 3;
+/// Strings of a record, in [`StrField::ALL`] order.
+const STRING_COUNT: usize = 10;
 /// Bytes of an encoded record before its strings: version, flags, key, three times, the IP and
-/// TCP traits, and the nine string lengths.
-const FIXED_BYTES: usize = 2 + CONN_KEY_BYTES + 3 * 8 + 6 + 5 + 9 * 2;
+/// TCP traits, the OS distance, the option kinds (count and 40 bytes), and the string lengths.
+const FIXED_BYTES: usize =
+    2 + CONN_KEY_BYTES + 3 * 8 + 6 + 5 + 1 + 1 + MAX_TCP_OPTION_BYTES + 2 * STRING_COUNT;
 /// Where `closed_time_ns` starts: after the version, the flags, the key and the two other times.
 const CLOSED_TIME_OFFSET: usize = 2 + CONN_KEY_BYTES + 2 * 8;
 const FLAG_KEY: u8 = 1;
 const FLAG_IP: u8 = 2;
 const FLAG_TCP: u8 = 4;
 const FLAG_WSCALE: u8 = 8;
+const FLAG_OS_DISTANCE: u8 = 16;
 
 #[derive(Debug, Clone, Copy)]
 enum StrField {
@@ -636,11 +690,12 @@ enum StrField {
     Ja3,
     Ja3Hash,
     SensorId,
+    TcpOs,
 }
 
 impl StrField {
     /// The field whose bytes hold `offset` of the strings, given their lengths in order.
-    fn at(lens: &[usize; 9], offset: usize) -> Self {
+    fn at(lens: &[usize; STRING_COUNT], offset: usize) -> Self {
         let mut end = 0;
         for (field, len) in Self::ALL.into_iter().zip(lens) {
             end += len;
@@ -648,10 +703,10 @@ impl StrField {
                 return field;
             }
         }
-        Self::SensorId
+        Self::TcpOs
     }
 
-    const ALL: [StrField; 9] = [
+    const ALL: [StrField; STRING_COUNT] = [
         StrField::TcpOptions,
         StrField::TlsVersion,
         StrField::TlsSni,
@@ -661,6 +716,7 @@ impl StrField {
         StrField::Ja3,
         StrField::Ja3Hash,
         StrField::SensorId,
+        StrField::TcpOs,
     ];
 
     fn name(self) -> &'static str {
@@ -674,6 +730,7 @@ impl StrField {
             StrField::Ja3 => fields::JA3,
             StrField::Ja3Hash => fields::JA3_HASH,
             StrField::SensorId => fields::SENSOR_ID,
+            StrField::TcpOs => fields::TCP_OS,
         }
     }
 
@@ -690,6 +747,7 @@ impl StrField {
             StrField::Ja4R | StrField::Ja3 => MAX_RAW_FINGERPRINT_LEN,
             StrField::Ja3Hash => 32,
             StrField::SensorId => MAX_SENSOR_ID_LEN,
+            StrField::TcpOs => crate::fingerprint::os::MAX_OS_LABEL_LEN,
         }
     }
 }
@@ -730,6 +788,8 @@ pub enum CodecError {
     },
     #[error("field {0} is not valid UTF-8")]
     Utf8(&'static str),
+    #[error("{count} TCP option kinds exceed the limit of {max}")]
+    TooManyOptionKinds { count: usize, max: usize },
 }
 
 struct Cursor<'a> {
@@ -808,6 +868,9 @@ mod tests {
             ja3: "771,4866-4867,0-23,29-23,0".into(),
             ja3_hash: "0123456789abcdef0123456789abcdef".into(),
             sensor_id: "lab".into(),
+            tcp_os: "Linux 3.11 and newer".into(),
+            tcp_os_distance: Some(0),
+            tcp_option_kinds: OptionKinds::from_slice(&[2, 4, 8, 1, 3]),
         }
     }
 
@@ -866,11 +929,12 @@ mod tests {
                 &rec.ja3,
                 &rec.ja3_hash,
                 &rec.sensor_id,
+                &rec.tcp_os,
             ]
             .iter()
             .map(|s| s.len())
             .sum::<usize>();
-        buf.len() - strings - 18
+        buf.len() - strings - 2 * STRING_COUNT
     }
 
     #[test]
@@ -884,7 +948,7 @@ mod tests {
         );
         let rec = sample();
         rec.encode(&mut buf).unwrap();
-        assert_eq!(lengths_offset(&rec, &buf) + 18, FIXED_BYTES);
+        assert_eq!(lengths_offset(&rec, &buf) + 2 * STRING_COUNT, FIXED_BYTES);
     }
 
     #[test]
@@ -893,7 +957,8 @@ mod tests {
         let mut buf = Vec::new();
         rec.encode(&mut buf).unwrap();
         // The first byte of ja3 (the seventh string).
-        let ja3_at = buf.len() - rec.sensor_id.len() - rec.ja3_hash.len() - rec.ja3.len();
+        let ja3_at =
+            buf.len() - rec.tcp_os.len() - rec.sensor_id.len() - rec.ja3_hash.len() - rec.ja3.len();
         buf[ja3_at] = 0xff;
         assert_eq!(
             RecordView::parse(&buf).unwrap_err(),
@@ -976,6 +1041,23 @@ mod tests {
         assert_eq!(m["tcp_meta_window_scale"], 7);
         assert_eq!(m["conn_id"], "127.0.0.1:50000-127.0.0.1:443");
         assert_eq!(m["timestamp"], 1_700_000_000_012_000_000u64);
+        assert_eq!(m["tcp_os"], "Linux 3.11 and newer");
+        assert_eq!(m["tcp_os_distance"], 0);
+        let bare = TlsRecord::default().json_fields();
+        assert!(!bare.contains_key("tcp_os") && !bare.contains_key("tcp_os_distance"));
+    }
+
+    #[test]
+    fn a_record_claiming_more_option_kinds_than_a_header_holds_is_refused() {
+        let mut buf = Vec::new();
+        sample().encode(&mut buf).unwrap();
+        let count_at = FIXED_BYTES - 2 * STRING_COUNT - MAX_TCP_OPTION_BYTES - 1;
+        assert_eq!(buf[count_at], 5);
+        buf[count_at] = 41;
+        assert_eq!(
+            RecordView::parse(&buf).unwrap_err(),
+            CodecError::TooManyOptionKinds { count: 41, max: 40 }
+        );
     }
 
     proptest::proptest! {

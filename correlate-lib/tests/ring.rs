@@ -7,6 +7,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 
+use correlate_lib::fingerprint::syn::OptionKinds;
 use correlate_lib::record::v4;
 use correlate_lib::ring::{
     layout, Lookup, RingConfig, RingError, RingReader, RingWriter, SensorCounter,
@@ -51,6 +52,11 @@ fn record(n: u64, keys: u64) -> TlsRecord {
         ja3: format!("771,{n},{n},{n},0"),
         ja3_hash: format!("{:032x}", n),
         sensor_id: "stress".into(),
+        tcp_os: ["", "Linux 3.11 and newer", "Windows 7 or 8"][(n % 3) as usize].into(),
+        tcp_os_distance: Some((n % 40) as u8),
+        tcp_option_kinds: OptionKinds::from_slice(
+            &[2, 1, 3, 1, 1, 8, 4, 0, 0][..(n % 10) as usize],
+        ),
     }
 }
 
@@ -376,5 +382,34 @@ fn reader_of_a_replaced_ring_keeps_its_old_records_until_it_reopens() {
     assert!(matches!(
         r2.lookup(&record(2, 1000).key.unwrap()),
         Lookup::Hit(_)
+    ));
+}
+
+#[test]
+fn a_ring_overwritten_or_truncated_in_place_says_what_was_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ja4.ring");
+    let _w = RingWriter::create(&path, SMALL, 0o600, None).unwrap();
+    let r = RingReader::open(&path).unwrap();
+    assert!(r.damage().is_none(), "a sensor's ring is intact");
+    // Random bytes over the header, same inode (what `dd conv=notrunc` does).
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, &[0x5a; 64], 0).unwrap();
+    assert!(!r.is_replaced(), "same inode");
+    assert!(matches!(r.damage(), Some(RingError::BadMagic { .. })));
+    let dir2 = tempfile::tempdir().unwrap();
+    let path2 = dir2.path().join("ja4.ring");
+    let _w2 = RingWriter::create(&path2, SMALL, 0o600, None).unwrap();
+    let r2 = RingReader::open(&path2).unwrap();
+    // Cut shorter than the mapping, in place: reading past the end would fault.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path2)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    assert!(matches!(
+        r2.damage(),
+        Some(RingError::Truncated { len: 4096, .. })
     ));
 }

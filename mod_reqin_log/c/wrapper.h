@@ -12,4 +12,5 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 #include <http_connection.h>
+#include <ap_expr.h>
 #include <unixd.h>

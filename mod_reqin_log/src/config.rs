@@ -5,6 +5,12 @@
 //!
 //! The `JsonSockLog*` directives are those of the original C module, with its meaning and
 //! defaults; everything new is prefixed `ReqinLog`.
+//!
+//! Only what is wrong in the text itself is an error here (syntax, range, a relative path
+//! where an absolute one is needed): `apache2 -t` must pass on any machine. Whether a socket, a
+//! ring or a log directory exists is the state of the machine at run time, which changes (a
+//! collector's `RuntimeDirectory` appears after httpd starts, or never; the sensor restarts);
+//! the hooks report a missing one once and retry, and a graceful restart never dies of it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,7 +20,7 @@ use correlate_lib::join::{JoinRules, MatchMode, DEFAULT_TIME_WINDOW};
 use correlate_lib::ring::DEFAULT_RING_PATH;
 use ipnet::IpNet;
 
-/// Every directive the module registers (c/shim.c holds the table httpd reads).
+/// Every directive the module registers (module.rs holds the table httpd reads).
 pub const DIRECTIVES: &[&str] = &[
     "JsonSockLogEnabled",
     "JsonSockLogSocket",
@@ -36,6 +42,8 @@ pub const DIRECTIVES: &[&str] = &[
     "ReqinLogLookupWait",
     "ReqinLogBuffer",
     "ReqinLogFlushInterval",
+    "ReqinLogMaxFieldLen",
+    "ReqinLogTag",
     "ReqinLogTestPanic",
 ];
 
@@ -46,6 +54,11 @@ pub const DEFAULT_MAX_HEADER_VALUE_LEN: usize = 256;
 /// Hard limits, whatever is configured: a line must stay one datagram and one buffered write.
 pub const MAX_MAX_HEADERS: usize = 256;
 pub const MAX_MAX_HEADER_VALUE_LEN: usize = 16 * 1024;
+/// `ReqinLogMaxFieldLen`: path, query and host are cut after this many bytes. Apache itself
+/// accepts request lines up to `LimitRequestLine` (8190 bytes); 2 KiB keeps a line short while
+/// holding any real URL.
+pub const DEFAULT_MAX_FIELD_LEN: usize = 2048;
+pub const MAX_MAX_FIELD_LEN: usize = 16 * 1024;
 /// Seconds between reconnection attempts of the datagram socket (the C module's default).
 pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(10);
 /// Seconds between two error-log reports of the same sink failure (the C module's default).
@@ -110,10 +123,9 @@ impl LogTarget {
         } else {
             resolve(arg).ok_or_else(|| ConfigError::Unresolvable(arg.to_owned()))?
         };
-        if path.is_dir() || arg.ends_with('/') {
+        if arg.ends_with('/') {
             return Err(ConfigError::IsADirectory(path));
         }
-        require_parent_dir(&path)?;
         Ok(LogTarget::File(path))
     }
 }
@@ -127,8 +139,8 @@ impl std::fmt::Display for LogTarget {
     }
 }
 
-/// Parses a `ReqinLogRing` value: the sensor creates the ring at an absolute path, possibly after
-/// httpd started, so only its directory has to exist now.
+/// Parses a `ReqinLogRing` value: an absolute path where the sensor creates the ring, possibly
+/// after httpd started (even its directory).
 pub fn parse_ring_path(arg: &str) -> Result<PathBuf, ConfigError> {
     parse_absolute_file(arg)
 }
@@ -147,25 +159,13 @@ fn parse_absolute_file(arg: &str) -> Result<PathBuf, ConfigError> {
     if !path.is_absolute() {
         return Err(ConfigError::NotAbsolute(path));
     }
-    if path.is_dir() || arg.ends_with('/') {
+    if arg.ends_with('/') || path.parent().is_none() {
         return Err(ConfigError::IsADirectory(path));
     }
-    require_parent_dir(&path)?;
     Ok(path)
 }
 
-fn require_parent_dir(path: &Path) -> Result<(), ConfigError> {
-    match path.parent() {
-        Some(dir) if dir.is_dir() => Ok(()),
-        Some(dir) => Err(ConfigError::MissingDir {
-            dir: dir.to_path_buf(),
-            path: path.to_path_buf(),
-        }),
-        None => Err(ConfigError::IsADirectory(path.to_path_buf())),
-    }
-}
-
-/// `On`/`Off`, as httpd's FLAG directives spell it (the C shim passes FLAG values as text).
+/// `On`/`Off`, as httpd's FLAG directives spell it (ffi::entry passes FLAG values as text).
 pub fn parse_flag(arg: &str) -> Result<bool, ConfigError> {
     match arg.trim().to_ascii_lowercase().as_str() {
         "on" => Ok(true),
@@ -246,6 +246,24 @@ pub fn parse_count(arg: &str, max: usize) -> Result<usize, ConfigError> {
     Ok(n)
 }
 
+/// Longest tag key: `tag_<key>` stays a short column name.
+pub const MAX_TAG_KEY_LEN: usize = 64;
+
+/// A `ReqinLogTag` key: the line gets `tag_<key>`, so letters, digits and `_` only.
+pub fn parse_tag_key(arg: &str) -> Result<String, ConfigError> {
+    let ok = !arg.is_empty()
+        && arg.len() <= MAX_TAG_KEY_LEN
+        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(arg.to_owned())
+    } else {
+        Err(ConfigError::Expected {
+            what: "a tag key of letters, digits and _ (at most 64)",
+            got: arg.to_owned(),
+        })
+    }
+}
+
 /// An HTTP field name (RFC 9110 token).
 pub fn parse_header_name(arg: &str) -> Result<String, ConfigError> {
     let ok = !arg.is_empty()
@@ -307,8 +325,8 @@ pub enum ConfigError {
     NotAbsolute(PathBuf),
     #[error("expected a file path, {0:?} is a directory")]
     IsADirectory(PathBuf),
-    #[error("directory {dir:?} of {path:?} does not exist")]
-    MissingDir { dir: PathBuf, path: PathBuf },
+    #[error("expected {what}, got {got} argument(s)")]
+    ArgCount { what: &'static str, got: usize },
     #[error("expected {what}, got {got:?}")]
     Expected { what: &'static str, got: String },
     #[error("{got:?} is larger than the maximum of {max}")]
@@ -343,6 +361,8 @@ pub struct Settings {
     /// `ReqinLogBuffer`: 0 writes every line at once.
     pub buffer: Option<usize>,
     pub flush_interval: Option<Duration>,
+    /// `ReqinLogMaxFieldLen`.
+    pub max_field_len: Option<usize>,
     /// Testing only: a request for exactly this path makes the log hook panic, to prove the
     /// panic is caught and reported.
     pub test_panic_path: Option<String>,
@@ -380,18 +400,40 @@ impl Settings {
             lookup_wait,
             buffer,
             flush_interval,
+            max_field_len,
             test_panic_path
         )
     }
 
-    /// Applies one directive (already split: ITERATE directives come one argument at a time).
-    /// `resolve` resolves a relative `ReqinLogFile` under ServerRoot.
+    /// Applies one directive with its arguments (ITERATE directives come one argument at a
+    /// time, FLAG ones as `On`/`Off`). `resolve` resolves a relative `ReqinLogFile` under
+    /// ServerRoot.
     pub fn apply(
         &mut self,
         directive: &str,
-        arg: &str,
+        args: &[&str],
         resolve: impl FnOnce(&str) -> Option<PathBuf>,
     ) -> Result<(), ConfigError> {
+        if directive == "ReqinLogTag" {
+            // The value and condition are ap_expr text, parsed by httpd (module.rs); here only
+            // what makes a field name.
+            return match args {
+                [key, _value] | [key, _value, _] => parse_tag_key(key).map(|_| ()),
+                _ => Err(ConfigError::ArgCount {
+                    what: "a key, a value and optionally a condition",
+                    got: args.len(),
+                }),
+            };
+        }
+        let arg = match args {
+            [one] => *one,
+            _ => {
+                return Err(ConfigError::ArgCount {
+                    what: "one argument",
+                    got: args.len(),
+                })
+            }
+        };
         match directive {
             "JsonSockLogEnabled" => self.enabled = Some(parse_flag(arg)?),
             "JsonSockLogSocket" => self.socket = Some(parse_socket_path(arg)?),
@@ -487,6 +529,9 @@ impl Settings {
                 }
                 self.flush_interval = Some(d);
             }
+            "ReqinLogMaxFieldLen" => {
+                self.max_field_len = Some(parse_count(arg, MAX_MAX_FIELD_LEN)?)
+            }
             "ReqinLogTestPanic" => {
                 let path = arg.trim();
                 if !path.starts_with('/') {
@@ -568,6 +613,11 @@ impl Settings {
         self.flush_interval.unwrap_or(DEFAULT_FLUSH_INTERVAL)
     }
 
+    /// `ReqinLogMaxFieldLen`: the cap of path, query and host.
+    pub fn max_field_len(&self) -> usize {
+        self.max_field_len.unwrap_or(DEFAULT_MAX_FIELD_LEN)
+    }
+
     /// Whether a header's value must be replaced by [`REDACTED_VALUE`].
     pub fn is_redacted(&self, name: &str) -> bool {
         let lower = name.to_ascii_lowercase();
@@ -597,7 +647,7 @@ mod tests {
     }
 
     fn apply(s: &mut Settings, d: &str, a: &str) -> Result<(), ConfigError> {
-        s.apply(d, a, |_| None)
+        s.apply(d, &[a], |_| None)
     }
 
     #[test]
@@ -616,11 +666,15 @@ mod tests {
     }
 
     #[test]
-    fn relative_file_in_a_missing_dir_is_rejected() {
+    fn a_file_in_a_directory_that_does_not_exist_yet_is_accepted() {
+        // The directory is machine state: the hooks warn and retry; `apache2 -t` passes.
         let dir = tempfile::tempdir().unwrap();
-        let err = LogTarget::parse("nosuchdir/reqin.log", under(dir.path())).unwrap_err();
-        assert!(matches!(err, ConfigError::MissingDir { .. }), "{err}");
-        assert!(err.to_string().contains("nosuchdir"), "{err}");
+        let t = LogTarget::parse("nosuchdir/reqin.log", under(dir.path())).unwrap();
+        assert_eq!(t, LogTarget::File(dir.path().join("nosuchdir/reqin.log")));
+        assert_eq!(
+            parse_socket_path("/var/run/logcorrelator/http.socket"),
+            Ok(PathBuf::from("/var/run/logcorrelator/http.socket"))
+        );
     }
 
     #[test]
@@ -643,25 +697,76 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_is_not_a_log_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = LogTarget::parse(dir.path().to_str().unwrap(), |_| None).unwrap_err();
+    fn a_path_spelled_as_a_directory_is_not_a_log_file() {
+        let err = LogTarget::parse("/var/log/apache2/", |_| None).unwrap_err();
         assert!(matches!(err, ConfigError::IsADirectory(_)));
+        assert!(matches!(
+            parse_socket_path("/run/x/"),
+            Err(ConfigError::IsADirectory(_))
+        ));
+        assert!(matches!(
+            parse_ring_path("/"),
+            Err(ConfigError::IsADirectory(_))
+        ));
     }
 
     #[test]
-    fn ring_path_must_be_absolute_in_an_existing_dir() {
+    fn ring_and_socket_paths_must_be_absolute_and_nothing_more() {
         assert!(matches!(
             parse_ring_path("ja4.ring"),
             Err(ConfigError::NotAbsolute(_))
         ));
         assert!(matches!(
-            parse_ring_path("/nonexistent-dir/ja4.ring"),
-            Err(ConfigError::MissingDir { .. })
+            parse_socket_path("run/http.socket"),
+            Err(ConfigError::NotAbsolute(_))
         ));
-        let dir = tempfile::tempdir().unwrap();
-        let ring = dir.path().join("ja4.ring");
-        assert_eq!(parse_ring_path(ring.to_str().unwrap()), Ok(ring));
+        assert_eq!(
+            parse_ring_path("/nonexistent-dir/ja4.ring"),
+            Ok(PathBuf::from("/nonexistent-dir/ja4.ring")),
+            "the sensor may create the directory later"
+        );
+    }
+
+    #[test]
+    fn a_directive_given_the_wrong_number_of_arguments_says_so() {
+        let mut s = Settings::default();
+        let err = s
+            .apply("ReqinLogRing", &["/a", "/b"], |_| None)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "expected one argument, got 2 argument(s)");
+    }
+
+    #[test]
+    fn tag_keys_make_field_names() {
+        let mut s = Settings::default();
+        assert!(s
+            .apply("ReqinLogTag", &["investigation_id", "INC-1"], |_| None)
+            .is_ok());
+        assert!(s
+            .apply(
+                "ReqinLogTag",
+                &["analyst", "%{ENV:WHO}", "-R '10.0.0.0/8'"],
+                |_| None
+            )
+            .is_ok());
+        let err = s
+            .apply("ReqinLogTag", &["bad-key", "x"], |_| None)
+            .unwrap_err();
+        assert!(err.to_string().contains("bad-key"), "{err}");
+        assert!(s.apply("ReqinLogTag", &["only_a_key"], |_| None).is_err());
+    }
+
+    #[test]
+    fn request_fields_have_a_documented_cap() {
+        let mut s = Settings::default();
+        assert_eq!(s.max_field_len(), DEFAULT_MAX_FIELD_LEN);
+        apply(&mut s, "ReqinLogMaxFieldLen", "512").unwrap();
+        assert_eq!(s.max_field_len(), 512);
+        assert!(apply(&mut s, "ReqinLogMaxFieldLen", "0").is_err());
+        assert!(apply(&mut s, "ReqinLogMaxFieldLen", "100000")
+            .unwrap_err()
+            .to_string()
+            .contains("maximum"));
     }
 
     #[test]
@@ -702,7 +807,13 @@ mod tests {
     fn every_directive_is_handled_and_bad_values_say_what_was_expected() {
         for d in DIRECTIVES {
             let mut s = Settings::default();
-            let err = apply(&mut s, d, "\u{1}bogus value").unwrap_err();
+            let err = s
+                .apply(
+                    d,
+                    &["\u{1}bogus value", "x"][..if *d == "ReqinLogTag" { 2 } else { 1 }],
+                    |_| None,
+                )
+                .unwrap_err();
             assert_ne!(err, ConfigError::Unknown, "{d} is not handled");
             assert!(!err.to_string().is_empty());
         }
@@ -796,11 +907,11 @@ mod tests {
                 "{d} missing from README's directive table"
             );
         }
-        let shim = include_str!("../c/shim.c");
+        let table = include_str!("module.rs");
         for d in DIRECTIVES {
             assert!(
-                shim.contains(&format!("(\"{d}\"")),
-                "{d} missing from c/shim.c"
+                table.contains(&format!("name: c\"{d}\",")),
+                "{d} missing from module.rs's directive table"
             );
         }
     }

@@ -35,10 +35,20 @@ pub enum RingEvent {
         path: PathBuf,
         error: String,
     },
-    /// The sensor replaced the ring but the new one does not open (yet); the old one stays.
+    /// The sensor replaced the ring but the new one does not open (yet); the old one, which is
+    /// still the sensor's, stays in use.
     ReplacedButUnavailable {
         path: PathBuf,
         error: String,
+        /// Inode of the file still mapped.
+        mapped_inode: u64,
+    },
+    /// The mapped file itself was written over in place or truncated (same inode): it is
+    /// dropped, requests are uncorrelated until a ring opens again.
+    Damaged {
+        path: PathBuf,
+        error: String,
+        inode: u64,
     },
 }
 
@@ -152,9 +162,28 @@ impl RingHandle {
         if let Some(reader) = &old {
             let replaced = catch_unwind(AssertUnwindSafe(|| reader.is_replaced())).unwrap_or(true);
             if !replaced {
-                return None;
+                let damage =
+                    catch_unwind(AssertUnwindSafe(|| reader.damage())).unwrap_or_else(|_| {
+                        Some(correlate_lib::ring::RingError::Config(
+                            "the ring reader panicked while checking it".into(),
+                        ))
+                    });
+                let error = damage?;
+                // Nothing of the sensor's is left in it: stop reading it (a truncated one
+                // would fault), and open whatever is at the path from now on.
+                *self.reader.write().unwrap_or_else(PoisonError::into_inner) = None;
+                *self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+                return Some(RingEvent::Damaged {
+                    path: self.path.clone(),
+                    error: error.to_string(),
+                    inode: reader.inode(),
+                });
             }
         }
+        let mapped_inode = old.as_ref().map(|r| r.inode());
         match self.open() {
             Ok(reader) => {
                 let generation =
@@ -179,8 +208,12 @@ impl RingHandle {
                 }
                 *last = Some(error.clone());
                 let path = self.path.clone();
-                Some(match old {
-                    Some(_) => RingEvent::ReplacedButUnavailable { path, error },
+                Some(match mapped_inode {
+                    Some(mapped_inode) => RingEvent::ReplacedButUnavailable {
+                        path,
+                        error,
+                        mapped_inode,
+                    },
                     None => RingEvent::Unavailable { path, error },
                 })
             }

@@ -11,6 +11,11 @@ use correlate_lib::TlsRecord;
 /// request's connection was joined with a handshake, else `0`.
 pub const REQIN_CORRELATED: &str = "REQIN_CORRELATED";
 
+/// The request's id (`request_id` of its line), for `RequestHeader set X-Request-Id
+/// "%{REQIN_REQUEST_ID}e"`, and its connection's (`conn_id`).
+pub const REQIN_REQUEST_ID: &std::ffi::CStr = c"REQIN_REQUEST_ID";
+pub const REQIN_CONN_ID: &std::ffi::CStr = c"REQIN_CONN_ID";
+
 /// Every variable set from a joined record, in the README's order.
 pub const FROM_RECORD: &[&str] = &[
     "JA4",

@@ -29,15 +29,16 @@ use correlate_lib::join::{JoinRules, NoJoin};
 use correlate_lib::ring::Lookup;
 use correlate_lib::{unix_now_ns, ConnKey, TlsRecord};
 
-use crate::config::{LogTarget, Settings};
+use crate::config::{LogTarget, Settings, Verbosity};
 use crate::correlation::{RingEvent, RingHandle};
 use crate::ffi::shm::SharedCounters;
 use crate::ffi::{
-    spawn_without_signals, Conn, ConnEnv, Level, LogHandle, Pool, Request, Server, TlsProbe,
-    DECLINED, HTTP_INTERNAL_SERVER_ERROR, OK,
+    apr_status_t, module_loaded, spawn_without_signals, Conn, ConnEnv, Expr, H2Probe, Level, Pool,
+    Request, Server, ServerHandle, TlsProbe, DECLINED, OK,
 };
 use crate::flusher::{Flusher, Pending};
-use crate::record::{self, RequestSnapshot, TlsFragment};
+use crate::ids::{self, Ids as IdSource};
+use crate::record::{self, RequestSnapshot, Text, TlsFragment};
 use crate::sink::{DatagramSink, FileSink};
 use crate::stats::{self, Counter};
 
@@ -57,14 +58,104 @@ pub struct ServerState {
     ring: OnceLock<Arc<RingHandle>>,
     flusher: OnceLock<Arc<Flusher>>,
     tls_probe: OnceLock<TlsProbe>,
+    h2_probe: OnceLock<H2Probe>,
+    /// mod_unique_id is loaded: its `UNIQUE_ID` is the request id.
+    unique_id: OnceLock<bool>,
+    /// The child's id generator (set by `child_init`, shared by every server of the child).
+    ids: OnceLock<Arc<IdSource>>,
+    /// `ReqinLogTag`, in configuration order: the main server's, then the virtual host's own
+    /// (which replace a main-server tag of the same key).
+    pub tags: Vec<Tag>,
+}
+
+/// One `ReqinLogTag key value [condition]`.
+#[derive(Clone)]
+pub struct Tag {
+    pub key: String,
+    pub value: TagValue,
+    /// Only requests for which this `ap_expr` condition holds get the tag.
+    pub when: Option<Expr>,
+}
+
+#[derive(Clone)]
+pub enum TagValue {
+    Literal(String),
+    /// A string `ap_expr` (`%{ENV:...}`, `%{REMOTE_ADDR}`...), evaluated per request.
+    Expr(Expr),
 }
 
 impl ServerState {
     /// A virtual host's state: its directives over the main server's, fresh runtime slots.
     pub fn merged(base: &ServerState, add: &ServerState) -> ServerState {
+        let mut tags: Vec<Tag> = base
+            .tags
+            .iter()
+            .filter(|t| !add.tags.iter().any(|a| a.key == t.key))
+            .cloned()
+            .collect();
+        tags.extend(add.tags.iter().cloned());
         ServerState {
             settings: Settings::merge(&base.settings, &add.settings),
+            tags,
             ..ServerState::default()
+        }
+    }
+}
+
+/// The module's own error-log messages: `LogLevel reqin_log:LEVEL` decides, and on top of it
+/// `JsonSockLogLevel` (the C module's filter, default WARNING).
+pub trait ModuleLog {
+    fn log(&self, level: Level, status: apr_status_t, msg: &str);
+}
+
+/// Whether `JsonSockLogLevel` lets a message of this level through.
+fn allowed(level: Level, v: Verbosity) -> bool {
+    let needed = match level {
+        Level::Crit | Level::Err => Verbosity::Error,
+        Level::Warning => Verbosity::Warn,
+        Level::Info => Verbosity::Info,
+        Level::Debug => Verbosity::Debug,
+    };
+    needed <= v
+}
+
+impl ModuleLog for Server<'_> {
+    #[track_caller]
+    fn log(&self, level: Level, status: apr_status_t, msg: &str) {
+        let v = self
+            .state::<ServerState>()
+            .map(|s| s.settings.verbosity())
+            .unwrap_or_default();
+        if allowed(level, v) {
+            self.log_error(level, status, msg);
+        }
+    }
+}
+
+/// A server's error log for the child's other threads (the flusher), with its filter.
+#[derive(Clone, Copy)]
+pub struct Logger {
+    server: ServerHandle,
+    verbosity: Verbosity,
+}
+
+impl Logger {
+    pub fn of(server: Server<'_>) -> Self {
+        Self {
+            server: server.handle(),
+            verbosity: server
+                .state::<ServerState>()
+                .map(|s| s.settings.verbosity())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl ModuleLog for Logger {
+    #[track_caller]
+    fn log(&self, level: Level, status: apr_status_t, msg: &str) {
+        if allowed(level, self.verbosity) {
+            self.server.log_error(level, status, msg);
         }
     }
 }
@@ -75,6 +166,8 @@ const SENSOR_STALL_NS: u64 = 1_000_000_000;
 /// The module's state for one client connection (the primary one: HTTP/2 streams use their
 /// master's), owned by the connection pool.
 pub struct ConnState {
+    /// The connection's id: the root of its requests' ids.
+    conn_id: Option<Box<str>>,
     /// Unix ns at `pre_connection`.
     accept_ns: u64,
     /// Requests read so far (HTTP/2: streams), for `keepalives`.
@@ -107,8 +200,9 @@ impl Joined {
 
 /// The module's state for one request, owned by the request pool.
 pub struct RequestState {
-    /// 1-based position on the connection (`keepalives`).
+    /// 1-based position on the connection (`keepalives`, `sequence_number`).
     index: u64,
+    request_id: Option<Box<str>>,
 }
 
 /// The counters in shared memory, the same block for every generation of this httpd parent
@@ -137,31 +231,29 @@ pub struct Output {
     file: Option<Arc<FileSink>>,
     socket: Option<Arc<DatagramSink>>,
     pub stats: Arc<Stats>,
-    log: LogHandle,
+    log: Logger,
 }
 
 impl Output {
-    /// Writes one finished line to every sink; counts it.
+    /// Writes one finished line to every sink; counts it. `lines_written` counts lines in the
+    /// file (when the server has a `ReqinLogFile`; buffered ones when their write succeeds),
+    /// else lines the socket took.
     pub fn write(&self, line: &[u8], correlated: bool) {
-        let mut written = false;
         if let Some(file) = &self.file {
-            let outcome = file.write_line(line);
-            written = outcome.lost == 0;
-            self.count_lost(outcome);
+            let outcome = file.write_line(line, self.damage_epoch());
+            self.count(outcome);
         }
         if let Some(socket) = &self.socket {
             match socket.send(line) {
-                Ok(()) => written = true,
+                Ok(()) if self.file.is_none() => self.stats.add(Counter::LinesWritten, 1),
+                Ok(()) => {}
                 Err(report) => {
                     self.stats.add(Counter::Dropped, 1);
                     if let Some(msg) = report {
-                        self.log.log(Level::Warning, &msg);
+                        self.log.log(Level::Warning, 0, &msg);
                     }
                 }
             }
-        }
-        if written {
-            self.stats.add(Counter::LinesWritten, 1);
         }
         self.stats.add(
             if correlated {
@@ -176,8 +268,14 @@ impl Output {
     /// Writes the file's buffered lines if the oldest is due at `now` (all if `force`).
     pub fn flush(&self, now: Instant, force: bool) {
         if let Some(file) = &self.file {
-            self.count_lost(file.flush(now, force));
+            self.count(file.flush(now, force, self.damage_epoch()));
         }
+    }
+
+    /// How many lines any child left damaged in a file: a change tells every writer to check
+    /// the end of its file before its next write (see `sink::AppendFile`).
+    fn damage_epoch(&self) -> u64 {
+        self.stats.get(Counter::LinesDamaged)
     }
 
     /// When the file's oldest buffered line is due, if any.
@@ -185,22 +283,26 @@ impl Output {
         self.file.as_ref().and_then(|f| f.due())
     }
 
-    fn count_lost(&self, outcome: crate::sink::Outcome) {
+    fn count(&self, outcome: crate::sink::Outcome) {
+        self.stats.add(Counter::LinesWritten, outcome.written);
         self.stats.add(Counter::WriteErrors, outcome.lost);
+        self.stats.add(Counter::LinesDamaged, outcome.damaged);
         if let Some(msg) = outcome.report {
-            self.log.log(Level::Err, &msg);
+            self.log.log(Level::Err, 0, &msg);
         }
     }
 }
 
 pub fn count_panic(server: Server<'_>) {
-    if let Some(stats) = server.state().and_then(|s| s.stats.get()) {
+    if let Some(stats) = server.state::<ServerState>().and_then(|s| s.stats.get()) {
         stats.add(Counter::Panics, 1);
     }
 }
 
-pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
+pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int {
     let probe = TlsProbe::lookup();
+    let h2_probe = H2Probe::lookup();
+    let unique_id = module_loaded(c"mod_unique_id.c");
     let stats = Arc::new(Stats {
         // Mapped once for the parent's life: counters survive graceful restarts (monotonic).
         shm: match SharedCounters::for_parent_lifetime(main, Counter::ALL.len()) {
@@ -220,7 +322,7 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
     let mut sockets: HashMap<PathBuf, Arc<DatagramSink>> = HashMap::new();
     let mut any = false;
     for server in main.and_following() {
-        let Some(state) = server.state() else {
+        let Some(state) = server.state::<ServerState>() else {
             continue;
         };
         let settings = &state.settings;
@@ -235,6 +337,8 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
             );
         }
         let _ = state.tls_probe.set(probe);
+        let _ = state.h2_probe.set(h2_probe);
+        let _ = state.unique_id.set(unique_id);
         let _ = state.stats.set(Arc::clone(&stats));
         let _ = state.rules.set(Arc::new(settings.join_rules()));
         if !settings.logs() {
@@ -245,31 +349,50 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
             None => None,
             Some(target) => match files.get(target) {
                 Some(f) => Some(Arc::clone(f)),
-                None => match FileSink::open(
-                    pconf,
-                    main.parent_lifetime_pool(),
-                    target,
-                    settings.error_report_interval(),
-                    Some((settings.buffer(), settings.flush_interval())),
-                ) {
-                    Ok(f) => {
-                        let f = Arc::new(f);
-                        files.insert(target.clone(), Arc::clone(&f));
-                        Some(f)
-                    }
-                    Err(e) => {
+                None => {
+                    let (sink, not_open) = FileSink::open(
+                        pconf,
+                        main.parent_lifetime_pool(),
+                        target,
+                        settings.reconnect_interval(),
+                        settings.error_report_interval(),
+                        Some((settings.buffer(), settings.flush_interval())),
+                    );
+                    if let Some(why) = not_open {
+                        // A run-time resource, not a syntax error: httpd keeps serving (and a
+                        // graceful restart keeps working) while the log cannot be written.
                         server.log(
                             Level::Err,
-                            e.status,
-                            &format!("ReqinLogFile: cannot open {target}: {e}"),
+                            0,
+                            &format!(
+                                "ReqinLogFile {target}: cannot open it ({why}); its lines are lost (counted as reqin_log_write_errors_total) until it opens: each child tries again every {}, httpd at every graceful restart",
+                                humantime::format_duration(settings.reconnect_interval())
+                            ),
                         );
-                        return HTTP_INTERNAL_SERVER_ERROR;
                     }
-                },
+                    let f = Arc::new(sink);
+                    files.insert(target.clone(), Arc::clone(&f));
+                    Some(f)
+                }
             },
         };
         let socket = settings.socket_sink().map(|path| {
             Arc::clone(sockets.entry(path.clone()).or_insert_with(|| {
+                if main.parent_lifetime_pool().is_some() {
+                    // Once per start (not in the configuration pre-check) and per restart.
+                    if let Some(why) = crate::sink::socket_absent(path) {
+                        server.log(
+                            Level::Warning,
+                            0,
+                            &format!(
+                                "JsonSockLogSocket {}: {why}; its lines are dropped (counted as reqin_log_dropped_total, reported every {}) until a collector listens there; each child tries again every {}",
+                                path.display(),
+                                humantime::format_duration(settings.error_report_interval()),
+                                humantime::format_duration(settings.reconnect_interval()),
+                            ),
+                        );
+                    }
+                }
                 Arc::new(DatagramSink::new(
                     path.clone(),
                     settings.reconnect_interval(),
@@ -281,7 +404,7 @@ pub fn post_config(pconf: Pool<'_>, main: Server<'_>) -> c_int {
             file,
             socket,
             stats: Arc::clone(&stats),
-            log: server.log_handle(),
+            log: Logger::of(server),
         }));
     }
     if !any {
@@ -301,10 +424,17 @@ struct ArcHolder(#[allow(dead_code)] Arc<Stats>);
 
 pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     let now = Instant::now();
+    // One id prefix per child process (a new one after every restart).
+    let ids = Arc::new(IdSource::new());
+    for server in main.and_following() {
+        if let Some(state) = server.state::<ServerState>() {
+            let _ = state.ids.set(Arc::clone(&ids));
+        }
+    }
     // Every sink of this child once: the flusher writes their buffered lines when due.
     let mut outputs: Vec<Arc<Output>> = Vec::new();
     for server in main.and_following() {
-        if let Some(output) = server.state().and_then(|s| s.output.get()) {
+        if let Some(output) = server.state::<ServerState>().and_then(|s| s.output.get()) {
             if !outputs.iter().any(|o| Arc::ptr_eq(o, output)) {
                 outputs.push(Arc::clone(output));
             }
@@ -330,7 +460,7 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     // One mapping per ring file, shared by every server that uses it.
     let mut rings: HashMap<PathBuf, Arc<RingHandle>> = HashMap::new();
     for server in main.and_following() {
-        let Some(state) = server.state() else {
+        let Some(state) = server.state::<ServerState>() else {
             continue;
         };
         let path = state.settings.ring_path();
@@ -379,11 +509,16 @@ pub fn pre_connection(conn: Conn<'_>) {
     if conn.is_secondary() {
         return;
     }
-    let _ = conn.state_or_init(new_conn_state);
+    let _ = conn.state_or_init(|| new_conn_state(conn));
 }
 
-fn new_conn_state() -> ConnState {
+fn new_conn_state(conn: Conn<'_>) -> ConnState {
+    let ids = conn
+        .base_server()
+        .and_then(|s| s.state::<ServerState>())
+        .and_then(|s| s.ids.get());
     ConnState {
+        conn_id: ids.map(|ids| ids.conn_id().into_boxed_str()),
         accept_ns: unix_now_ns(),
         requests: AtomicU64::new(0),
         joined: OnceLock::new(),
@@ -395,17 +530,45 @@ fn new_conn_state() -> ConnState {
 /// `pre_connection` did, before any stream existed), so streams on other threads only read it.
 fn conn_state<'a>(conn: Conn<'a>) -> Option<&'a ConnState> {
     let primary = conn.primary();
-    match primary.state() {
+    match primary.state::<ConnState>() {
         Some(s) => Some(s),
-        None if !conn.is_secondary() => primary.state_or_init(new_conn_state),
+        None if !conn.is_secondary() => primary.state_or_init(|| new_conn_state(primary)),
         None => None,
     }
 }
 
-fn request_state<'a>(r: Request<'a>, cs: Option<&ConnState>) -> Option<&'a RequestState> {
-    r.state_or_init(|| RequestState {
-        index: cs.map_or(1, |cs| cs.requests.fetch_add(1, Ordering::Relaxed) + 1),
+fn request_state<'a>(
+    state: &ServerState,
+    r: Request<'a>,
+    cs: Option<&ConnState>,
+) -> Option<&'a RequestState> {
+    r.state_or_init(|| {
+        let index = cs.map_or(1, |cs| cs.requests.fetch_add(1, Ordering::Relaxed) + 1);
+        RequestState {
+            index,
+            request_id: request_id(state, r, cs, index),
+        }
     })
+}
+
+/// mod_unique_id's `UNIQUE_ID` when it is loaded (generated now through httpd's log-id hook,
+/// which mod_unique_id's own post_read_request then reuses), else `<conn_id>-<sequence>`, which
+/// becomes the request's log id (`%L` in `ErrorLogFormat`) too.
+fn request_id(
+    state: &ServerState,
+    r: Request<'_>,
+    cs: Option<&ConnState>,
+    index: u64,
+) -> Option<Box<str>> {
+    if state.unique_id.get() == Some(&true) {
+        return r
+            .generate_log_id()
+            .map(|id| id.into_owned().into_boxed_str());
+    }
+    let conn_id = cs.and_then(|cs| cs.conn_id.as_deref())?;
+    let id = ids::request_id(conn_id, index);
+    r.set_log_id(&id);
+    Some(id.into_boxed_str())
 }
 
 /// The outcome of trying to join a request with its connection's handshake.
@@ -553,11 +716,14 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
     let (Some(server), Some(conn)) = (r.server(), r.connection()) else {
         return DECLINED;
     };
-    let Some(state) = server.state().filter(|s| s.output.get().is_some()) else {
+    let Some(state) = server
+        .state::<ServerState>()
+        .filter(|s| s.output.get().is_some())
+    else {
         return DECLINED;
     };
     let cs = conn_state(conn);
-    let Some(rs) = request_state(r, cs) else {
+    let Some(rs) = request_state(state, r, cs) else {
         return DECLINED;
     };
     let joined = match join(
@@ -577,6 +743,12 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
             Some(joined) => r.set_conn_env(&joined.env),
             None => r.set_env_c(c"REQIN_CORRELATED", c"0"),
         }
+        if let Some(id) = &rs.request_id {
+            r.set_env_str(crate::env::REQIN_REQUEST_ID, id);
+        }
+        if let Some(id) = cs.and_then(|cs| cs.conn_id.as_deref()) {
+            r.set_env_str(crate::env::REQIN_CONN_ID, id);
+        }
     }
     DECLINED
 }
@@ -585,7 +757,7 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     let Some(server) = r.server() else {
         return DECLINED;
     };
-    let Some(state) = server.state() else {
+    let Some(state) = server.state::<ServerState>() else {
         return DECLINED;
     };
     let Some(output) = state.output.get() else {
@@ -598,8 +770,13 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     }
     let conn = r.connection();
     let cs = conn.and_then(conn_state);
-    let index = request_state(r, cs).map_or(1, |rs| rs.index);
-    let snapshot = snapshot(state, output, r, conn, index);
+    let rs = request_state(state, r, cs);
+    let index = rs.map_or(1, |rs| rs.index);
+    let ids = Ids {
+        conn_id: cs.and_then(|cs| cs.conn_id.as_deref()),
+        request_id: rs.and_then(|rs| rs.request_id.as_deref()),
+    };
+    let snapshot = snapshot(state, output, r, conn, index, ids);
     match join(state, server, r, cs, index, Duration::ZERO, true) {
         Join::Joined(joined) => record::with_line(&snapshot, Some(&joined.fragment), |line| {
             output.write(line, true)
@@ -641,12 +818,40 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     OK
 }
 
+/// A request's correlation ids, as its line carries them.
+struct Ids<'a> {
+    conn_id: Option<&'a str>,
+    request_id: Option<&'a str>,
+}
+
+/// `ReqinLogTag`s that apply to `r`, evaluated now (a failed expression leaves its tag out).
+fn tags<'a>(state: &'a ServerState, r: Request<'a>) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+    let mut out = Vec::new();
+    for tag in &state.tags {
+        if let Some(when) = &tag.when {
+            if r.eval_bool(when) != Ok(true) {
+                continue;
+            }
+        }
+        let value = match &tag.value {
+            TagValue::Literal(v) => Cow::Borrowed(v.as_str()),
+            TagValue::Expr(e) => match r.eval_str(e) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        out.push((Cow::Borrowed(tag.key.as_str()), value));
+    }
+    out
+}
+
 fn snapshot<'a>(
     state: &'a ServerState,
     output: &Output,
     r: Request<'a>,
     conn: Option<Conn<'_>>,
     keepalives: u64,
+    ids: Ids<'a>,
 ) -> RequestSnapshot<'a> {
     // Without a request line, method/path/protocol are httpd's placeholders, not the client's.
     let line = r.has_request_line();
@@ -662,7 +867,9 @@ fn snapshot<'a>(
                     .unwrap_or(true)
             })
     });
-    let (headers, cuts) = record::collect_headers(&state.settings, |name| r.header(name));
+    let (headers, cuts) = record::collect_headers(&state.settings, |name| {
+        std::ffi::CString::new(name).ok().and_then(|c| r.header(&c))
+    });
     output
         .stats
         .add(Counter::HeaderValuesTruncated, cuts.truncated_values);
@@ -670,6 +877,21 @@ fn snapshot<'a>(
         .stats
         .add(Counter::HeadersDropped, cuts.dropped_headers);
     output.stats.add(Counter::HeadersRedacted, cuts.redacted);
+    let max = state.settings.max_field_len();
+    let (mut truncated, mut not_utf8) = (0, cuts.not_utf8);
+    let mut field = |bytes: Option<&'a [u8]>| {
+        bytes.map(|b| {
+            let (text, cut) = Text::from_bytes(b, max);
+            truncated += u64::from(cut.truncated);
+            not_utf8 += u64::from(cut.not_utf8);
+            text
+        })
+    };
+    let host = field(r.host());
+    let path = field(r.path().filter(|_| line));
+    let query = field(r.args().filter(|_| line));
+    output.stats.add(Counter::FieldsTruncated, truncated);
+    output.stats.add(Counter::FieldsNotUtf8, not_utf8);
     let start_us = r.request_time_us();
     let now_us = i64::try_from(unix_now_ns() / 1000).unwrap_or(i64::MAX);
     RequestSnapshot {
@@ -679,15 +901,19 @@ fn snapshot<'a>(
         useragent_ip,
         method: r.method().filter(|_| line),
         scheme: scheme(state, r, conn),
-        host: r.host(),
-        path: r.path().filter(|_| line),
-        query: r.args().filter(|_| line),
+        host,
+        path,
+        query,
         http_version: r.protocol().filter(|_| line),
         status: r.final_status(),
         bytes_sent: r.bytes_sent(),
         duration_us: u64::try_from(now_us.saturating_sub(start_us)).unwrap_or(0),
         keepalives,
+        conn_id: ids.conn_id.map(Cow::Borrowed),
+        request_id: ids.request_id.map(Cow::Borrowed),
+        stream_id: state.h2_probe.get().and_then(|p| p.stream_id(r)),
         headers,
+        tags: tags(state, r),
     }
 }
 
@@ -707,15 +933,29 @@ pub fn handler(r: Request<'_>) -> c_int {
     if !r.handler_is(STATUS_HANDLER) {
         return DECLINED;
     }
-    let Some(state) = r.server().and_then(|s| s.state()) else {
+    let Some(state) = r.server().and_then(|s| s.state::<ServerState>()) else {
         return DECLINED;
     };
     let Some(stats) = state.stats.get() else {
         return DECLINED;
     };
     let ring = state.ring.get().and_then(|ring| ring.status());
-    let body = stats::render(|c| stats.get(c), ring.as_ref());
-    r.set_content_type(c"text/plain; version=0.0.4; charset=utf-8");
+    // `?html`: a page for people, as mod_status answers without `?auto`.
+    let html = r
+        .args()
+        .is_some_and(|a| a.split(|b| *b == b'&').any(|p| p == b"html"));
+    let body = if html {
+        r.set_content_type(c"text/html; charset=utf-8");
+        stats::render_html(
+            |c| stats.get(c),
+            ring.as_ref(),
+            crate::record::rfc3339_micros(i64::try_from(unix_now_ns() / 1000).unwrap_or(0))
+                .as_str(),
+        )
+    } else {
+        r.set_content_type(c"text/plain; version=0.0.4; charset=utf-8");
+        stats::render(|c| stats.get(c), ring.as_ref())
+    };
     if !r.header_only() {
         r.write(body.as_bytes());
     }
@@ -737,11 +977,23 @@ fn log_ring_event(server: Server<'_>, event: &RingEvent) {
                 path.display()
             ),
         ),
-        RingEvent::ReplacedButUnavailable { path, error } => server.log(
+        RingEvent::ReplacedButUnavailable {
+            path,
+            error,
+            mapped_inode,
+        } => server.log(
             Level::Warning,
             0,
             &format!(
-                "ring {} was replaced but the new one does not open ({error}); still reading the old one",
+                "ring {}: the file at this path is no longer the one mapped (inode {mapped_inode}) and does not open ({error}); still reading the sensor's ring mapped before, retrying every second",
+                path.display()
+            ),
+        ),
+        RingEvent::Damaged { path, error, inode } => server.log(
+            Level::Warning,
+            0,
+            &format!(
+                "ring {}: the mapped file (same inode {inode}) was changed in place by something other than the sensor ({error}); it is no longer read, requests are logged uncorrelated until a valid ring opens, retrying every second",
                 path.display()
             ),
         ),

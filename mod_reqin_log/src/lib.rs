@@ -2,12 +2,13 @@
 //! joined with the TLS ClientHello fingerprint (JA4/JA3) and SYN traits the `ja4sensor` sidecar
 //! publishes in a shared-memory ring.
 //!
-//! Read in this order: [`config`] (directives) → `hooks` (what runs at each httpd phase) →
+//! Read in this order: [`config`] (directives) → `module` (what httpd loads: the module
+//! struct, the directive table, the hook registration) → `hooks` (what runs at each phase) →
 //! [`record`] (the JSON line) → [`sink`] (where it is written), with `flusher` finishing the
 //! lines whose handshake arrives late. [`correlation`] is the child's handle on the ring,
 //! [`env`] the environment variables, [`stats`] the status page, [`addr`] the socket-address
-//! conversion. Every `unsafe` line is under
-//! `ffi/` (bindgen bindings, the `module` struct, `extern "C"` entry points, safe wrappers).
+//! conversion. Every `unsafe` line is under `ffi/` (bindgen bindings, the generic `extern "C"`
+//! entry points, safe wrappers), which depends on nothing else in the crate.
 //!
 //! `ffi`, `hooks` and `sink` call httpd, whose symbols only exist inside an httpd process; unit
 //! tests (`cargo test`) build without them and cover the pure modules.
@@ -20,6 +21,7 @@ pub mod addr;
 pub mod config;
 pub mod correlation;
 pub mod env;
+pub mod ids;
 pub mod record;
 pub mod sink;
 pub mod stats;
@@ -30,3 +32,5 @@ mod ffi;
 mod flusher;
 #[cfg(not(test))]
 mod hooks;
+#[cfg(not(test))]
+mod module;

@@ -22,11 +22,90 @@ use crate::config::{Settings, REDACTED_VALUE};
 /// Value of `orphan_side` for a request the sensor has no record of: source A (Apache) only.
 pub const ORPHAN_SIDE_APACHE: &str = "A";
 
+/// A request field as the line carries it: its text, cut to its cap (on a character boundary)
+/// and with U+FFFD for bytes that are not UTF-8 (a JSON line is UTF-8); when there were such
+/// bytes, `raw` keeps them exactly ([`escape_raw`]), written as `<name>_raw`, so nothing is lost
+/// to forensics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text<'a> {
+    pub text: Cow<'a, str>,
+    pub raw: Option<String>,
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Self {
+            text: Cow::Borrowed(s),
+            raw: None,
+        }
+    }
+}
+
+/// What [`Text::from_bytes`] had to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextCuts {
+    pub truncated: bool,
+    pub not_utf8: bool,
+}
+
+impl<'a> Text<'a> {
+    /// The first `max` bytes of `bytes` (fewer if that would split a UTF-8 character), as text.
+    pub fn from_bytes(bytes: &'a [u8], max: usize) -> (Self, TextCuts) {
+        let mut cuts = TextCuts {
+            truncated: bytes.len() > max,
+            not_utf8: false,
+        };
+        let kept = &bytes[..bytes.len().min(max)];
+        match std::str::from_utf8(kept) {
+            Ok(s) => (Self::from(s), cuts),
+            Err(e) if cuts.truncated && e.error_len().is_none() => {
+                // Valid up to a character the cap split: keep the whole characters.
+                let whole = &kept[..e.valid_up_to()];
+                let s = std::str::from_utf8(whole).unwrap_or_default();
+                (Self::from(s), cuts)
+            }
+            Err(_) => {
+                cuts.not_utf8 = true;
+                (
+                    Self {
+                        text: String::from_utf8_lossy(kept),
+                        raw: Some(escape_raw(kept)),
+                    },
+                    cuts,
+                )
+            }
+        }
+    }
+
+    pub fn into_owned(self) -> Text<'static> {
+        Text {
+            text: Cow::Owned(self.text.into_owned()),
+            raw: self.raw,
+        }
+    }
+}
+
+/// The exact bytes of a field as ASCII: printable ASCII as is, `\` and every other byte as
+/// `\xNN` (lower-case hex), so `path_raw` of `/caf\xe9` is the request's own `/caf\xe9`.
+pub fn escape_raw(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            out.push(char::from(b));
+        } else {
+            out.push_str("\\x");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
 /// What httpd knew about one request when it was logged. In the log hook the strings borrow the
 /// request's pool; a line that must wait for the sensor is [`RequestSnapshot::into_owned`] so
-/// the orphan flusher can finish it after the request is gone. Strings that are not valid UTF-8
-/// carry U+FFFD instead (a JSON line is UTF-8). `None` when httpd never got that far (no request
-/// line: a 400 or 408 before the method).
+/// the orphan flusher can finish it after the request is gone. `None` when httpd never got that
+/// far (no request line: a 400 or 408 before the method).
 #[derive(Debug, Clone, Default)]
 pub struct RequestSnapshot<'a> {
     /// `r->request_time`: Unix microseconds when httpd started reading the request.
@@ -40,28 +119,38 @@ pub struct RequestSnapshot<'a> {
     pub useragent_ip: Option<Cow<'a, str>>,
     pub method: Option<Cow<'a, str>>,
     pub scheme: Option<Cow<'a, str>>,
-    pub host: Option<Cow<'a, str>>,
-    pub path: Option<Cow<'a, str>>,
-    pub query: Option<Cow<'a, str>>,
+    /// Cut to `ReqinLogMaxFieldLen`, as are `path` and `query`.
+    pub host: Option<Text<'a>>,
+    pub path: Option<Text<'a>>,
+    pub query: Option<Text<'a>>,
     pub http_version: Option<Cow<'a, str>>,
     /// Status of the final (internally redirected) request.
     pub status: i32,
     pub bytes_sent: u64,
     pub duration_us: u64,
-    /// 1-based position of the request on its (primary) connection.
+    /// 1-based position of the request on its (primary) connection (`keepalives` and
+    /// `sequence_number`).
     pub keepalives: u64,
+    /// The connection's and the request's ids (crate::ids).
+    pub conn_id: Option<Cow<'a, str>>,
+    pub request_id: Option<Cow<'a, str>>,
+    /// HTTP/2 stream id.
+    pub stream_id: Option<u32>,
+    /// `ReqinLogTag` key and value (`tag_<key>`).
+    pub tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// The configured headers present on the request, names as configured, values already
     /// truncated and redacted ([`collect_headers`]).
     pub headers: Vec<Header<'a>>,
 }
 
 /// A logged request header: its name as configured, its value as logged.
-pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
+pub type Header<'a> = (Cow<'a, str>, Text<'a>);
 
 impl RequestSnapshot<'_> {
     /// The same snapshot, owning its strings.
     pub fn into_owned(self) -> RequestSnapshot<'static> {
         let own = |s: Option<Cow<'_, str>>| s.map(|s| Cow::Owned(s.into_owned()));
+        let own_text = |t: Option<Text<'_>>| t.map(Text::into_owned);
         RequestSnapshot {
             request_time_us: self.request_time_us,
             client: self.client,
@@ -69,18 +158,26 @@ impl RequestSnapshot<'_> {
             useragent_ip: own(self.useragent_ip),
             method: own(self.method),
             scheme: own(self.scheme),
-            host: own(self.host),
-            path: own(self.path),
-            query: own(self.query),
+            host: own_text(self.host),
+            path: own_text(self.path),
+            query: own_text(self.query),
             http_version: own(self.http_version),
             status: self.status,
             bytes_sent: self.bytes_sent,
             duration_us: self.duration_us,
             keepalives: self.keepalives,
+            conn_id: own(self.conn_id),
+            request_id: own(self.request_id),
+            stream_id: self.stream_id,
+            tags: self
+                .tags
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
             headers: self
                 .headers
                 .into_iter()
-                .map(|(n, v)| (Cow::Owned(n.into_owned()), Cow::Owned(v.into_owned())))
+                .map(|(n, v)| (Cow::Owned(n.into_owned()), v.into_owned()))
                 .collect(),
         }
     }
@@ -94,15 +191,17 @@ pub struct HeaderCuts {
     /// Present headers beyond `JsonSockLogMaxHeaders`.
     pub dropped_headers: u64,
     pub redacted: u64,
+    /// Values that were not UTF-8 (logged with `header_<Name>_raw`).
+    pub not_utf8: u64,
 }
 
-/// The configured headers of a request: `get` returns a header's value (case-insensitive, as
-/// httpd's tables), lossily decoded. At most `JsonSockLogMaxHeaders` of them, each cut to
-/// `JsonSockLogMaxHeaderValueLen` bytes on a character boundary; credentials replaced by
-/// [`REDACTED_VALUE`].
+/// The configured headers of a request: `get` returns a header's bytes (case-insensitive, as
+/// httpd's tables). At most `JsonSockLogMaxHeaders` of them, each cut to
+/// `JsonSockLogMaxHeaderValueLen` bytes on a character boundary ([`Text::from_bytes`]);
+/// credentials replaced by [`REDACTED_VALUE`].
 pub fn collect_headers<'a>(
     settings: &'a Settings,
-    mut get: impl FnMut(&str) -> Option<Cow<'a, str>>,
+    mut get: impl FnMut(&str) -> Option<&'a [u8]>,
 ) -> (Vec<Header<'a>>, HeaderCuts) {
     let mut out = Vec::new();
     let mut cuts = HeaderCuts::default();
@@ -117,22 +216,12 @@ pub fn collect_headers<'a>(
         }
         let value = if settings.is_redacted(name) {
             cuts.redacted += 1;
-            Cow::Borrowed(REDACTED_VALUE)
-        } else if value.len() > max_len {
-            let mut end = max_len;
-            while !value.is_char_boundary(end) {
-                end -= 1;
-            }
-            cuts.truncated_values += 1;
-            match value {
-                Cow::Borrowed(v) => Cow::Borrowed(&v[..end]),
-                Cow::Owned(mut v) => {
-                    v.truncate(end);
-                    Cow::Owned(v)
-                }
-            }
+            Text::from(REDACTED_VALUE)
         } else {
-            value
+            let (text, cut) = Text::from_bytes(value, max_len);
+            cuts.truncated_values += u64::from(cut.truncated);
+            cuts.not_utf8 += u64::from(cut.not_utf8);
+            text
         };
         out.push((Cow::Borrowed(name.as_str()), value));
     }
@@ -259,6 +348,12 @@ impl serde::ser::SerializeMap for Merge {
             .get(1..self.key.len().saturating_sub(1))
             .unwrap_or_default();
         let mut prefix: &[u8] = b"";
+        if name == fields::CONN_ID.as_bytes() {
+            // The module's id of the connection is the line's `conn_id` (the root of its
+            // request ids); the sensor's flow id (`ip:port-ip:port`) says nothing the address
+            // fields do not.
+            return Ok(());
+        }
         if name == fields::TIMESTAMP.as_bytes() {
             prefix = fields::PREFIX_B.as_bytes();
         } else if let Some(f) = self
@@ -333,6 +428,20 @@ impl<'b> Object<'b> {
         let _ = jsonl::write_str(self.out, value);
     }
 
+    /// `name` and, when its bytes were not UTF-8, `name_raw`.
+    fn text(&mut self, name: &'static str, value: &Text<'_>) {
+        self.str(name, &value.text);
+        if let Some(raw) = &value.raw {
+            self.key(name);
+            // `"name":` → `"name_raw":`
+            self.out.truncate(self.out.len() - 2);
+            self.out.extend_from_slice(fields::RAW_SUFFIX.as_bytes());
+            self.out.extend_from_slice(b"\":");
+            // `raw` is printable ASCII without `\`; only `"` needs escaping.
+            let _ = jsonl::write_str(self.out, raw);
+        }
+    }
+
     fn raw_str(&mut self, name: &'static str, value: impl std::fmt::Display) {
         self.key(name);
         self.out.push(b'"');
@@ -392,22 +501,34 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
         o.str(fields::ORPHAN_SIDE, ORPHAN_SIDE_APACHE);
     }
     o.num(fields::KEEPALIVES, req.keepalives);
+    if let Some(id) = &req.conn_id {
+        o.str(fields::CONN_ID, id);
+    }
+    if let Some(id) = &req.request_id {
+        o.str(fields::REQUEST_ID, id);
+    }
+    o.num(fields::SEQUENCE_NUMBER, req.keepalives);
+    if let Some(id) = req.stream_id {
+        o.num(fields::STREAM_ID, id);
+    }
     if let Some(ip) = &req.useragent_ip {
         o.str(fields::USERAGENT_IP, ip);
     }
-    for (name, value) in [
-        (fields::METHOD, &req.method),
-        (fields::SCHEME, &req.scheme),
-        (fields::HOST, &req.host),
-        (fields::PATH, &req.path),
-    ] {
+    for (name, value) in [(fields::METHOD, &req.method), (fields::SCHEME, &req.scheme)] {
         if let Some(v) = value {
             o.str(name, v);
         }
     }
+    for (name, value) in [(fields::HOST, &req.host), (fields::PATH, &req.path)] {
+        if let Some(v) = value {
+            o.text(name, v);
+        }
+    }
     // Present whenever there was a request line: `""` for a request without a query string.
-    if req.method.is_some() || req.query.is_some() {
-        o.str(fields::QUERY, req.query.as_deref().unwrap_or_default());
+    match &req.query {
+        Some(q) => o.text(fields::QUERY, q),
+        None if req.method.is_some() => o.str(fields::QUERY, ""),
+        None => {}
     }
     if let Some(v) = &req.http_version {
         o.str(fields::HTTP_VERSION, v);
@@ -417,6 +538,17 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
     o.num(fields::DURATION_US, req.duration_us);
     for (name, value) in &req.headers {
         o.prefixed_key(fields::HEADER_PREFIX, name);
+        let _ = jsonl::write_str(o.out, &value.text);
+        if let Some(raw) = &value.raw {
+            o.prefixed_key(fields::HEADER_PREFIX, name);
+            o.out.truncate(o.out.len() - 2);
+            o.out.extend_from_slice(fields::RAW_SUFFIX.as_bytes());
+            o.out.extend_from_slice(b"\":");
+            let _ = jsonl::write_str(o.out, raw);
+        }
+    }
+    for (key, value) in &req.tags {
+        o.prefixed_key(fields::TAG_PREFIX, key);
         let _ = jsonl::write_str(o.out, value);
     }
     if let Some(t) = tls {
@@ -558,6 +690,8 @@ mod tests {
             host: Some("localhost".into()),
             path: Some("/index.html".into()),
             query: None,
+            conn_id: Some("0123456789abcdef-1".into()),
+            request_id: Some("0123456789abcdef-1-1".into()),
             http_version: Some("HTTP/1.1".into()),
             status: 200,
             keepalives: 1,
@@ -667,7 +801,12 @@ mod tests {
         assert_eq!(v["ip_meta_ttl"], 64);
         assert_eq!(v["tcp_meta_options"], "MSS,SAckOK,Timestamps,NOP,WScale");
         assert_eq!(v["syn_to_clienthello_ms"], 1);
-        assert_eq!(v["conn_id"], "127.0.0.1:50000-127.0.0.1:8443");
+        assert_eq!(
+            v["conn_id"], "0123456789abcdef-1",
+            "the module's, not the sensor's flow id"
+        );
+        assert_eq!(v["request_id"], "0123456789abcdef-1-1");
+        assert_eq!(v["sequence_number"], 1);
         assert_eq!(
             v["timestamp"], "2026-11-25T07:01:02.123456Z",
             "the request's, not the hello's"
@@ -691,16 +830,63 @@ mod tests {
     fn hostile_path_and_host_still_give_one_valid_json_line() {
         let mut req = get_request();
         req.path = Some("/a\"b\\c\n{\"injected\":1}\u{0}\u{1b}[31m".into());
-        req.host = Some(
-            String::from_utf8_lossy(b"evil\xff\r\nhost")
-                .into_owned()
-                .into(),
-        );
+        req.host = Some(Text::from_bytes(b"evil\xff\r\nhost", 100).0);
         req.query = Some("x=\"}".into());
         let v = parse(&log_line(&req, None));
         assert_eq!(v["path"], "/a\"b\\c\n{\"injected\":1}\u{0}\u{1b}[31m");
         assert_eq!(v["host"], "evil\u{fffd}\r\nhost");
         assert!(v.get("injected").is_none());
+    }
+
+    #[test]
+    fn invalid_utf8_keeps_the_replacement_and_the_exact_bytes_beside_it() {
+        let mut req = get_request();
+        let (path, cuts) = Text::from_bytes(b"/caf\xe9/\\x41\"", 100);
+        assert!(cuts.not_utf8 && !cuts.truncated);
+        req.path = Some(path);
+        req.headers = vec![("User-Agent".into(), Text::from_bytes(b"bot\x00\xfe", 100).0)];
+        let v = parse(&log_line(&req, None));
+        assert_eq!(v["path"], "/caf\u{fffd}/\\x41\"");
+        // `\` itself is escaped, so the raw form reads back unambiguously.
+        assert_eq!(v["path_raw"], "/caf\\xe9/\\x5cx41\"");
+        assert_eq!(v["header_User-Agent"], "bot\u{0}\u{fffd}");
+        assert_eq!(v["header_User-Agent_raw"], "bot\\x00\\xfe");
+        assert!(
+            v.get("host_raw").is_none(),
+            "only for fields that were not UTF-8"
+        );
+        let back: Vec<u8> = unescape(v["path_raw"].as_str().unwrap());
+        assert_eq!(back, b"/caf\xe9/\\x41\"");
+    }
+
+    fn unescape(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' {
+                out.push(u8::from_str_radix(&s[i + 2..i + 4], 16).unwrap());
+                i += 4;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn long_fields_are_cut_at_the_cap_on_a_character_boundary() {
+        let long = format!("/{}", "é".repeat(5000));
+        let (t, cuts) = Text::from_bytes(long.as_bytes(), 2048);
+        assert!(cuts.truncated && !cuts.not_utf8);
+        assert!(t.raw.is_none(), "a cut character is not an invalid byte");
+        assert_eq!(t.text.len(), 2047, "'/' + 1023 two-byte characters");
+        let (t, cuts) = Text::from_bytes(b"/short", 2048);
+        assert_eq!((t.text.as_ref(), cuts), ("/short", TextCuts::default()));
+        let (t, cuts) = Text::from_bytes(b"/ab\xffcdef", 5);
+        assert!(cuts.truncated && cuts.not_utf8);
+        assert_eq!(t.raw.as_deref(), Some("/ab\\xffc"));
     }
 
     #[test]
@@ -771,7 +957,8 @@ mod tests {
     #[test]
     fn sensor_fields_only_collide_with_the_connection_addresses_and_timestamp() {
         // TlsFragment renders the sensor half once per connection: that is only right while
-        // the request-level fields it could collide with are the connection's own.
+        // the request-level fields it could collide with are the connection's own (`conn_id`:
+        // the module's, never merged with the sensor's flow id).
         let req = get_request();
         let Value::Object(line) = parse(&log_line(&req, None)) else {
             unreachable!()
@@ -785,7 +972,14 @@ mod tests {
         shared.sort();
         assert_eq!(
             shared,
-            ["dst_ip", "dst_port", "src_ip", "src_port", "timestamp"]
+            [
+                "conn_id",
+                "dst_ip",
+                "dst_port",
+                "src_ip",
+                "src_port",
+                "timestamp"
+            ]
         );
     }
 

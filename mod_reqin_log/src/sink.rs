@@ -7,22 +7,31 @@
 //!   `ReqinLogFlushInterval` old (the orphan flusher's thread watches the time); with
 //!   `ReqinLogBuffer 0` each line is one `write(2)`. A write holds only whole lines, so children
 //!   appending to one `O_APPEND` file never interleave; to a pipe, a write is at most
-//!   `PIPE_BUF` bytes, the most the kernel writes atomically. A file is opened once per configuration generation; a piped log
-//!   program is kept across graceful restarts, in the process pool (unlike `CustomLog`, whose
-//!   program httpd kills at every graceful restart, losing the lines old children were still
-//!   writing); a hard restart, which kills it with the children, starts a new one.
+//!   `PIPE_BUF` bytes, the most the kernel writes atomically. A file is opened once per
+//!   configuration generation; one that cannot be opened then (its directory does not exist
+//!   yet) is a warning, and each child tries again every `JsonSockLogReconnectInterval`,
+//!   counting the lines it loses meanwhile. A line is in the file whole or not at all, even when
+//!   the disk fills up ([`AppendFile`]). A piped log program is kept across graceful restarts,
+//!   in the process pool (unlike `CustomLog`, whose program httpd kills at every graceful
+//!   restart, losing the lines old children were still writing); a hard restart, which kills
+//!   it with the children, starts a new one.
 //! - `JsonSockLogSocket`: the original C module's UNIX datagram socket, one JSON object per
-//!   datagram, non-blocking. Each child connects on first use; when a send fails the line is
+//!   datagram, non-blocking. The socket (or its directory) may not exist when httpd starts:
+//!   that is a warning, not an error. Each child connects on first use; when a send fails the line is
 //!   dropped (and counted), the socket closed, and a new connection tried at most once per
 //!   `JsonSockLogReconnectInterval`. A full socket buffer drops the line and keeps the socket.
 //!
 //! Failures are reported to the error log at most once per `JsonSockLogErrorReportInterval`, with
 //! the number of lines lost since the last report.
 
-use std::io::ErrorKind;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(test))]
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -79,10 +88,56 @@ impl Reporter {
 /// What became of the lines a sink was handed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Lines lost because a write failed.
+    /// Lines that reached the file (or the pipe) whole.
+    pub written: u64,
+    /// Lines lost because a write failed or the file could not be opened.
     pub lost: u64,
+    /// Lines left damaged in the file: a write cut short (disk full) that could not be cut back
+    /// to the last whole line (another process had appended after it). Counted in `lost` too.
+    pub damaged: u64,
     /// The error-log message due now (rate-limited), if any.
     pub report: Option<String>,
+}
+
+/// What one `write(2)` of whole lines achieved.
+#[derive(Debug)]
+pub struct Chunk<E> {
+    /// Whole lines now in the file.
+    pub written: u64,
+    /// Set when the write failed or was cut short: the rest of the chunk is lost.
+    pub error: Option<E>,
+    /// The cut-short write left a partial line the writer could not remove.
+    pub damaged: bool,
+}
+
+impl<E> Chunk<E> {
+    pub fn whole(bytes: &[u8]) -> Self {
+        Self {
+            written: count_lines(bytes),
+            error: None,
+            damaged: false,
+        }
+    }
+}
+
+/// What a [`LineBuffer`] write achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Flushed<E> {
+    pub written: u64,
+    pub lost: u64,
+    pub damaged: u64,
+    pub error: Option<E>,
+}
+
+impl<E> Default for Flushed<E> {
+    fn default() -> Self {
+        Self {
+            written: 0,
+            lost: 0,
+            damaged: 0,
+            error: None,
+        }
+    }
 }
 
 /// Lines of one child waiting for a single write (`ReqinLogBuffer`).
@@ -124,12 +179,7 @@ impl LineBuffer {
     }
 
     /// Adds one complete line; when the buffer is full, writes everything with `write`.
-    /// Returns the number of lines a failed write lost and its error.
-    pub fn push<E>(
-        &self,
-        line: &[u8],
-        write: impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), (u64, E)> {
+    pub fn push<E>(&self, line: &[u8], write: impl FnMut(&[u8]) -> Chunk<E>) -> Flushed<E> {
         let mut pending = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.bytes.is_empty() {
             pending.since = Some(Instant::now());
@@ -137,7 +187,7 @@ impl LineBuffer {
         }
         pending.bytes.extend_from_slice(line);
         if pending.bytes.len() < self.capacity {
-            return Ok(());
+            return Flushed::default();
         }
         self.write_out(pending, write)
     }
@@ -147,14 +197,14 @@ impl LineBuffer {
         &self,
         now: Instant,
         force: bool,
-        write: impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), (u64, E)> {
+        write: impl FnMut(&[u8]) -> Chunk<E>,
+    ) -> Flushed<E> {
         let pending = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
         let due = pending
             .since
             .is_some_and(|since| force || now.saturating_duration_since(since) >= self.interval);
         if !due {
-            return Ok(());
+            return Flushed::default();
         }
         self.write_out(pending, write)
     }
@@ -168,20 +218,24 @@ impl LineBuffer {
     fn write_out<E>(
         &self,
         mut pending: std::sync::MutexGuard<'_, Batch>,
-        mut write: impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), (u64, E)> {
+        mut write: impl FnMut(&[u8]) -> Chunk<E>,
+    ) -> Flushed<E> {
         let spare = std::mem::take(&mut pending.spare);
         let mut batch = std::mem::replace(&mut pending.bytes, spare);
         pending.since = None;
         let writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         drop(pending);
         let mut rest = batch.as_slice();
-        let mut result = Ok(());
+        let mut result = Flushed::default();
         while !rest.is_empty() {
             let n = chunk_len(rest, self.max_write);
             let (chunk, tail) = rest.split_at(n);
-            if let Err(e) = write(chunk) {
-                result = Err((count_lines(rest), e));
+            let done = write(chunk);
+            result.written += done.written;
+            if done.error.is_some() {
+                result.lost = count_lines(rest).saturating_sub(done.written);
+                result.damaged = u64::from(done.damaged);
+                result.error = done.error;
                 break;
             }
             rest = tail;
@@ -218,11 +272,133 @@ fn count_lines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|b| **b == b'\n').count() as u64
 }
 
+/// Appends whole lines to a plain file so that a line is in the file whole or not at all.
+///
+/// A `write(2)` to a regular file is cut short only when the disk (or the quota, or the file
+/// size limit) is full; the rest would be appended by a later write, after other children's
+/// lines, making one line of two halves. So the remainder is never written: the partial line
+/// is cut off again (`ftruncate` back to where it began, after checking the file still ends
+/// with exactly those bytes), and its lines are counted as lost. If another process appended
+/// in between, the bytes cannot be removed without removing its line: the partial line stays,
+/// is counted as damaged, and the next write of any child starts with a newline so that no
+/// further line is joined to it. Children learn of the damage from a shared counter
+/// (`damage_epoch`), one atomic load per write.
+pub struct AppendFile {
+    file: File,
+    /// The shared damage count last seen by this process.
+    seen_damage: AtomicU64,
+}
+
+impl AppendFile {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        // Read too: a cut-short write is checked against the file's end before it is removed.
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        Ok(Self {
+            file,
+            seen_damage: AtomicU64::new(0),
+        })
+    }
+
+    /// Writes `bytes` (whole lines) with one `write(2)`. `damage_epoch` is the shared count of
+    /// damaged lines (any child's).
+    pub fn write_lines(&self, bytes: &[u8], damage_epoch: u64) -> Chunk<std::io::Error> {
+        let mut f = &self.file;
+        if self.seen_damage.swap(damage_epoch, Ordering::Relaxed) != damage_epoch
+            && !self.ends_with_newline()
+        {
+            // A partial line is at the end of the file: keep ours out of it.
+            if let Err(e) = f.write_all(b"\n") {
+                return Chunk {
+                    written: 0,
+                    error: Some(e),
+                    damaged: false,
+                };
+            }
+        }
+        loop {
+            match f.write(bytes) {
+                Ok(n) if n == bytes.len() => return Chunk::whole(bytes),
+                Ok(n) => {
+                    let whole = bytes[..n]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |i| i + 1);
+                    let partial = &bytes[whole..n];
+                    let damaged = !partial.is_empty() && !self.cut_back(partial);
+                    return Chunk {
+                        written: count_lines(&bytes[..whole]),
+                        error: Some(std::io::Error::new(
+                            std::io::ErrorKind::StorageFull,
+                            format!(
+                                "short write ({n} of {} bytes): no space left on the log's file system",
+                                bytes.len()
+                            ),
+                        )),
+                        damaged,
+                    };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Chunk {
+                        written: 0,
+                        error: Some(e),
+                        damaged: false,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes `partial` from the end of the file if it is still exactly the file's end.
+    fn cut_back(&self, partial: &[u8]) -> bool {
+        let Ok(size) = self.file.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        let Some(start) = size.checked_sub(partial.len() as u64) else {
+            return false;
+        };
+        let mut tail = vec![0u8; partial.len()];
+        if self.file.read_at(&mut tail, start).is_err() || tail != partial {
+            return false;
+        }
+        self.file.set_len(start).is_ok()
+    }
+
+    fn ends_with_newline(&self) -> bool {
+        let Ok(size) = self.file.metadata().map(|m| m.len()) else {
+            return true;
+        };
+        if size == 0 {
+            return true;
+        }
+        let mut last = [0u8; 1];
+        // Unreadable (a write-only file): assume the best rather than add blank lines.
+        self.file
+            .read_at(&mut last, size - 1)
+            .map_or(true, |_| last == *b"\n")
+    }
+}
+
+/// `ReqinLogFile`: where its lines are written.
+#[cfg(not(test))]
+enum Handle {
+    File(AppendFile),
+    Pipe(AprFile),
+}
+
 /// `ReqinLogFile`.
 #[cfg(not(test))]
 pub struct FileSink {
     target: LogTarget,
-    file: AprFile,
+    /// Opened by the parent at `post_config`; when that failed (a directory that does not exist
+    /// yet), each child tries again every `reopen` until it opens.
+    handle: OnceLock<Handle>,
+    reopen: Duration,
+    next_open: Mutex<Instant>,
     reporter: Reporter,
     /// `None`: `ReqinLogBuffer 0`, a write per line.
     buffer: Option<LineBuffer>,
@@ -230,47 +406,134 @@ pub struct FileSink {
 
 #[cfg(not(test))]
 impl FileSink {
-    /// A file is opened in `pool` (the generation's). A piped log program is started in
-    /// `pipe_pool`: the process pool when httpd has one that outlives the generation, so that a
-    /// graceful restart does not kill the program while old children still write to it.
+    /// A file is opened for append now (as root, in the parent). A piped log program is started
+    /// in `pipe_pool`: the process pool when httpd has one that outlives the generation, so that
+    /// a graceful restart does not kill the program while old children still write to it.
+    ///
+    /// A log that cannot be opened is not an error: the sink is returned unopened with the
+    /// reason (for the error log); for a file, children retry every `reopen`; a piped log is
+    /// tried again at the next graceful restart.
     pub fn open(
         pool: Pool<'_>,
         pipe_pool: Option<Pool<'_>>,
         target: &LogTarget,
+        reopen: Duration,
         report: Duration,
         buffer: Option<(usize, Duration)>,
-    ) -> Result<Self, crate::ffi::AprError> {
-        let file = match target {
-            LogTarget::File(path) => AprFile::open_append(pool, path)?,
+    ) -> (Self, Option<String>) {
+        let handle = OnceLock::new();
+        let opened = match target {
+            LogTarget::File(path) => AppendFile::open(path)
+                .map(Handle::File)
+                .map_err(|e| e.to_string()),
             LogTarget::Pipe(program) => match pipe_pool {
-                Some(lasting) => AprFile::open_lasting_pipe(lasting, program)?,
-                None => AprFile::open_pipe(pool, program)?,
-            },
+                Some(lasting) => AprFile::open_lasting_pipe(lasting, program),
+                None => AprFile::open_pipe(pool, program),
+            }
+            .map(Handle::Pipe)
+            .map_err(|e| e.to_string()),
         };
-        Ok(Self {
-            target: target.clone(),
-            file,
-            reporter: Reporter::new(report),
-            buffer: buffer
-                .filter(|(size, _)| *size > 0)
-                .map(|(size, interval)| LineBuffer::new(size, interval, target)),
-        })
+        let not_open = match opened {
+            Ok(h) => {
+                let _ = handle.set(h);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        (
+            Self {
+                target: target.clone(),
+                handle,
+                reopen,
+                next_open: Mutex::new(Instant::now() + reopen),
+                reporter: Reporter::new(report),
+                buffer: buffer
+                    .filter(|(size, _)| *size > 0)
+                    .map(|(size, interval)| LineBuffer::new(size, interval, target)),
+            },
+            not_open,
+        )
+    }
+
+    /// The open file, or an attempt to open it when one is due.
+    fn handle(&self) -> Result<&Handle, std::io::Error> {
+        if let Some(h) = self.handle.get() {
+            return Ok(h);
+        }
+        let LogTarget::File(path) = &self.target else {
+            return Err(std::io::Error::other(
+                "the piped log program is not running",
+            ));
+        };
+        {
+            let mut next = self
+                .next_open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if now < *next {
+                return Err(std::io::Error::new(
+                    ErrorKind::NotFound,
+                    "not open; waiting for JsonSockLogReconnectInterval before trying again",
+                ));
+            }
+            *next = now + self.reopen;
+        }
+        let f = AppendFile::open(path)?;
+        Ok(self.handle.get_or_init(|| Handle::File(f)))
+    }
+
+    fn write_chunk(&self, bytes: &[u8], damage_epoch: u64) -> Chunk<String> {
+        match self.handle() {
+            Ok(Handle::File(f)) => {
+                let c = f.write_lines(bytes, damage_epoch);
+                Chunk {
+                    written: c.written,
+                    error: c.error.map(|e| e.to_string()),
+                    damaged: c.damaged,
+                }
+            }
+            Ok(Handle::Pipe(p)) => match p.write_all(bytes) {
+                Ok(()) => Chunk::whole(bytes),
+                Err(e) => Chunk {
+                    written: 0,
+                    error: Some(e.to_string()),
+                    damaged: false,
+                },
+            },
+            Err(e) => Chunk {
+                written: 0,
+                error: Some(format!("cannot open it: {e}")),
+                damaged: false,
+            },
+        }
     }
 
     /// Takes one complete line (its `\n` included): buffered, or written with a single write.
-    pub fn write_line(&self, line: &[u8]) -> Outcome {
-        let write = |bytes: &[u8]| self.file.write_all(bytes);
+    /// `damage_epoch`: the shared count of damaged lines ([`AppendFile`]).
+    pub fn write_line(&self, line: &[u8], damage_epoch: u64) -> Outcome {
+        let write = |bytes: &[u8]| self.write_chunk(bytes, damage_epoch);
         let result = match &self.buffer {
             Some(buffer) => buffer.push(line, write),
-            None => write(line).map_err(|e| (1, e)),
+            None => {
+                let c = write(line);
+                Flushed {
+                    written: c.written,
+                    lost: 1 - c.written.min(1),
+                    damaged: u64::from(c.damaged),
+                    error: c.error,
+                }
+            }
         };
         self.outcome(result)
     }
 
     /// Writes the buffered lines if the oldest is due at `now` (all of them if `force`).
-    pub fn flush(&self, now: Instant, force: bool) -> Outcome {
+    pub fn flush(&self, now: Instant, force: bool, damage_epoch: u64) -> Outcome {
         match &self.buffer {
-            Some(buffer) => self.outcome(buffer.flush(now, force, |b| self.file.write_all(b))),
+            Some(buffer) => {
+                self.outcome(buffer.flush(now, force, |b| self.write_chunk(b, damage_epoch)))
+            }
             None => Outcome::default(),
         }
     }
@@ -280,17 +543,37 @@ impl FileSink {
         self.buffer.as_ref().and_then(LineBuffer::due)
     }
 
-    fn outcome(&self, result: Result<(), (u64, crate::ffi::AprError)>) -> Outcome {
-        match result {
-            Ok(()) => Outcome::default(),
-            Err((lost, e)) => Outcome {
-                lost,
-                report: self
-                    .reporter
-                    .failed_n(lost)
-                    .map(|n| format!("ReqinLogFile {}: {n} log line(s) lost: {e}", self.target)),
-            },
+    fn outcome(&self, result: Flushed<String>) -> Outcome {
+        let report = match &result.error {
+            Some(e) if result.lost > 0 => self
+                .reporter
+                .failed_n(result.lost)
+                .map(|n| format!("ReqinLogFile {}: {n} log line(s) lost: {e}", self.target)),
+            _ => None,
+        };
+        Outcome {
+            written: result.written,
+            lost: result.lost,
+            damaged: result.damaged,
+            report,
         }
+    }
+}
+
+/// Why nobody can receive on the socket at `path` right now, if so (for the start-up warning;
+/// a child connects on its own later).
+pub fn socket_absent(path: &Path) -> Option<String> {
+    if let Some(dir) = path.parent().filter(|d| !d.is_dir()) {
+        return Some(format!("directory {} does not exist (yet)", dir.display()));
+    }
+    let sock = match UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => return Some(format!("cannot create a socket: {e}")),
+    };
+    match sock.connect(path) {
+        Ok(()) => None,
+        Err(e) if e.kind() == ErrorKind::NotFound => Some("no such socket (yet)".to_owned()),
+        Err(e) => Some(format!("nobody listens there ({e})")),
     }
 }
 
@@ -408,11 +691,11 @@ mod tests {
                 .chain(b"\n")
                 .copied()
                 .collect::<Vec<u8>>();
-            buf.push(&line, |b| {
+            let f: Flushed<()> = buf.push(&line, |b| {
                 written.push(b.to_vec());
-                Ok::<(), ()>(())
-            })
-            .unwrap();
+                Chunk::whole(b)
+            });
+            assert_eq!(f.lost, 0);
         }
         // 20-byte lines, capacity 100: written at the 5th and the 10th line, whole.
         assert_eq!(written.len(), 2);
@@ -425,28 +708,26 @@ mod tests {
         let interval = Duration::from_millis(100);
         let buf = LineBuffer::new(1 << 20, interval, &LogTarget::File("/x".into()));
         let start = Instant::now();
-        buf.push(b"one\n", |_| Err("no write expected")).unwrap();
+        buf.push(b"one\n", |_| -> Chunk<()> { panic!("no write expected") });
         let due = buf.due().unwrap();
         assert!(due >= start + interval);
         let mut out = Vec::new();
-        buf.flush(due - Duration::from_millis(1), false, |b| {
+        let _: Flushed<()> = buf.flush(due - Duration::from_millis(1), false, |b| {
             out.extend_from_slice(b);
-            Ok::<(), ()>(())
-        })
-        .unwrap();
+            Chunk::whole(b)
+        });
         assert!(out.is_empty(), "not due yet");
-        buf.flush(due, false, |b| {
+        let f: Flushed<()> = buf.flush(due, false, |b| {
             out.extend_from_slice(b);
-            Ok::<(), ()>(())
-        })
-        .unwrap();
+            Chunk::whole(b)
+        });
+        assert_eq!(f.written, 1);
         assert_eq!(out, b"one\n");
-        buf.push(b"two\n", |_| Err("no write expected")).unwrap();
-        buf.flush(Instant::now(), true, |b| {
+        buf.push(b"two\n", |_| -> Chunk<()> { panic!("no write expected") });
+        let _: Flushed<()> = buf.flush(Instant::now(), true, |b| {
             out.extend_from_slice(b);
-            Ok::<(), ()>(())
-        })
-        .unwrap();
+            Chunk::whole(b)
+        });
         assert_eq!(out, b"one\ntwo\n");
         assert_eq!(buf.due(), None);
     }
@@ -465,15 +746,15 @@ mod tests {
                 l = vec![b'L'; 3 * PIPE_BUF];
             }
             l.push(b'\n');
-            buf.push(&l, |_| Err("not full yet")).unwrap();
+            let _: Flushed<()> = buf.push(&l, |_| panic!("not full yet"));
             lines.push(l);
         }
         let mut writes: Vec<Vec<u8>> = Vec::new();
-        buf.flush(Instant::now(), true, |b| {
+        let f: Flushed<()> = buf.flush(Instant::now(), true, |b| {
             writes.push(b.to_vec());
-            Ok::<(), ()>(())
-        })
-        .unwrap();
+            Chunk::whole(b)
+        });
+        assert_eq!(f.written, 200);
         assert!(writes.len() > 1);
         for w in &writes {
             assert!(w.ends_with(b"\n"), "whole lines only");
@@ -483,22 +764,64 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_reports_the_lines_it_lost() {
+    fn a_failed_write_reports_the_lines_it_lost_and_only_those() {
         let buf = LineBuffer::new(
             1 << 20,
             Duration::from_secs(1),
-            &LogTarget::File("/x".into()),
+            &LogTarget::Pipe("cat".into()),
         );
-        for _ in 0..7 {
-            buf.push(b"line\n", |_| Err("not full yet")).unwrap();
+        for _ in 0..2000 {
+            let _: Flushed<()> = buf.push(b"line line line\n", |_| panic!("not full yet"));
         }
-        let err = buf
-            .flush(Instant::now(), true, |_| Err("disk full"))
-            .unwrap_err();
-        assert_eq!(err, (7, "disk full"));
+        // The first PIPE_BUF chunk goes through, the second fails.
+        let mut calls = 0;
+        let f = buf.flush(Instant::now(), true, |b| {
+            calls += 1;
+            if calls == 1 {
+                Chunk::whole(b)
+            } else {
+                Chunk {
+                    written: 0,
+                    error: Some("disk full"),
+                    damaged: false,
+                }
+            }
+        });
+        let first = (PIPE_BUF / 15) as u64;
+        assert_eq!((f.written, f.lost), (first, 2000 - first));
+        assert_eq!(f.error, Some("disk full"));
         assert_eq!(buf.due(), None, "lost, not retried forever");
         let r = Reporter::new(Duration::from_secs(3600));
         assert_eq!(r.failed_n(7), Some(7));
         assert_eq!(r.failed_n(2), None);
+    }
+
+    #[test]
+    fn a_partial_line_at_the_end_is_cut_back_only_if_it_is_still_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reqin.log");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":").unwrap();
+        let f = AppendFile::open(&path).unwrap();
+        assert!(!f.cut_back(b"{\"c\":"), "not the bytes we wrote");
+        assert!(f.cut_back(b"{\"b\":"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n");
+    }
+
+    #[test]
+    fn after_damage_anywhere_the_next_write_starts_on_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reqin.log");
+        // Another child's cut-short write that could not be removed.
+        std::fs::write(&path, b"{\"a\":1}\n{\"half").unwrap();
+        let f = AppendFile::open(&path).unwrap();
+        let c = f.write_lines(b"{\"b\":2}\n", 1);
+        assert_eq!((c.written, c.damaged), (1, false));
+        let c = f.write_lines(b"{\"c\":3}\n", 1);
+        assert_eq!(c.written, 1);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"{\"a\":1}\n{\"half\n{\"b\":2}\n{\"c\":3}\n",
+            "one newline, once, and only after the shared damage count moved"
+        );
     }
 }

@@ -32,10 +32,18 @@ pub enum Counter {
     HeadersDropped,
     HeadersRedacted,
     Panics,
+    // Appended, never inserted: a graceful restart into a newer module keeps counting in the
+    // same shared block, by index.
+    /// Path, query or host values cut to `ReqinLogMaxFieldLen`.
+    FieldsTruncated,
+    /// Path, query, host or header values that were not UTF-8 (logged with `<name>_raw`).
+    FieldsNotUtf8,
+    /// Lines left partial in a file by a write cut short (disk full) that could not be cut back.
+    LinesDamaged,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 20] = [
         Counter::LinesWritten,
         Counter::Correlated,
         Counter::Orphans,
@@ -53,6 +61,9 @@ impl Counter {
         Counter::HeadersDropped,
         Counter::HeadersRedacted,
         Counter::Panics,
+        Counter::FieldsTruncated,
+        Counter::FieldsNotUtf8,
+        Counter::LinesDamaged,
     ];
 
     pub fn index(self) -> usize {
@@ -79,12 +90,17 @@ impl Counter {
             Counter::HeadersDropped => "headers_dropped",
             Counter::HeadersRedacted => "headers_redacted",
             Counter::Panics => "panics",
+            Counter::FieldsTruncated => "request_fields_truncated",
+            Counter::FieldsNotUtf8 => "fields_not_utf8",
+            Counter::LinesDamaged => "lines_damaged",
         }
     }
 
     fn help(self) -> &'static str {
         match self {
-            Counter::LinesWritten => "JSON lines written to at least one sink",
+            Counter::LinesWritten => {
+                "JSON lines written whole to ReqinLogFile (without one: sent to JsonSockLogSocket)"
+            }
             Counter::Correlated => "lines joined with the sensor's handshake record",
             Counter::Orphans => "lines logged uncorrelated (orphan_side A)",
             Counter::OrphansDelayed => "orphans that waited for the sensor in the flusher",
@@ -96,13 +112,20 @@ impl Counter {
             }
             Counter::ExcludedSource => "requests not joined: client in ReqinLogExcludeSource",
             Counter::ExcludedPort => "requests not joined: port not in ReqinLogIncludePorts",
-            Counter::WriteErrors => "failed writes to a sink",
+            Counter::WriteErrors => "lines lost by ReqinLogFile: failed writes, file not open",
             Counter::Dropped => "lines lost because a sink was unavailable",
             Counter::QueueFull => "lines written uncorrelated at once: orphan queue full",
             Counter::HeaderValuesTruncated => "header values cut to JsonSockLogMaxHeaderValueLen",
             Counter::HeadersDropped => "headers beyond JsonSockLogMaxHeaders",
             Counter::HeadersRedacted => "header values replaced by [REDACTED]",
             Counter::Panics => "panics caught at the FFI boundary",
+            Counter::FieldsTruncated => "path, query or host values cut to ReqinLogMaxFieldLen",
+            Counter::FieldsNotUtf8 => {
+                "path, query, host or header values that were not UTF-8 (logged with <name>_raw)"
+            }
+            Counter::LinesDamaged => {
+                "lines left partial by a write cut short (disk full) that could not be cut back"
+            }
         }
     }
 }
@@ -145,6 +168,86 @@ pub fn render(value: impl Fn(Counter) -> u64, ring: Option<&RingStatus>) -> Stri
     out
 }
 
+/// The same counters as a small self-contained page for people (`?html`), like mod_status's:
+/// one table of the module's counters with what each means, one of the sensor's. No script,
+/// no external resource.
+pub fn render_html(value: impl Fn(Counter) -> u64, ring: Option<&RingStatus>, now: &str) -> String {
+    let mut out = String::with_capacity(8192);
+    out.push_str(concat!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<title>mod_reqin_log status</title><style>",
+        "body{font-family:sans-serif;margin:2em;color:#222}",
+        "table{border-collapse:collapse;margin-bottom:2em}",
+        "td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}",
+        "td.n{text-align:right;font-variant-numeric:tabular-nums}",
+        "th{background:#eee}.bad{color:#a00;font-weight:bold}",
+        "</style></head><body>\n<h1>mod_reqin_log status</h1>\n"
+    ));
+    let _ = writeln!(
+        out,
+        "<p>{now} &mdash; totals of every child since httpd started (the same numbers as the \
+         Prometheus text without <code>?html</code>).</p>"
+    );
+    let correlated = value(Counter::Correlated);
+    let decided = correlated + value(Counter::Orphans);
+    if decided > 0 {
+        let _ = writeln!(
+            out,
+            "<p>Correlated: <strong>{:.1}&nbsp;%</strong> of {decided} requests logged.</p>",
+            correlated as f64 * 100.0 / decided as f64
+        );
+    }
+    out.push_str("<table><tr><th>counter</th><th>value</th><th>meaning</th></tr>\n");
+    for c in Counter::ALL {
+        let v = value(c);
+        let bad = v > 0
+            && matches!(
+                c,
+                Counter::WriteErrors | Counter::Dropped | Counter::Panics | Counter::LinesDamaged
+            );
+        let _ = writeln!(
+            out,
+            "<tr><td><code>reqin_log_{}_total</code></td><td class=\"n{}\">{v}</td><td>{}</td></tr>",
+            c.name(),
+            if bad { " bad" } else { "" },
+            html_escape(c.help())
+        );
+    }
+    out.push_str("</table>\n<h2>ja4sensor</h2>\n");
+    match ring {
+        None => out.push_str(
+            "<p class=\"bad\">This child has no sensor ring mapped: requests are logged uncorrelated.</p>\n",
+        ),
+        Some(ring) => {
+            out.push_str("<table><tr><th>field</th><th>value</th></tr>\n");
+            let _ = writeln!(
+                out,
+                "<tr><td>ring generation</td><td class=\"n\">{}</td></tr>\n\
+                 <tr><td>records published</td><td class=\"n\">{}</td></tr>\n\
+                 <tr><td>watermark (Unix s)</td><td class=\"n\">{:.3}</td></tr>",
+                ring.generation,
+                ring.published,
+                ring.watermark_ns as f64 / 1e9
+            );
+            for (name, v) in &ring.sensor_counters {
+                let _ = writeln!(
+                    out,
+                    "<tr><td><code>ja4sensor_{name}_total</code></td><td class=\"n\">{v}</td></tr>"
+                );
+            }
+            out.push_str("</table>\n");
+        }
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The sensor's statistics as its ring header publishes them.
 #[derive(Debug, Clone, Default)]
 pub struct RingStatus {
@@ -177,5 +280,33 @@ mod tests {
         };
         let text = render(|_| 0, Some(&ring));
         assert!(text.contains("ja4sensor_packets_seen_total 7\n"), "{text}");
+    }
+
+    #[test]
+    fn the_html_page_has_every_counter_and_flags_losses() {
+        let page = render_html(
+            |c| match c {
+                Counter::Correlated => 3,
+                Counter::Orphans => 1,
+                Counter::WriteErrors => 2,
+                _ => 0,
+            },
+            None,
+            "2026-12-03T10:00:00.000000Z",
+        );
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        for c in Counter::ALL {
+            assert!(
+                page.contains(&format!("reqin_log_{}_total", c.name())),
+                "{c:?}"
+            );
+        }
+        assert!(page.contains("75.0&nbsp;%"), "share correlated");
+        assert!(
+            page.contains("class=\"n bad\">2<"),
+            "write errors stand out"
+        );
+        assert!(page.contains("no sensor ring mapped"));
+        assert!(!page.contains("<script"), "self-contained, no script");
     }
 }

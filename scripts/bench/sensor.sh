@@ -2,23 +2,29 @@
 # Sensor benchmark (not a test): offline throughput of `ja4sensor read` against
 # `tshark -r F -T fields -e tls.handshake.ja3` on the same pcaps, in the same run, plus
 # handshakes/s and peak RSS on a generated pcap of COUNT handshakes (default 100 000) made of
-# real corpus hellos (scripts/bench/sensor_gen_pcap.py). Prints a Markdown table for
+# real corpus hellos (scripts/bench/sensor_gen_pcap.py). Then the same generated pcap through
+# huginn-net (crates.io; its analyzer with TCP SYN OS matching and TLS JA4, HTTP off), built
+# from scripts/bench/huginn/ (bench-only, not shipped), against `ja4sensor read` with its OS
+# guess: hellos/s, peak RSS, and whether the JA4 values agree. Prints Markdown tables for
 # BENCHMARKS.md. Needs a release build: `cargo build --release -p ja4sensor`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SENSOR=${SENSOR:-target/release/ja4sensor}
+HUGINN=${HUGINN:-target/bench-huginn/release/huginn-bench}
 COUNT=${COUNT:-100000}
 OUT=${OUT:-target/bench-sensor}
 mkdir -p "$OUT"
 big="$OUT/handshakes-$COUNT.pcap"
 [ -s "$big" ] || python3 scripts/bench/sensor_gen_pcap.py "$big" --count "$COUNT" >&2
 
-# measure OUTFILE CMD...: runs CMD with stdout to OUTFILE; sets WALL (s) and RSS (KiB).
+# measure OUTFILE CMD...: runs CMD with stdout to OUTFILE (stderr to OUTFILE.err); sets WALL
+# (s), CPU (user + system s) and RSS (KiB).
 measure() {
     local outfile=$1
     shift
-    /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$@" >"$outfile" 2>/dev/null
-    read -r WALL RSS <"$OUT/time.txt"
+    /usr/bin/time -f "%e %U %S %M" -o "$OUT/time.txt" "$@" >"$outfile" 2>"$outfile.err"
+    read -r WALL USER SYS RSS <"$OUT/time.txt"
+    CPU=$(python3 -c "print($USER + $SYS)")
 }
 
 # tshark also prints JA3 for QUIC Initials (tls3.pcapng has 6); the sensor reads TCP only, so
@@ -54,3 +60,40 @@ print(f"| {os.path.basename(pcap)} ({size:.0f} MB) | {hellos:,} | {sw:.2f} s | {
       f"| {tw:.2f} s | {tr / 1024:.0f} MiB | {ratio} | {rate} | {agree} |")
 PY
 done
+
+# huginn-net on the generated pcap (its pcap reader takes classic pcap only, so not tls3.pcapng).
+[ -x "$HUGINN" ] || cargo build --release --manifest-path scripts/bench/huginn/Cargo.toml \
+    --target-dir target/bench-huginn >&2
+measure "$OUT/sensor.jsonl" "$SENSOR" read "$big"
+s_wall=$WALL s_cpu=$CPU s_rss=$RSS
+measure "$OUT/huginn.txt" "$HUGINN" "$big"
+h_wall=$WALL h_cpu=$CPU h_rss=$RSS
+echo
+echo "| capture | hellos (sensor / huginn-net) | ja4sensor read, OS guess on | CPU | peak RSS | huginn-net | CPU | peak RSS | huginn / sensor (wall) | sensor hellos/s | huginn hellos/s | JA4 agree | OS guessed (sensor records / huginn SYNs) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+python3 - "$big" "$OUT/sensor.jsonl" "$OUT/huginn.txt" "$s_wall" "$s_cpu" "$s_rss" "$h_wall" "$h_cpu" "$h_rss" <<'PY'
+import collections, json, os, re, sys
+big, sensor, huginn, sw, sc, sr, hw, hc, hr = sys.argv[1:]
+sw, sc, hw, hc = map(float, (sw, sc, hw, hc))
+sr, hr = int(sr), int(hr)
+records = [json.loads(l) for l in open(sensor) if l.strip()]
+ours = collections.Counter(r["ja4"] for r in records)
+theirs = collections.Counter(l.strip() for l in open(huginn) if l.strip())
+stats = open(huginn + ".err").read()
+m = re.search(r"hellos (\d+) syns (\d+) os_matched (\d+)", stats)
+h_os = m.group(3) if m else "?"
+s_os = sum(1 for r in records if r.get("tcp_os"))
+missed, extra = sum((ours - theirs).values()), sum((theirs - ours).values())
+if not missed and not extra:
+    agree = "yes"
+elif not extra:
+    # Every fourth generated hello is split over two segments: huginn-net does not reassemble.
+    agree = f"yes on all {sum(theirs.values()):,} it read; it misses {missed:,} (split hellos)"
+else:
+    agree = f"no: {missed:,} of ours not theirs, {extra:,} of theirs not ours"
+n_s, n_h = sum(ours.values()), sum(theirs.values())
+size = os.path.getsize(big) / 1e6
+print(f"| {os.path.basename(big)} ({size:.0f} MB) | {n_s:,} / {n_h:,} | {sw:.2f} s | {sc:.2f} s | {sr / 1024:.0f} MiB "
+      f"| {hw:.2f} s | {hc:.2f} s | {hr / 1024:.0f} MiB | {hw / sw:.1f}× | {n_s / sw:,.0f} | {n_h / hw:,.0f} | {agree} "
+      f"| {s_os:,} / {h_os} |")
+PY

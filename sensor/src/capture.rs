@@ -2,12 +2,13 @@
 //! to the TCP segment the rest of the pipeline needs.
 //!
 //! Frames are hostile input. Link headers are stripped here with explicit length checks; IP and
-//! TCP are sliced by `etherparse`, which borrows the frame and returns structured errors.
+//! TCP are sliced by `etherparse`, which borrows the frame and returns structured errors. The
+//! traits of a SYN are not read here: the pipeline hands the SYN's IP packet to
+//! `correlate_lib::fingerprint::syn`, the parser httpd's inline mode uses too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use correlate_lib::IpMeta;
 use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
 use pcap::{Activated, Capture, Linktype, Precision};
 
@@ -66,13 +67,10 @@ pub struct TcpFlags {
 pub struct Segment<'a> {
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    /// IP-layer traits of this packet (kept for SYNs).
-    pub ip: IpMeta,
+    /// The frame from the IP header on (no link layer): what a SYN's traits are parsed from.
+    pub ip_packet: &'a [u8],
     pub seq: u32,
     pub flags: TcpFlags,
-    pub window: u16,
-    /// Raw TCP option bytes (at most 40).
-    pub options: &'a [u8],
     pub payload: &'a [u8],
 }
 
@@ -97,7 +95,11 @@ pub enum DecodeError {
     NotTcp,
 }
 
-const TCP_FIXED_HEADER_LEN: usize = 20;
+const ETHERNET_HEADER_LEN: usize = 14;
+const VLAN_TAG_LEN: usize = 4;
+/// 802.1Q tags skipped (a double-tagged QinQ frame has two).
+const MAX_VLAN_TAGS: usize = 2;
+const ETHERTYPE_VLAN: [u16; 3] = [0x8100, 0x88a8, 0x9100];
 const SLL_HEADER_LEN: usize = 16;
 const SLL2_HEADER_LEN: usize = 20;
 const NULL_HEADER_LEN: usize = 4;
@@ -120,18 +122,47 @@ fn be16(frame: &[u8], at: usize) -> Option<u16> {
 
 /// Decodes a frame of the given link type to its TCP segment.
 pub fn decode(link: LinkType, frame: &[u8]) -> Result<Segment<'_>, DecodeError> {
-    let sliced = match link {
-        LinkType::Ethernet => SlicedPacket::from_ethernet(frame)?,
-        LinkType::Raw => SlicedPacket::from_ip(frame)?,
+    let (ip_packet, sliced) = match link {
+        LinkType::Ethernet => {
+            let mut at = ETHERNET_HEADER_LEN;
+            let mut ether_type = be16(frame, 12).ok_or(DecodeError::Truncated {
+                layer: "Ethernet",
+                needed: ETHERNET_HEADER_LEN,
+                len: frame.len(),
+            })?;
+            for _ in 0..MAX_VLAN_TAGS {
+                if !ETHERTYPE_VLAN.contains(&ether_type) {
+                    break;
+                }
+                ether_type = be16(frame, at + 2).ok_or(DecodeError::Truncated {
+                    layer: "VLAN",
+                    needed: at + VLAN_TAG_LEN,
+                    len: frame.len(),
+                })?;
+                at += VLAN_TAG_LEN;
+            }
+            let payload = link_header(frame, "Ethernet", at)?;
+            (
+                payload,
+                SlicedPacket::from_ether_type(EtherType(ether_type), payload)?,
+            )
+        }
+        LinkType::Raw => (frame, SlicedPacket::from_ip(frame)?),
         LinkType::LinuxSll => {
             let payload = link_header(frame, "Linux SLL", SLL_HEADER_LEN)?;
             let protocol = be16(frame, 14).unwrap_or_default();
-            SlicedPacket::from_ether_type(EtherType(protocol), payload)?
+            (
+                payload,
+                SlicedPacket::from_ether_type(EtherType(protocol), payload)?,
+            )
         }
         LinkType::LinuxSll2 => {
             let payload = link_header(frame, "Linux SLL2", SLL2_HEADER_LEN)?;
             let protocol = be16(frame, 0).unwrap_or_default();
-            SlicedPacket::from_ether_type(EtherType(protocol), payload)?
+            (
+                payload,
+                SlicedPacket::from_ether_type(EtherType(protocol), payload)?,
+            )
         }
         LinkType::Null | LinkType::Loop => {
             let payload = link_header(frame, "loopback", NULL_HEADER_LEN)?;
@@ -151,27 +182,21 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Segment<'_>, DecodeError> 
             match family {
                 // AF_INET everywhere; AF_INET6 is 10 (Linux), 24 (NetBSD/OpenBSD),
                 // 28 (FreeBSD), 30 (macOS).
-                2 | 10 | 24 | 28 | 30 => SlicedPacket::from_ip(payload)?,
+                2 | 10 | 24 | 28 | 30 => (payload, SlicedPacket::from_ip(payload)?),
                 other => return Err(DecodeError::NotIpFamily { family: other }),
             }
         }
     };
-    segment(sliced)
+    segment(ip_packet, sliced)
 }
 
-fn segment(sliced: SlicedPacket<'_>) -> Result<Segment<'_>, DecodeError> {
-    let (src_ip, dst_ip, ip, fragmented) = match &sliced.net {
+fn segment<'a>(ip_packet: &'a [u8], sliced: SlicedPacket<'a>) -> Result<Segment<'a>, DecodeError> {
+    let (src_ip, dst_ip, fragmented) = match &sliced.net {
         Some(NetSlice::Ipv4(v4)) => {
             let h = v4.header();
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
-                IpMeta {
-                    ttl: h.ttl(),
-                    total_length: h.total_len(),
-                    id: h.identification(),
-                    df: h.dont_fragment(),
-                },
                 v4.is_payload_fragmented(),
             )
         }
@@ -180,13 +205,6 @@ fn segment(sliced: SlicedPacket<'_>) -> Result<Segment<'_>, DecodeError> {
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
-                IpMeta {
-                    ttl: h.hop_limit(),
-                    // sentinel reports the whole packet: fixed header plus payload.
-                    total_length: h.payload_length().saturating_add(40),
-                    id: 0,
-                    df: false,
-                },
                 v6.is_payload_fragmented(),
             )
         }
@@ -201,7 +219,7 @@ fn segment(sliced: SlicedPacket<'_>) -> Result<Segment<'_>, DecodeError> {
     Ok(Segment {
         src: SocketAddr::new(src_ip, tcp.source_port()),
         dst: SocketAddr::new(dst_ip, tcp.destination_port()),
-        ip,
+        ip_packet,
         seq: tcp.sequence_number(),
         flags: TcpFlags {
             syn: tcp.syn(),
@@ -209,12 +227,6 @@ fn segment(sliced: SlicedPacket<'_>) -> Result<Segment<'_>, DecodeError> {
             fin: tcp.fin(),
             rst: tcp.rst(),
         },
-        window: tcp.window_size(),
-        // `header_slice` borrows the frame (not `tcp`); options follow the 20 fixed bytes.
-        options: tcp
-            .header_slice()
-            .get(TCP_FIXED_HEADER_LEN..)
-            .unwrap_or_default(),
         payload: tcp.payload(),
     })
 }
@@ -386,10 +398,8 @@ mod tests {
         let seg = decode(LinkType::Raw, &frame).unwrap();
         assert_eq!(seg.src, "10.0.0.1:40000".parse().unwrap());
         assert_eq!(seg.dst, "10.0.0.2:443".parse().unwrap());
-        assert_eq!(seg.ip.ttl, 64);
-        assert_eq!(usize::from(seg.ip.total_length), frame.len());
+        assert_eq!(seg.ip_packet, &frame[..]);
         assert!(seg.flags.syn && !seg.flags.ack);
-        assert_eq!(seg.options, [2, 4, 0x05, 0xb4]);
         assert_eq!(seg.payload, b"hi");
     }
 
@@ -400,6 +410,7 @@ mod tests {
         sll.extend_from_slice(&0x0800u16.to_be_bytes());
         sll.extend_from_slice(&ip);
         assert_eq!(decode(LinkType::LinuxSll, &sll).unwrap().payload, b"x");
+        assert_eq!(decode(LinkType::LinuxSll, &sll).unwrap().ip_packet, &ip[..]);
         let mut sll2 = 0x0800u16.to_be_bytes().to_vec();
         sll2.extend_from_slice(&[0; 18]);
         sll2.extend_from_slice(&ip);
@@ -410,6 +421,25 @@ mod tests {
         let mut null_be = 2u32.to_be_bytes().to_vec();
         null_be.extend_from_slice(&ip);
         assert_eq!(decode(LinkType::Null, &null_be).unwrap().payload, b"x");
+    }
+
+    #[test]
+    fn ethernet_and_vlan_headers_are_stripped_to_the_ip_packet() {
+        let ip = tcp_ipv4(b"v");
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&0x0800u16.to_be_bytes());
+        eth.extend_from_slice(&ip);
+        let seg = decode(LinkType::Ethernet, &eth).unwrap();
+        assert_eq!((seg.ip_packet, seg.payload), (&ip[..], &b"v"[..]));
+        let mut qinq = vec![0u8; 12];
+        qinq.extend_from_slice(&[0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2, 0x08, 0x00]);
+        qinq.extend_from_slice(&ip);
+        let seg = decode(LinkType::Ethernet, &qinq).unwrap();
+        assert_eq!(seg.ip_packet, &ip[..]);
+        let mut arp = vec![0u8; 12];
+        arp.extend_from_slice(&0x0806u16.to_be_bytes());
+        arp.extend_from_slice(&[0; 28]);
+        assert!(decode(LinkType::Ethernet, &arp).is_err());
     }
 
     #[test]

@@ -19,9 +19,9 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use correlate_lib::{ConnKey, IpMeta, TcpMeta};
-
-use crate::hello::{MAX_HELLO_BYTES, MAX_RECORD_PAYLOAD};
+use correlate_lib::fingerprint::hello::{MAX_HELLO_BYTES, MAX_RECORD_PAYLOAD};
+use correlate_lib::fingerprint::syn::SynTraits;
+use correlate_lib::ConnKey;
 
 /// The maps keyed by connection, looked up several times per packet: foldhash (seeded per
 /// process, like hashbrown's default) instead of SipHash, whose cost on a `ConnKey` showed in
@@ -63,12 +63,13 @@ const SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
 /// it is compacted when it grows past this many times the flow limit.
 const ORDER_SLACK_FACTOR: usize = 2;
 
-/// Traits of the client's SYN, published with every hello of the connection.
+/// The client's SYN, kept until its hellos are published with its traits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SynTraits {
+pub struct SeenSyn {
     pub time_ns: u64,
-    pub ip: IpMeta,
-    pub tcp: TcpMeta,
+    /// Parsed by correlate-lib ([`correlate_lib::fingerprint::syn::parse_syn`]), the code the
+    /// module runs on `TCP_SAVED_SYN`.
+    pub traits: SynTraits,
 }
 
 /// What [`Stream::insert`] did with a segment.
@@ -239,7 +240,7 @@ impl Stream {
 /// State of one direction of one TCP connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow {
-    pub syn: Option<SynTraits>,
+    pub syn: Option<SeenSyn>,
     pub last_seen_ns: u64,
     pub stream: Stream,
     pub hellos: u8,
@@ -346,7 +347,7 @@ impl FlowTable {
     }
 
     /// A SYN starts a new flow, replacing any previous one with the same key (port reuse).
-    pub fn on_syn(&mut self, key: ConnKey, syn: SynTraits, seq: u32) -> &mut Flow {
+    pub fn on_syn(&mut self, key: ConnKey, syn: SeenSyn, seq: u32) -> &mut Flow {
         let now = syn.time_ns;
         let generation = self.admit(key);
         let mut fresh = Flow::new(now, generation);
@@ -543,95 +544,6 @@ impl OpenConnections {
     }
 }
 
-/// Names of TCP option kinds in `tcp_meta_options`. The five a SYN normally carries are spelled
-/// exactly as ja4sentinel prints them (seed 002: `MSS,NOP,WScale,NOP,NOP,Timestamps,SACK`):
-///
-/// | kind | name | option |
-/// |---|---|---|
-/// | 0 | `EOL` | end of option list (RFC 9293) |
-/// | 1 | `NOP` | no-operation padding (RFC 9293) |
-/// | 2 | `MSS` | maximum segment size (RFC 9293) |
-/// | 3 | `WScale` | window scale (RFC 7323) |
-/// | 4 | `SACK` | SACK-permitted (RFC 2018); sentinel calls it `SACK` |
-/// | 5 | `SACKBlocks` | SACK blocks (RFC 2018; never in a SYN) |
-/// | 8 | `Timestamps` | timestamps (RFC 7323) |
-/// | 28 | `UTO` | user timeout (RFC 5482) |
-/// | 29 | `AO` | TCP authentication option (RFC 5925) |
-/// | 30 | `MPTCP` | multipath TCP (RFC 8684) |
-/// | 34 | `TFO` | TCP Fast Open cookie (RFC 7413) |
-/// | other | `Opt<kind>` | e.g. `Opt254` (experimental) |
-fn option_name(kind: u8) -> Option<&'static str> {
-    Some(match kind {
-        0 => "EOL",
-        1 => "NOP",
-        2 => "MSS",
-        3 => "WScale",
-        4 => "SACK",
-        5 => "SACKBlocks",
-        8 => "Timestamps",
-        28 => "UTO",
-        29 => "AO",
-        30 => "MPTCP",
-        34 => "TFO",
-        _ => return None,
-    })
-}
-
-/// Maximum TCP option bytes: the data offset is 4 bits of 32-bit words, header 20 bytes.
-const MAX_TCP_OPTION_BYTES: usize = 40;
-
-/// The TCP traits of a SYN: window, MSS, window scale and the option kinds in wire order
-/// (`MSS,SACK,Timestamps,NOP,WScale` for Linux; unknown kinds as `Opt<kind>`). Parsing stops at EOL or at
-/// an option whose length is invalid.
-pub fn tcp_meta(window: u16, options: &[u8]) -> TcpMeta {
-    let mut meta = TcpMeta {
-        window_size: window,
-        ..TcpMeta::default()
-    };
-    // Comma-separated names, written in place (a SYN per connection: no list of names).
-    let mut names = String::with_capacity(48);
-    let bytes = options
-        .get(..options.len().min(MAX_TCP_OPTION_BYTES))
-        .unwrap_or_default();
-    let mut i = 0;
-    while let Some(&kind) = bytes.get(i) {
-        if !names.is_empty() {
-            names.push(',');
-        }
-        match option_name(kind) {
-            Some(name) => names.push_str(name),
-            None => {
-                names.push_str("Opt");
-                names.push_str(itoa::Buffer::new().format(kind));
-            }
-        }
-        match kind {
-            0 => break,
-            1 => {
-                i += 1;
-                continue;
-            }
-            _ => {}
-        }
-        let Some(&len) = bytes.get(i + 1) else { break };
-        let len = usize::from(len);
-        let Some(value) = bytes.get(i + 2..i + len.max(2)) else {
-            break;
-        };
-        if len < 2 {
-            break;
-        }
-        match (kind, value) {
-            (2, [a, b]) => meta.mss = u16::from_be_bytes([*a, *b]),
-            (3, [shift]) => meta.window_scale = Some(*shift),
-            _ => {}
-        }
-        i += len;
-    }
-    meta.options = names;
-    meta
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -642,35 +554,10 @@ mod tests {
         ConnKey::new(v4(10, 0, 0, 1, port), v4(10, 0, 0, 2, 443))
     }
 
-    fn syn(t: u64) -> SynTraits {
-        SynTraits {
+    fn syn(t: u64) -> SeenSyn {
+        SeenSyn {
             time_ns: t,
-            ip: IpMeta::default(),
-            tcp: TcpMeta::default(),
-        }
-    }
-
-    #[test]
-    fn linux_syn_options_are_named_in_wire_order() {
-        // MSS 65495, SACK-permitted, Timestamps, NOP, WScale 7 (Linux loopback SYN).
-        let opts = [
-            2, 4, 0xff, 0xd7, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
-        ];
-        let meta = tcp_meta(65495, &opts);
-        assert_eq!(meta.options, "MSS,SACK,Timestamps,NOP,WScale");
-        assert_eq!(meta.mss, 65495);
-        assert_eq!(meta.window_scale, Some(7));
-        assert_eq!(meta.window_size, 65495);
-    }
-
-    #[test]
-    fn broken_options_stop_parsing_without_panic() {
-        assert_eq!(tcp_meta(1, &[2]).options, "MSS");
-        assert_eq!(tcp_meta(1, &[2, 1, 1]).options, "MSS");
-        assert_eq!(tcp_meta(1, &[1, 0, 2, 4, 5, 0]).options, "NOP,EOL");
-        assert_eq!(tcp_meta(1, &[99, 2, 1]).options, "Opt99,NOP");
-        for len in 0..=255u8 {
-            let _ = tcp_meta(1, &[3, len, 1, 1, 1]);
+            traits: SynTraits::default(),
         }
     }
 
@@ -708,17 +595,6 @@ mod tests {
         assert!(table.get_mut(&key(1)).is_none());
         assert!(table.get_mut(&key(2)).is_some());
         assert_eq!(table.stats().expired, 1);
-    }
-
-    #[test]
-    fn sentinel_example_options_are_spelled_like_sentinel() {
-        // Windows/macOS order: MSS, NOP, WScale, NOP, NOP, Timestamps, SACK-permitted.
-        let opts = [
-            2, 4, 5, 0xb4, 1, 3, 3, 8, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 4, 2,
-        ];
-        let meta = tcp_meta(65535, &opts);
-        assert_eq!(meta.options, "MSS,NOP,WScale,NOP,NOP,Timestamps,SACK");
-        assert_eq!((meta.mss, meta.window_scale), (1460, Some(8)));
     }
 
     fn stream_at(seq: u32) -> Stream {

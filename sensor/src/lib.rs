@@ -2,20 +2,19 @@
 //! ClientHellos, fingerprints them (JA4, JA3) and publishes one record per connection into the
 //! shared-memory ring that Apache reads.
 //!
-//! The code follows the packet: [`capture`] → [`flow`] → [`hello`] → [`fingerprint`] →
-//! [`publish`] (the ring) and [`output`] (sentinel's JSON outputs), glued by [`pipeline`];
-//! [`live`] and [`offline`] drive it from an interface or a file; [`config`] is sentinel's YAML.
-//! The binary (`main.rs`) is only the command line. The parsers ([`hello`], [`capture`]) and the
-//! reassembly ([`flow`]) take hostile bytes and are fuzzed from `fuzz/` (targets `client_hello`,
-//! `frame`, `segments`).
+//! The code follows the packet: [`capture`] → [`flow`] → the ClientHello parser, JA4/JA3, the
+//! SYN traits and the OS guess of `correlate_lib::fingerprint` (the one implementation, shared
+//! with the Apache module's inline mode) → [`publish`] (the ring) and [`output`] (sentinel's
+//! JSON outputs), glued by [`pipeline`]; [`live`] and [`offline`] drive it from an interface or a
+//! file; [`config`] is sentinel's YAML. The binary (`main.rs`) is only the command line. The
+//! link decoding ([`capture`]) and the reassembly ([`flow`]) take hostile bytes and are fuzzed
+//! from `fuzz/` (targets `frame`, `segments`); the parsers from `correlate-lib/fuzz/`.
 
 #![forbid(unsafe_code)]
 
 pub mod capture;
 pub mod config;
-pub mod fingerprint;
 pub mod flow;
-pub mod hello;
 pub mod live;
 pub mod offline;
 pub mod output;

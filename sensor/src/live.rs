@@ -352,7 +352,7 @@ fn log_summary(
         })
         .collect();
     log::info!(
-        "packets={} kernel_drops={} if_drops={} excluded={} syns={} hellos={} reassembled={} \
+        "packets={} kernel_drops={} if_drops={} excluded={} syns={} syns_unparsed={} hellos={} reassembled={} \
          parse_failures={} (body={} extensions={} interleaved={}) too_large={} over_budget={} \
          incomplete_waits={} not_tls={} not_hello={} retransmissions={} out_of_order={} \
          malformed_frames={} not_tcp={} fragments={} flows={} flows_evicted={} flows_expired={} \
@@ -364,6 +364,7 @@ fn log_summary(
         kernel.if_dropped,
         c.packets_excluded,
         c.syns,
+        c.syns_unparsed,
         c.hellos_parsed,
         c.hellos_reassembled,
         c.parse_failures,

@@ -2,13 +2,31 @@
 //! capture (decode) → flow (SYN traits, table, reassembly) → hello (parse) → fingerprint → an
 //! [`Event`] handed to the caller's sink.
 
+use std::sync::OnceLock;
+
+use correlate_lib::fingerprint::hello::{self, ClientHello, HelloError};
+use correlate_lib::fingerprint::os::OsDatabase;
+use correlate_lib::fingerprint::{syn, TlsFingerprint, Transport};
 use correlate_lib::{ConnKey, TlsRecord};
 use ipnet::IpNet;
 
 use crate::capture::{self, DecodeError, LinkType};
-use crate::fingerprint::{self, Transport};
-use crate::flow::{self, FlowTable, Inserted, OpenConnections, SynTraits};
-use crate::hello::{self, ClientHello, HelloError};
+use crate::flow::{self, FlowTable, Inserted, OpenConnections, SeenSyn};
+
+/// The p0f signature database, parsed once per process (the sensor is an executable: a static
+/// here outlives nothing it depends on) and shared by every pipeline. `None` if it did not load
+/// (logged once): hellos are then published without an OS guess.
+pub fn os_database() -> Option<&'static OsDatabase> {
+    static DB: OnceLock<Option<OsDatabase>> = OnceLock::new();
+    DB.get_or_init(|| match OsDatabase::load() {
+        Ok(db) => Some(db),
+        Err(e) => {
+            log::error!("{e}; records get no tcp_os");
+            None
+        }
+    })
+    .as_ref()
+}
 
 /// One fingerprinted ClientHello, ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +61,9 @@ pub struct Counters {
     /// Packets from a source in `core.exclude_source_ips`.
     pub packets_excluded: u64,
     pub syns: u64,
+    /// SYNs whose IP/TCP headers the SYN parser refused (more IPv6 extension headers than it
+    /// walks, an AH header...): the flow is tracked without SYN traits.
+    pub syns_unparsed: u64,
     /// Payloads that did not start with a TLS handshake record (HTTP, SSH, proxy setup...).
     pub payloads_not_tls: u64,
     /// TLS records that are not a ClientHello (later records of a connection, server side).
@@ -93,7 +114,8 @@ pub struct Pipeline {
     sensor_id: String,
     exclude_sources: Vec<IpNet>,
     /// The hellos read from one segment, kept between packets so that no packet allocates it.
-    found: Vec<(ClientHello, Option<SynTraits>)>,
+    found: Vec<(ClientHello, Option<SeenSyn>)>,
+    os: Option<&'static OsDatabase>,
 }
 
 impl Pipeline {
@@ -118,6 +140,7 @@ impl Pipeline {
             sensor_id: cfg.sensor_id,
             exclude_sources: cfg.exclude_sources,
             found: Vec::with_capacity(usize::from(flow::MAX_HELLOS_PER_FLOW)),
+            os: os_database(),
         }
     }
 
@@ -180,12 +203,17 @@ impl Pipeline {
         let key = ConnKey::new(segment.src, segment.dst);
         if segment.flags.syn && !segment.flags.ack {
             self.counters.syns += 1;
-            let traits = SynTraits {
-                time_ns,
-                ip: segment.ip,
-                tcp: flow::tcp_meta(segment.window, segment.options),
-            };
-            self.flows.on_syn(key, traits, segment.seq);
+            match syn::parse_syn(segment.ip_packet) {
+                Ok(traits) => {
+                    self.flows
+                        .on_syn(key, SeenSyn { time_ns, traits }, segment.seq);
+                }
+                Err(e) => {
+                    log::debug!("{}: SYN traits unreadable: {e}", key.conn_id());
+                    self.counters.syns_unparsed += 1;
+                    self.flows.get_or_insert(key, time_ns);
+                }
+            }
         }
         // SYN-ACKs open nothing: the flow of interest is the client's.
         let syn_ack = segment.flags.syn && segment.flags.ack;
@@ -310,25 +338,37 @@ impl Pipeline {
                 syn,
                 &hello,
                 &self.sensor_id,
+                self.os,
             )));
         }
         self.found = found;
     }
 }
 
-/// The record of one hello: SYN traits (when seen) plus the hello's fingerprints.
+/// The record of one hello: SYN traits and the OS they suggest (when the SYN was seen) plus the
+/// hello's fingerprints.
 pub fn build_event(
     key: ConnKey,
     hello_time_ns: u64,
-    syn: Option<SynTraits>,
+    syn: Option<SeenSyn>,
     hello: &ClientHello,
     sensor_id: &str,
+    os: Option<&OsDatabase>,
 ) -> HelloEvent {
-    let ja4 = fingerprint::ja4(hello, Transport::Tcp);
-    let ja3 = fingerprint::ja3(hello);
-    let (syn_time_ns, ip, tcp) = match syn {
-        Some(s) => (s.time_ns, Some(s.ip), Some(s.tcp)),
-        None => (0, None, None),
+    let tls = TlsFingerprint::of(hello, Transport::Tcp);
+    let guess = syn.as_ref().zip(os).map(|(s, db)| db.guess(&s.traits));
+    let (syn_time_ns, ip, tcp, tcp_option_kinds) = match syn {
+        Some(s) => (
+            s.time_ns,
+            Some(s.traits.ip),
+            Some(s.traits.tcp),
+            s.traits.option_kinds,
+        ),
+        None => (0, None, None, Default::default()),
+    };
+    let (tcp_os, tcp_os_distance) = match guess {
+        Some(g) => (g.label.unwrap_or_default(), Some(g.distance)),
+        None => (String::new(), None),
     };
     let record = TlsRecord {
         key: Some(key),
@@ -337,21 +377,21 @@ pub fn build_event(
         closed_time_ns: 0,
         ip,
         tcp,
-        tls_version: fingerprint::tls_version_label(fingerprint::offered_version(hello)),
-        tls_sni: hello.sni.clone().unwrap_or_default(),
-        tls_alpn: hello
-            .first_alpn()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .unwrap_or_default(),
-        ja4: ja4.ja4,
-        ja4_r: ja4.ja4_r,
-        ja3: ja3.ja3,
-        ja3_hash: ja3.ja3_hash,
+        tls_version: tls.tls_version,
+        tls_sni: tls.sni.clone().unwrap_or_default(),
+        tls_alpn: tls.tls_alpn,
+        ja4: tls.ja4,
+        ja4_r: tls.ja4_r,
+        ja3: tls.ja3,
+        ja3_hash: tls.ja3_hash,
         sensor_id: sensor_id.to_owned(),
+        tcp_os,
+        tcp_os_distance,
+        tcp_option_kinds,
     };
     HelloEvent {
         record,
-        sni: hello.sni.clone(),
+        sni: tls.sni,
     }
 }
 
@@ -359,7 +399,7 @@ pub fn build_event(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::hello::tests::HelloBuilder;
+    use correlate_lib::fingerprint::hello::testing::{record, HelloBuilder};
     use etherparse::PacketBuilder;
 
     fn packet(sport: u16, seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
@@ -421,6 +461,9 @@ mod tests {
             (1460, Some(8), 29200)
         );
         assert_eq!(tcp.options, "MSS,NOP,WScale");
+        assert_eq!(r.tcp_option_kinds.as_slice(), [2, 1, 3]);
+        // TTL 57 under Linux's initial 64 (no signature has this option layout).
+        assert_eq!(r.tcp_os_distance, Some(7));
         assert_eq!(r.tls_sni, "example.com");
         assert_eq!(r.tls_alpn, "h2");
         assert_eq!(r.tls_version, "1.2");
@@ -532,7 +575,7 @@ mod tests {
         let message = &hello[5..];
         let mut records = Vec::new();
         for chunk in message.chunks(600) {
-            records.extend(crate::hello::tests::record(22, 0x0301, chunk));
+            records.extend(record(22, 0x0301, chunk));
         }
         let (events, _) = run(&[
             (1, packet(40011, 1, false, &records[..700])),
@@ -695,7 +738,7 @@ mod tests {
                 let len = hello.len();
                 hello[at % len] ^= byte;
             }
-            let _ = crate::hello::parse_client_hello(&hello);
+            let _ = hello::parse_client_hello(&hello);
         }
     }
 }

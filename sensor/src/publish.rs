@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
+use correlate_lib::fingerprint::os::MAX_OS_LABEL_LEN;
 use correlate_lib::record::{MAX_ALPN_LEN, MAX_RAW_FINGERPRINT_LEN, MAX_SNI_LEN};
 use correlate_lib::ring::{RingConfig, RingError, RingWriter, SensorCounter};
 use correlate_lib::{ConnKey, TlsRecord};
@@ -186,7 +187,8 @@ pub fn fit_for_ring(record: &TlsRecord) -> Cow<'_, TlsRecord> {
     let over = record.tls_sni.len() > MAX_SNI_LEN
         || record.tls_alpn.len() > MAX_ALPN_LEN
         || record.ja4_r.len() > MAX_RAW_FINGERPRINT_LEN
-        || record.ja3.len() > MAX_RAW_FINGERPRINT_LEN;
+        || record.ja3.len() > MAX_RAW_FINGERPRINT_LEN
+        || record.tcp_os.len() > MAX_OS_LABEL_LEN;
     if !over {
         return Cow::Borrowed(record);
     }
@@ -195,6 +197,7 @@ pub fn fit_for_ring(record: &TlsRecord) -> Cow<'_, TlsRecord> {
     truncate_at_char(&mut r.tls_alpn, MAX_ALPN_LEN);
     truncate_at_char(&mut r.ja4_r, MAX_RAW_FINGERPRINT_LEN);
     truncate_at_char(&mut r.ja3, MAX_RAW_FINGERPRINT_LEN);
+    truncate_at_char(&mut r.tcp_os, MAX_OS_LABEL_LEN);
     Cow::Owned(r)
 }
 
@@ -308,6 +311,9 @@ mod tests {
             ja3: "771,4865-4866,0-23,29-23,0".into(),
             ja3_hash: "0123456789abcdef0123456789abcdef".into(),
             sensor_id: "lab \"1\"".into(),
+            tcp_os: "Linux 3.11 and newer".into(),
+            tcp_os_distance: Some(0),
+            tcp_option_kinds: Default::default(),
         };
         let events = [
             HelloEvent {

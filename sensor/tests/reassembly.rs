@@ -10,9 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use correlate_lib::fingerprint::hello::parse_client_hello_prefix;
 use etherparse::PacketBuilder;
 use ja4sensor::capture;
-use ja4sensor::hello::parse_client_hello_prefix;
 
 fn corpus_pcaps() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/ja4/pcap");
@@ -44,7 +44,8 @@ fn hellos_of(path: &Path) -> Vec<CapturedHello> {
             out.push(CapturedHello {
                 src: seg.src,
                 dst: seg.dst,
-                ttl: seg.ip.ttl,
+                // IPv4 TTL at byte 8, IPv6 hop limit at byte 7.
+                ttl: seg.ip_packet[if seg.ip_packet[0] >> 4 == 4 { 8 } else { 7 }],
                 bytes: seg.payload[..used].to_vec(),
             });
         }

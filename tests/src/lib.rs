@@ -130,6 +130,9 @@ pub struct HttpdOptions {
     pub tls_port: Option<u16>,
     /// Extra config appended at the end of the generated file.
     pub extra_conf: String,
+    /// Replaces the template's own mod_reqin_log block (`ReqinLogFile`, `ReqinLogRing`), e.g. by
+    /// a configuration written for the original C module.
+    pub module_conf: Option<String>,
 }
 
 impl Default for HttpdOptions {
@@ -138,9 +141,13 @@ impl Default for HttpdOptions {
             mpm: "event",
             tls_port: None,
             extra_conf: String::new(),
+            module_conf: None,
         }
     }
 }
+
+/// The comment that starts the template's mod_reqin_log block (its last lines).
+const MODULE_BLOCK: &str = "# mod_reqin_log: both ports";
 
 /// A private Apache httpd on 127.0.0.1 with our module loaded; stopped on drop.
 pub struct Httpd {
@@ -181,6 +188,13 @@ impl Httpd {
             .replace("@REQIN_LOG@", &log.display().to_string())
             .replace("@RING@", &ring.display().to_string())
             .replace("@DOCROOT@", &docroot.display().to_string());
+        if let Some(module_conf) = &opts.module_conf {
+            let at = conf_text
+                .find(MODULE_BLOCK)
+                .ok_or("the test template lost its mod_reqin_log block")?;
+            conf_text.truncate(at);
+            conf_text.push_str(module_conf);
+        }
         conf_text.push('\n');
         conf_text.push_str(&opts.extra_conf);
         let conf = root.join("httpd.conf");
@@ -246,7 +260,7 @@ impl Httpd {
         })
     }
 
-    fn pid(&self) -> Option<i32> {
+    pub fn pid(&self) -> Option<i32> {
         fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
     }
 
@@ -531,6 +545,14 @@ pub fn bool_field(line: &Value, name: &str) -> Result<bool> {
 // mod_reqin_log module tests (tests/tests/module_*.rs): a sensor-plus-httpd pair, raw clients,
 // the status page, and config checks.
 
+/// The status page as the README shows it (`Require ip` needs mod_authz_host, which the test
+/// config loads): the tests use this block, and one checks the README still has it verbatim.
+pub const STATUS_CONF: &str = "<Location /reqin-status>
+    SetHandler reqin-log-status
+    Require ip 127.0.0.1
+</Location>
+";
+
 /// The lines of the module's log whose client port is `port`, in log order.
 pub fn lines_for_port(lines: &[Value], port: u16) -> Vec<Value> {
     lines
@@ -585,6 +607,7 @@ impl Stack {
             mpm,
             tls_port: Some(tls_port),
             extra_conf: extra_conf(root.path()),
+            ..HttpdOptions::default()
         };
         let httpd = Httpd::start(root.path(), &ring, &opts)?;
         Ok(Self {

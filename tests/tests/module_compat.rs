@@ -21,7 +21,6 @@ use serde_json::Value;
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 const MODULES: &str = "/usr/lib/apache2/modules";
-const STATUS_CONF: &str = "<Location /reqin-status>\n  SetHandler reqin-log-status\n</Location>\n";
 /// Debian's apache2-utils.
 const ROTATELOGS: &str = "/usr/bin/rotatelogs";
 
@@ -389,6 +388,7 @@ fn mod_proxy_backend_receives_the_ja4_the_sensor_computed_for_the_client() -> Re
          RequestHeader set X-JA4 \"%{{JA4}}e\"\n\
          RequestHeader set X-JA3-Hash \"%{{JA3_HASH}}e\"\n\
          RequestHeader set X-Reqin-Correlated \"%{{REQIN_CORRELATED}}e\"\n\
+         RequestHeader set X-Request-Id \"%{{REQIN_REQUEST_ID}}e\"\n\
          ProxyPass /app/ http://127.0.0.1:{backend}/app/\n"
     );
     let stack = Stack::start("event", &conf)?;
@@ -421,8 +421,52 @@ fn mod_proxy_backend_receives_the_ja4_the_sensor_computed_for_the_client() -> Re
             headers.get("x-reqin-correlated").map(String::as_str),
             Some("1")
         );
+        // The README's forwarding line: the backend's log can name the same request.
+        assert_eq!(
+            headers.get("x-request-id").map(String::as_str),
+            Some(str_field(line, "request_id")?),
+            "{headers:?}"
+        );
     }
     assert_eq!(h.crashed_children(), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn with_mod_unique_id_loaded_the_request_id_is_its_unique_id() -> Result<()> {
+    let (backend, requests) = start_backend()?;
+    let conf = format!(
+        "LoadModule unique_id_module {MODULES}/mod_unique_id.so\n\
+         LoadModule headers_module {MODULES}/mod_headers.so\n\
+         LoadModule proxy_module {MODULES}/mod_proxy.so\n\
+         LoadModule proxy_http_module {MODULES}/mod_proxy_http.so\n\
+         RequestHeader set X-Request-Id \"%{{REQIN_REQUEST_ID}}e\"\n\
+         RequestHeader set X-Unique-Id \"%{{UNIQUE_ID}}e\"\n\
+         ProxyPass /app/ http://127.0.0.1:{backend}/app/\n"
+    );
+    let stack = Stack::start("prefork", &conf)?;
+    let h = &stack.httpd;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let p = curl(&["--http1.1"], &[h.https_url("/app/u")])?;
+        let (_, headers) = requests
+            .recv_timeout(LINE_TIMEOUT)
+            .map_err(|e| format!("the backend got no request: {e}"))?;
+        let lines = wait_lines_for_ports(h, &p, LINE_TIMEOUT)?;
+        let line = &lines_for_port(&lines, p[0])[0];
+        let id = str_field(line, "request_id")?;
+        assert_eq!(
+            headers.get("x-unique-id").map(String::as_str),
+            Some(id),
+            "{headers:?}"
+        );
+        assert_eq!(headers.get("x-request-id").map(String::as_str), Some(id));
+        assert!(seen.insert(id.to_owned()), "unique: {id}");
+        assert!(
+            !id.starts_with(str_field(line, "conn_id")?),
+            "mod_unique_id's, not ours"
+        );
+    }
     Ok(())
 }
 
@@ -506,8 +550,12 @@ fn ipv6_tls_client_on_loopback_is_joined_with_its_v6_address() -> Result<()> {
         assert!(str_field(line, "ja4")?.starts_with('t'), "{line}");
         assert_eq!(
             str_field(line, "conn_id")?,
-            format!("[::1]:{}-[::1]:{port6}", ports[0]),
-            "{line}"
+            str_field(&lines[0], "conn_id")?,
+            "one root per connection: {line}"
+        );
+        assert_eq!(
+            str_field(line, "request_id")?,
+            format!("{}-{}", str_field(line, "conn_id")?, i + 1)
         );
     }
     assert_eq!(h.crashed_children(), Vec::<String>::new());

@@ -11,7 +11,6 @@ use correlate_lib::ring::{RingConfig, RingWriter};
 use e2e_tests::*;
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(10);
-const STATUS_CONF: &str = "<Location /reqin-status>\n  SetHandler reqin-log-status\n</Location>\n";
 
 #[test]
 fn every_mpm_joins_keepalive_and_http2_requests() -> Result<()> {
@@ -264,7 +263,8 @@ fn bad_directive_values_fail_the_config_test_naming_the_directive() -> Result<()
             "JsonSockLogErrorReportInterval",
         ),
         ("JsonSockLogLevel LOUD", "JsonSockLogLevel"),
-        ("ReqinLogFile /nonexistent-dir/x.log", "ReqinLogFile"),
+        ("ReqinLogFile /var/log/apache2/", "ReqinLogFile"),
+        ("ReqinLogFile |", "ReqinLogFile"),
         ("ReqinLogRing ring", "ReqinLogRing"),
         ("ReqinLogTimeWindow 0", "ReqinLogTimeWindow"),
         ("ReqinLogOrphanDelay 1h", "ReqinLogOrphanDelay"),
@@ -276,6 +276,7 @@ fn bad_directive_values_fail_the_config_test_naming_the_directive() -> Result<()
         ("ReqinLogLookupWait 5s", "ReqinLogLookupWait"),
         ("ReqinLogBuffer 2M", "ReqinLogBuffer"),
         ("ReqinLogFlushInterval 0", "ReqinLogFlushInterval"),
+        ("ReqinLogMaxFieldLen 0", "ReqinLogMaxFieldLen"),
     ] {
         let (ok, out) = config_test(root.path(), &format!("{line}\n"))?;
         assert!(!ok, "{line:?} was accepted");

@@ -27,9 +27,8 @@ fn hostile_headers_give_valid_json_truncated_and_counted() -> Result<()> {
     let conf = "JsonSockLogHeaders User-Agent X-Evil X-Big X-Utf8 X-Many\n\
                 HttpProtocolOptions Unsafe\n\
                 LimitRequestFieldSize 100000\n\
-                LimitRequestFields 1000\n\
-                <Location /reqin-status>\n  SetHandler reqin-log-status\n</Location>\n";
-    let stack = Stack::start("event", conf)?;
+                LimitRequestFields 1000\n";
+    let stack = Stack::start("event", &format!("{conf}{STATUS_CONF}"))?;
     let h = &stack.httpd;
     let mut req = b"GET /index.html?q=%22x HTTP/1.1\r\nHost: localhost\r\n".to_vec();
     req.extend_from_slice(b"User-Agent: evil\x01\x1b[31m\"}{\\\r\n");
@@ -56,6 +55,15 @@ fn hostile_headers_give_valid_json_truncated_and_counted() -> Result<()> {
     assert_eq!(
         str_field(&line, "header_X-Utf8")?,
         "café \u{fffd}\u{fffd} bad"
+    );
+    assert_eq!(
+        str_field(&line, "header_X-Utf8_raw")?,
+        "caf\\xc3\\xa9 \\xff\\xfe bad",
+        "the exact bytes beside the replacement"
+    );
+    assert!(
+        line.get("header_User-Agent_raw").is_none(),
+        "valid UTF-8: no raw copy"
     );
     assert_eq!(
         str_field(&line, "header_X-Big")?,
@@ -236,5 +244,49 @@ fn json_sock_log_socket_gets_one_object_per_datagram() -> Result<()> {
     assert!(bool_field(&v, "correlated")?, "{v}");
     // The file sink got the same line.
     last_line_with_path(h, "/index.html")?;
+    Ok(())
+}
+
+#[test]
+fn request_fields_are_capped_and_invalid_bytes_kept_exactly() -> Result<()> {
+    let stack = Stack::start("event", STATUS_CONF)?;
+    let h = &stack.httpd;
+    // An 8 151-byte path, as a scanner sends: logged cut to ReqinLogMaxFieldLen.
+    let long = format!("/{}", "a".repeat(8150));
+    let req = format!("GET {long} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let answer = raw_http(h.http_port, req.as_bytes())?;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 4"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // A path and a query with bytes that are not UTF-8.
+    let answer = raw_http(
+        h.http_port,
+        b"GET /caf\xe9/x\\y?q=\xff\xfe HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )?;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 4"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let lines = h.wait_log_lines(2)?;
+    let cut = lines
+        .iter()
+        .find(|l| l["path"].as_str().is_some_and(|p| p.starts_with("/aaa")))
+        .ok_or("no line for the long path")?;
+    assert_eq!(str_field(cut, "path")?, &long[..2048]);
+    let bad = lines
+        .iter()
+        .find(|l| l["path"].as_str().is_some_and(|p| p.starts_with("/caf")))
+        .ok_or("no line for the non-UTF-8 path")?;
+    assert_eq!(str_field(bad, "path")?, "/caf\u{fffd}/x\\y");
+    assert_eq!(str_field(bad, "path_raw")?, "/caf\\xe9/x\\x5cy");
+    assert_eq!(str_field(bad, "query")?, "q=\u{fffd}\u{fffd}");
+    assert_eq!(str_field(bad, "query_raw")?, "q=\\xff\\xfe");
+    assert!(bad.get("host_raw").is_none());
+    let m = prometheus(&h.http_url("/reqin-status"))?;
+    assert_eq!(m["reqin_log_request_fields_truncated_total"], 1.0, "{m:?}");
+    assert_eq!(m["reqin_log_fields_not_utf8_total"], 2.0, "{m:?}");
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Where everything lives in a ring file, in 64-bit words, and the limits a reader enforces
-//! before it believes a header. Format version 3.
+//! before it believes a header. Format version 4.
 //!
 //! ```text
 //! word  0      magic "JA4RING\0"
@@ -28,10 +28,11 @@
 //! Version 1 had 64-bit entries probed from any bucket (often two lines) and an unseeded hash.
 //! Version 2 stored each string of a record behind its own length; version 3 stores the nine
 //! lengths first and the strings back to back (record codec 2), so a reader checks them for
-//! UTF-8 in one pass.
+//! UTF-8 in one pass. Version 4 (record codec 3) adds the client's OS guess (`tcp_os`,
+//! `tcp_os_distance`) and the SYN's TCP option kinds to every record.
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"JA4RING\0");
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 pub const HEADER_WORDS: usize = 64;
 pub const HEADER_BYTES: usize = HEADER_WORDS * 8;

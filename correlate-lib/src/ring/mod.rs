@@ -1,5 +1,5 @@
 //! The shared-memory ring that carries [`TlsRecord`]s from the sensor (the only writer) to every
-//! httpd child (read-only readers). Format version 3.
+//! httpd child (read-only readers). Format version 4.
 //!
 //! File layout (all integers little-endian, offsets 8-aligned):
 //!
@@ -926,6 +926,59 @@ impl RingReader {
         match fs::metadata(&self.path) {
             Ok(m) => (m.dev(), m.ino()) != self.identity,
             Err(_) => true,
+        }
+    }
+
+    /// The inode of the mapped file.
+    pub fn inode(&self) -> u64 {
+        self.identity.1
+    }
+
+    /// What is wrong with the mapped file itself, if anything: something other than the
+    /// sensor wrote over it in place (same inode) — its header no longer says what it said
+    /// when it was opened — or cut it shorter than the mapping (reading past its end would
+    /// fault). The sensor never does either: a new ring is a new file renamed over the path.
+    pub fn damage(&self) -> Option<RingError> {
+        let path = || self.path.clone();
+        let words = self.words();
+        if load_word(words, layout::W_MAGIC) != layout::MAGIC {
+            return Some(RingError::BadMagic { path: path() });
+        }
+        let (version, _) = layout::unpack(load_word(words, layout::W_VERSION));
+        if version != layout::LAYOUT_VERSION {
+            return Some(RingError::Version {
+                path: path(),
+                found: version,
+                expected: layout::LAYOUT_VERSION,
+            });
+        }
+        let g = self.geometry;
+        if layout::unpack(load_word(words, layout::W_SLOTS)) != (g.slot_size, g.slot_count)
+            || layout::unpack(load_word(words, layout::W_INDEX)) != (g.index_buckets, g.probe_limit)
+        {
+            return Some(RingError::BadHeader {
+                path: path(),
+                field: "geometry",
+                value: load_word(words, layout::W_SLOTS),
+            });
+        }
+        if load_word(words, layout::W_GENERATION) != self.generation {
+            return Some(RingError::BadHeader {
+                path: path(),
+                field: "generation",
+                value: load_word(words, layout::W_GENERATION),
+            });
+        }
+        let mapped = (words.len() as u64).saturating_mul(8);
+        match fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity && m.len() < mapped => {
+                Some(RingError::Truncated {
+                    path: path(),
+                    len: m.len(),
+                    needed: mapped,
+                })
+            }
+            _ => None,
         }
     }
 

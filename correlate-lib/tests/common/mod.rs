@@ -5,6 +5,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use correlate_lib::fingerprint::syn::OptionKinds;
 use correlate_lib::record::v4;
 use correlate_lib::ring::layout::{self, Geometry};
 use correlate_lib::{ConnKey, IpMeta, TcpMeta, TlsRecord};
@@ -43,6 +44,11 @@ pub fn record(n: u64, keys: u64) -> TlsRecord {
         ja3: format!("771,{n},{n},{n},0"),
         ja3_hash: format!("{n:032x}"),
         sensor_id: "stress".into(),
+        tcp_os: ["", "Linux 3.11 and newer", "Windows 7 or 8"][(n % 3) as usize].into(),
+        tcp_os_distance: Some((n % 40) as u8),
+        tcp_option_kinds: OptionKinds::from_slice(
+            &[2, 1, 3, 1, 1, 8, 4, 0, 0][..(n % 10) as usize],
+        ),
     }
 }
 

@@ -1,26 +1,26 @@
 //! Every `unsafe` line of the module lives under `ffi/`: the bindgen bindings of httpd and APR,
-//! the `module` struct with its `extern "C"` entry points ([`module`]), and the small safe
-//! wrappers below through which the rest of the crate reads httpd's structures.
+//! the `extern "C"` functions httpd calls ([`entry`], generic over any [`entry::Module`]), and
+//! the small safe wrappers below through which the rest of the crate reads httpd's structures.
+//! This layer depends on nothing else in the crate: the module's state is stored in httpd's
+//! config vectors as a value of its own type, checked on every access ([`Tagged`]).
 //!
 //! The wrappers borrow httpd's records for the duration of one hook call (`'a`). httpd
 //! guarantees the records and their pools outlive the call; every wrapper is built from a
-//! non-null pointer httpd handed to the hook, in [`module`] only.
+//! non-null pointer httpd handed to the hook, in [`entry`] only.
 
 #![allow(unsafe_code)]
 
-pub mod module;
+pub mod entry;
 pub mod shm;
 
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::panic::Location;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::ptr::{self, NonNull};
-
-use crate::config::Verbosity;
-use crate::hooks::{ConnState, RequestState, ServerState};
 
 #[allow(
     non_camel_case_types,
@@ -32,7 +32,7 @@ use crate::hooks::{ConnState, RequestState, ServerState};
     unnecessary_transmutes,
     clippy::all
 )]
-mod sys {
+pub mod sys {
     include!(concat!(env!("OUT_DIR"), "/httpd_bindings.rs"));
 }
 
@@ -40,7 +40,6 @@ pub use sys::apr_status_t;
 
 pub const OK: c_int = sys::OK as c_int;
 pub const DECLINED: c_int = sys::DECLINED;
-pub const HTTP_INTERNAL_SERVER_ERROR: c_int = sys::HTTP_INTERNAL_SERVER_ERROR as c_int;
 const APR_SUCCESS: apr_status_t = sys::APR_SUCCESS as apr_status_t;
 
 /// Error-log levels we use (`LogLevel reqin_log:debug` shows all of them).
@@ -65,26 +64,7 @@ impl Level {
     }
 }
 
-impl Level {
-    /// Whether `JsonSockLogLevel` lets a message of this level through.
-    pub fn allowed_by(self, v: Verbosity) -> bool {
-        let needed = match self {
-            Level::Crit | Level::Err => Verbosity::Error,
-            Level::Warning => Verbosity::Warn,
-            Level::Info => Verbosity::Info,
-            Level::Debug => Verbosity::Debug,
-        };
-        needed <= v
-    }
-}
-
-/// httpd assigns our index in every config vector when it loads the module.
-fn module_index() -> c_int {
-    // SAFETY: httpd writes `module_index` once while loading the module (single-threaded, before
-    // any hook or directive runs); afterwards it is only read. A by-value field read creates no
-    // reference to the `static mut`.
-    unsafe { module::reqin_log_module.module_index }
-}
+use entry::module_index;
 
 /// `ap_get_module_config(v, &reqin_log_module)`: our slot in a config vector.
 fn config_slot(vector: *mut sys::ap_conf_vector_t) -> Option<*mut *mut c_void> {
@@ -97,12 +77,69 @@ fn config_slot(vector: *mut sys::ap_conf_vector_t) -> Option<*mut *mut c_void> {
     Some(unsafe { (vector as *mut *mut c_void).add(index) })
 }
 
-fn get_config<'a, T>(vector: *mut sys::ap_conf_vector_t) -> Option<&'a T> {
+/// What our slot of a config vector points to: a value and its type. `repr(C)` puts the type
+/// first whatever `T` is, so a reader can check it before it knows `T`.
+#[repr(C)]
+struct Tagged<T> {
+    type_id: TypeId,
+    value: T,
+}
+
+/// Moves `value` into the pool ([`pool_box`]) with its type, for a config slot.
+fn pool_tagged<T: Any + Send + Sync>(pool: *mut sys::apr_pool_t, value: T) -> *mut Tagged<T> {
+    pool_box(
+        pool,
+        Tagged {
+            type_id: TypeId::of::<T>(),
+            value,
+        },
+    )
+}
+
+/// The `T` behind a slot's pointer, if it holds one.
+fn tagged_ref<'a, T: Any>(p: *const c_void) -> Option<&'a T> {
+    let tag = p as *const TypeId;
+    if tag.is_null() {
+        return None;
+    }
+    // SAFETY: every non-null pointer stored in our slots comes from `pool_tagged` (a
+    // `Tagged<_>`, whose first field is its TypeId), alive until its pool's cleanup, which
+    // outlives every hook call that can see the slot. The value is read only as the type the
+    // tag names.
+    unsafe {
+        if *tag != TypeId::of::<T>() {
+            return None;
+        }
+        Some(&(*(p as *const Tagged<T>)).value)
+    }
+}
+
+fn get_config<'a, T: Any>(vector: *mut sys::ap_conf_vector_t) -> Option<&'a T> {
     let slot = config_slot(vector)?;
-    // SAFETY: our slot holds null or a pointer produced by `pool_box::<T>` for the same `T`
-    // (server vectors: ServerState; connection vectors: ConnState), alive until its pool's
-    // cleanup, which outlives every hook call that can see the vector.
-    unsafe { (*slot as *const T).as_ref() }
+    // SAFETY: a slot of a live config vector (see `config_slot`).
+    tagged_ref(unsafe { *slot } as *const c_void)
+}
+
+/// Our slot of `vector` filled with `init()` in `pool`, unless it already holds a `T`.
+///
+/// Only for vectors one thread at a time can write: a connection's (its requests run one at a
+/// time on HTTP/1.x, and each HTTP/2 stream has its own secondary conn_rec) or a request's.
+fn get_or_init_config<'a, T: Any + Send + Sync>(
+    vector: *mut sys::ap_conf_vector_t,
+    pool: *mut sys::apr_pool_t,
+    init: impl FnOnce() -> T,
+) -> Option<&'a T> {
+    if let Some(existing) = get_config::<T>(vector) {
+        return Some(existing);
+    }
+    let slot = config_slot(vector)?;
+    let boxed = pool_tagged(pool, init());
+    // SAFETY: our slot of a live vector, written by the one thread that serves it (see above);
+    // `boxed` lives until `pool`'s cleanup, and `pool` owns the vector.
+    unsafe {
+        *slot = boxed as *mut c_void;
+        Some(&(*boxed).value)
+    }
 }
 
 /// Moves `value` into a heap allocation whose lifetime is `pool`'s: a cleanup drops it when the
@@ -163,6 +200,15 @@ fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     })
 }
 
+/// The bytes of a C string of a request, without its NUL (not necessarily UTF-8).
+fn bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: as in `text`.
+    Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
 fn socket_addr(sa: *const sys::apr_sockaddr_t) -> Option<SocketAddr> {
     // SAFETY: conn_rec addresses are null or point to an apr_sockaddr_t in the connection pool.
     let sa = unsafe { sa.as_ref() }?;
@@ -221,20 +267,14 @@ impl<'a> Server<'a> {
     }
 
     /// The module's state for this server (created by `create_server_config`).
-    pub fn state(&self) -> Option<&'a ServerState> {
+    pub fn state<T: Any>(&self) -> Option<&'a T> {
         get_config(self.raw.module_config)
     }
 
     /// `ap_log_error` with our module index, so `LogLevel reqin_log:LEVEL` applies.
     #[track_caller]
-    pub fn log(&self, level: Level, status: apr_status_t, msg: &str) {
-        let v = self
-            .state()
-            .map(|s| s.settings.verbosity())
-            .unwrap_or_default();
-        if level.allowed_by(v) {
-            log_error(self.raw, level, status, msg);
-        }
+    pub fn log_error(&self, level: Level, status: apr_status_t, msg: &str) {
+        log_error(self.raw, level, status, msg);
     }
 
     /// The process pool (`s->process->pool`): it lives as long as the httpd parent, across
@@ -254,37 +294,28 @@ impl<'a> Server<'a> {
     }
 
     /// A handle other threads of the child (the orphan flusher) log through.
-    pub fn log_handle(&self) -> LogHandle {
-        LogHandle {
-            raw: self.raw,
-            verbosity: self
-                .state()
-                .map(|s| s.settings.verbosity())
-                .unwrap_or_default(),
-        }
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { raw: self.raw }
     }
 }
 
 /// `ap_log_error` for a server from any thread of the child.
 #[derive(Clone, Copy)]
-pub struct LogHandle {
+pub struct ServerHandle {
     raw: *const sys::server_rec,
-    verbosity: Verbosity,
 }
 
 // SAFETY: the server_rec is allocated from the configuration pool and only read; it outlives
 // every thread that holds a handle (the flusher is joined in a cleanup of the child pool, a
 // sub-pool of the configuration pool). ap_log_error is thread-safe.
-unsafe impl Send for LogHandle {}
+unsafe impl Send for ServerHandle {}
 // SAFETY: see Send.
-unsafe impl Sync for LogHandle {}
+unsafe impl Sync for ServerHandle {}
 
-impl LogHandle {
+impl ServerHandle {
     #[track_caller]
-    pub fn log(&self, level: Level, msg: &str) {
-        if level.allowed_by(self.verbosity) {
-            log_error(self.raw, level, 0, msg);
-        }
+    pub fn log_error(&self, level: Level, status: apr_status_t, msg: &str) {
+        log_error(self.raw, level, status, msg);
     }
 }
 
@@ -352,15 +383,69 @@ impl<'a> Cmd<'a> {
         text(abs).map(|s| PathBuf::from(s.into_owned()))
     }
 
+    /// Parses an `ap_expr` (the language of `<If>` and `Require expr`) as httpd's own
+    /// directives do, so `%{ENV:...}`, `%{REMOTE_ADDR}`, `-R '10.0.0.0/8'` mean what admins know.
+    /// `string`: a string expression (`%{...}` interpolated) rather than a condition.
+    pub fn parse_expr(&self, src: &str, string: bool) -> Result<Expr, String> {
+        let c = CString::new(src).map_err(|_| "an expression cannot contain NUL".to_owned())?;
+        let mut flags = sys::AP_EXPR_FLAG_DONT_VARY;
+        if string {
+            flags |= sys::AP_EXPR_FLAG_STRING_RESULT;
+        }
+        let mut err: *const c_char = ptr::null();
+        // SAFETY: cmd is live during the handler; httpd copies `c` into the parse tree, which it
+        // allocates from cmd->pool (the configuration's); `err` receives a pool string or null.
+        let info = unsafe {
+            sys::ap_expr_parse_cmd_mi(self.raw, c.as_ptr(), flags, &mut err, None, module_index())
+        };
+        if let Some(e) = text(err) {
+            return Err(e.into_owned());
+        }
+        NonNull::new(info)
+            .map(|raw| Expr { raw })
+            .ok_or_else(|| "the expression did not parse".to_owned())
+    }
+
     /// The state of the server whose section the directive is in, for writing.
-    pub fn server_state_mut(&self) -> Option<&'a mut ServerState> {
+    fn server_state_mut<T: Any>(&self) -> Option<&'a mut T> {
         // SAFETY: cmd->server is live during parsing.
         let server = unsafe { self.raw.server.as_ref() }?;
         let slot = config_slot(server.module_config)?;
-        // SAFETY: as in `get_config`; config parsing is single-threaded and nothing else holds a
-        // reference to the state while a directive handler runs.
-        unsafe { (*slot as *mut ServerState).as_mut() }
+        // SAFETY: a slot of a live vector; `tagged_ref` checked it holds a `Tagged<T>`. Config
+        // parsing is single-threaded and nothing else holds a reference to the state while a
+        // directive handler runs.
+        unsafe {
+            let p = *slot;
+            tagged_ref::<T>(p)?;
+            Some(&mut (*(p as *mut Tagged<T>)).value)
+        }
     }
+}
+
+/// A parsed `ap_expr` ([`Cmd::parse_expr`]), evaluated per request.
+#[derive(Debug, Clone, Copy)]
+pub struct Expr {
+    raw: NonNull<sys::ap_expr_info_t>,
+}
+
+// SAFETY: the parse tree lives in the configuration pool and is never written after parsing;
+// httpd evaluates one tree from many threads at once (every `Require expr` does).
+unsafe impl Send for Expr {}
+// SAFETY: see Send.
+unsafe impl Sync for Expr {}
+
+impl PartialEq for Expr {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Expr {}
+
+/// Whether a module of this name (`mod_unique_id.c`) is loaded.
+pub fn module_loaded(name: &CStr) -> bool {
+    // SAFETY: a lookup in httpd's list of loaded modules.
+    !unsafe { sys::ap_find_linked_module(name.as_ptr()) }.is_null()
 }
 
 /// A `conn_rec`.
@@ -426,25 +511,14 @@ impl<'a> Conn<'a> {
     }
 
     /// Our per-connection state, if `pre_connection` created it.
-    pub fn state(&self) -> Option<&'a ConnState> {
-        get_config::<ConnState>(self.raw.conn_config)
+    pub fn state<T: Any>(&self) -> Option<&'a T> {
+        get_config::<T>(self.raw.conn_config)
     }
 
     /// Our per-connection state, created on first use and dropped with the connection's pool.
     /// Only the threads serving this connection's requests see it.
-    pub fn state_or_init(&self, init: impl FnOnce() -> ConnState) -> Option<&'a ConnState> {
-        if let Some(existing) = get_config::<ConnState>(self.raw.conn_config) {
-            return Some(existing);
-        }
-        let slot = config_slot(self.raw.conn_config)?;
-        let boxed = pool_box(self.raw.pool, init());
-        // SAFETY: our slot of this connection's config vector; `boxed` lives until the
-        // connection pool's cleanup. A connection's requests run one at a time on HTTP/1.x, and
-        // each HTTP/2 stream has its own secondary conn_rec, so no other thread writes the slot.
-        unsafe {
-            *slot = boxed as *mut c_void;
-            (boxed as *const ConnState).as_ref()
-        }
+    pub fn state_or_init<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&'a T> {
+        get_or_init_config(self.raw.conn_config, self.raw.pool, init)
     }
 }
 
@@ -493,6 +567,68 @@ impl TlsProbe {
     }
 }
 
+/// mod_http2's `http2_var_lookup` optional function, looked up once per configuration
+/// generation (like [`TlsProbe`]).
+#[derive(Clone, Copy)]
+pub struct H2Probe {
+    #[allow(clippy::type_complexity)]
+    lookup: Option<
+        unsafe extern "C" fn(
+            *mut sys::apr_pool_t,
+            *mut sys::server_rec,
+            *mut sys::conn_rec,
+            *mut sys::request_rec,
+            *mut c_char,
+        ) -> *mut c_char,
+    >,
+}
+
+impl H2Probe {
+    pub fn lookup() -> Self {
+        // SAFETY: a registry lookup by name; null when mod_http2 is not loaded.
+        let f = unsafe { sys::apr_dynamic_fn_retrieve(c"http2_var_lookup".as_ptr()) };
+        Self {
+            // SAFETY: mod_http2 registers `http2_var_lookup` as `char *(*)(apr_pool_t *,
+            // server_rec *, conn_rec *, request_rec *, char *)` (APR_DECLARE_OPTIONAL_FN in
+            // mod_http2.h); apr_opt_fn_t is only its erased type.
+            lookup: f.map(|f| unsafe {
+                std::mem::transmute::<
+                    unsafe extern "C" fn(),
+                    unsafe extern "C" fn(
+                        *mut sys::apr_pool_t,
+                        *mut sys::server_rec,
+                        *mut sys::conn_rec,
+                        *mut sys::request_rec,
+                        *mut c_char,
+                    ) -> *mut c_char,
+                >(f)
+            }),
+        }
+    }
+
+    /// The HTTP/2 stream id of a request on an HTTP/2 stream (`H2_STREAM_ID`).
+    pub fn stream_id(&self, r: Request<'_>) -> Option<u32> {
+        let f = self.lookup?;
+        let conn = r.connection()?;
+        if !conn.is_secondary() {
+            return None;
+        }
+        let mut name = *b"H2_STREAM_ID\0";
+        // SAFETY: mod_http2's lookup reads the connection's h2 context and returns a string of
+        // `r->pool` (or null / ""); it does not keep or write `name`.
+        let v = unsafe {
+            f(
+                r.raw.pool,
+                r.raw.server,
+                r.raw.connection,
+                r.raw as *const _ as *mut _,
+                name.as_mut_ptr().cast::<c_char>(),
+            )
+        };
+        text(v)?.parse().ok()
+    }
+}
+
 /// A `request_rec`.
 #[derive(Clone, Copy)]
 pub struct Request<'a> {
@@ -513,6 +649,65 @@ impl<'a> Request<'a> {
         Conn::new(self.raw.connection)
     }
 
+    /// A string expression's value for this request.
+    pub fn eval_str(&self, expr: &Expr) -> Result<Cow<'a, str>, String> {
+        let mut err: *const c_char = ptr::null();
+        // SAFETY: a live request of this thread and a parse tree of the configuration pool;
+        // the result is a string of the request's pool (or null with `err` set).
+        let v = unsafe {
+            sys::ap_expr_str_exec(self.raw as *const _ as *mut _, expr.raw.as_ptr(), &mut err)
+        };
+        match text(err) {
+            Some(e) => Err(e.into_owned()),
+            None => Ok(text(v).unwrap_or_default()),
+        }
+    }
+
+    /// A condition's value for this request.
+    pub fn eval_bool(&self, expr: &Expr) -> Result<bool, String> {
+        let mut err: *const c_char = ptr::null();
+        // SAFETY: as in `eval_str`.
+        let v = unsafe {
+            sys::ap_expr_exec(self.raw as *const _ as *mut _, expr.raw.as_ptr(), &mut err)
+        };
+        match text(err) {
+            Some(e) => Err(e.into_owned()),
+            None if v < 0 => Err("the condition could not be evaluated".to_owned()),
+            None => Ok(v > 0),
+        }
+    }
+
+    /// The request's log id (`r->log_id`, what `%L` prints and mod_unique_id's `UNIQUE_ID` reuses),
+    /// generating it now by httpd's own hook when nobody did yet: with mod_unique_id loaded that
+    /// is mod_unique_id's id, else httpd's.
+    pub fn generate_log_id(&self) -> Option<Cow<'a, str>> {
+        if self.raw.log_id.is_null() {
+            let r = self.raw as *const sys::request_rec as *mut sys::request_rec;
+            // SAFETY: what httpd's own `add_log_id` does for `%L`: the hook writes a string of
+            // the request's pool into `r->log_id`. Only the thread serving the request touches
+            // the field.
+            unsafe {
+                sys::ap_run_generate_log_id(self.raw.connection, r, &mut (*r).log_id);
+            }
+        }
+        text(self.raw.log_id)
+    }
+
+    /// Sets `r->log_id` (when nobody set it yet), so the error log's `%L` and mod_unique_id
+    /// use the same id as our line.
+    pub fn set_log_id(&self, id: &str) {
+        if !self.raw.log_id.is_null() || id.contains('\0') {
+            return;
+        }
+        let r = self.raw as *const sys::request_rec as *mut sys::request_rec;
+        // SAFETY: copies `id` (no NUL inside, checked) into the request's pool and stores it
+        // in the request's own field, which only this thread touches.
+        unsafe {
+            (*r).log_id =
+                sys::apr_pstrmemdup(self.raw.pool, id.as_ptr().cast::<c_char>(), id.len());
+        }
+    }
+
     /// `r->request_time`, Unix microseconds.
     pub fn request_time_us(&self) -> i64 {
         self.raw.request_time
@@ -529,22 +724,18 @@ impl<'a> Request<'a> {
 
     /// `r->hostname` (from the Host header or an absolute URI, validated), else the raw Host
     /// header.
-    pub fn host(&self) -> Option<Cow<'a, str>> {
-        text(self.raw.hostname).or_else(|| {
-            if self.raw.headers_in.is_null() {
-                return None;
-            }
-            // SAFETY: headers_in is a live table of the request; the value is a pool string.
-            text(unsafe { sys::apr_table_get(self.raw.headers_in, c"Host".as_ptr()) })
-        })
+    pub fn host(&self) -> Option<&'a [u8]> {
+        bytes(self.raw.hostname).or_else(|| self.header(c"Host"))
     }
 
-    pub fn path(&self) -> Option<Cow<'a, str>> {
-        text(self.raw.parsed_uri.path)
+    /// The URL path as the client sent it (`r->parsed_uri.path`, still %-encoded).
+    pub fn path(&self) -> Option<&'a [u8]> {
+        bytes(self.raw.parsed_uri.path)
     }
 
-    pub fn args(&self) -> Option<Cow<'a, str>> {
-        text(self.raw.args)
+    /// The query string (`r->args`), without its `?`.
+    pub fn args(&self) -> Option<&'a [u8]> {
+        bytes(self.raw.args)
     }
 
     pub fn protocol(&self) -> Option<Cow<'a, str>> {
@@ -563,18 +754,8 @@ impl<'a> Request<'a> {
 
     /// Our per-request state (`r->request_config`), created on first use, dropped with the
     /// request's pool. Only the thread serving the request sees it.
-    pub fn state_or_init(&self, init: impl FnOnce() -> RequestState) -> Option<&'a RequestState> {
-        if let Some(existing) = get_config::<RequestState>(self.raw.request_config) {
-            return Some(existing);
-        }
-        let slot = config_slot(self.raw.request_config)?;
-        let boxed = pool_box(self.raw.pool, init());
-        // SAFETY: our slot of this request's config vector, written by the one thread serving
-        // the request; `boxed` lives until the request pool's cleanup.
-        unsafe {
-            *slot = boxed as *mut c_void;
-            (boxed as *const RequestState).as_ref()
-        }
+    pub fn state_or_init<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&'a T> {
+        get_or_init_config(self.raw.request_config, self.raw.pool, init)
     }
 
     pub fn uri(&self) -> Option<Cow<'a, str>> {
@@ -602,14 +783,13 @@ impl<'a> Request<'a> {
         text(self.raw.useragent_ip)
     }
 
-    /// A request header (case-insensitive), lossily decoded.
-    pub fn header(&self, name: &str) -> Option<Cow<'a, str>> {
+    /// A request header's value (name case-insensitive, as httpd's tables), as its bytes.
+    pub fn header(&self, name: &CStr) -> Option<&'a [u8]> {
         if self.raw.headers_in.is_null() {
             return None;
         }
-        let c = CString::new(name).ok()?;
         // SAFETY: headers_in is a live table of the request; the value is a pool string.
-        text(unsafe { sys::apr_table_get(self.raw.headers_in, c.as_ptr()) })
+        bytes(unsafe { sys::apr_table_get(self.raw.headers_in, name.as_ptr()) })
     }
 
     /// Sets every variable of `env` in `r->subprocess_env`. When `env` was made for this
@@ -652,6 +832,20 @@ impl<'a> Request<'a> {
         }
         // SAFETY: both are NUL-terminated strings of the request's and connection's pools.
         ua == peer || unsafe { CStr::from_ptr(ua) == CStr::from_ptr(peer) }
+    }
+
+    /// `r->subprocess_env[name] = value`, the value copied into the request's pool.
+    pub fn set_env_str(&self, name: &'static CStr, value: &str) {
+        if self.raw.subprocess_env.is_null() || value.contains('\0') {
+            return;
+        }
+        // SAFETY: a live table of the request; the value is copied into the request's pool
+        // (no NUL inside, checked), the name is static, so `setn` keeps both pointers safely.
+        unsafe {
+            let v =
+                sys::apr_pstrmemdup(self.raw.pool, value.as_ptr().cast::<c_char>(), value.len());
+            sys::apr_table_setn(self.raw.subprocess_env, name.as_ptr(), v);
+        }
     }
 
     /// `apr_table_set(r->subprocess_env, name, value)` for strings already in C form.
@@ -700,9 +894,10 @@ impl<'a> Request<'a> {
     }
 }
 
-/// An APR file our log lines go to, opened in the parent at `post_config` and inherited by every
-/// child. Writes are one `write(2)` each (the file is unbuffered), which is what lets many
-/// threads and processes append to it without interleaving lines.
+/// The write end of a piped log (`ReqinLogFile "|program"`), opened in the parent at
+/// `post_config` and inherited by every child. Writes are one `write(2)` each (the file is
+/// unbuffered), which is what lets many threads and processes write to it without interleaving
+/// lines (at most `PIPE_BUF` bytes per write).
 pub struct AprFile {
     raw: NonNull<sys::apr_file_t>,
 }
@@ -749,33 +944,6 @@ fn apr_error(status: apr_status_t) -> AprError {
 }
 
 impl AprFile {
-    /// Opens (creating) `path` for append, as mod_log_config opens a `CustomLog` file.
-    pub fn open_append(pool: Pool<'_>, path: &Path) -> Result<Self, AprError> {
-        let c = to_cstring(&path.to_string_lossy());
-        let mut file: *mut sys::apr_file_t = ptr::null_mut();
-        let flags = sys::APR_FOPEN_WRITE
-            | sys::APR_FOPEN_APPEND
-            | sys::APR_FOPEN_CREATE
-            | sys::APR_FOPEN_LARGEFILE;
-        // SAFETY: `pool` is live (pconf); APR stores the opened file in `file` and registers
-        // its close as a cleanup of `pool`.
-        let status = unsafe {
-            sys::apr_file_open(
-                &mut file,
-                c.as_ptr(),
-                flags as i32,
-                sys::APR_OS_DEFAULT as i32,
-                pool.raw.as_ptr(),
-            )
-        };
-        if status != APR_SUCCESS {
-            return Err(apr_error(status));
-        }
-        NonNull::new(file)
-            .map(|raw| Self { raw })
-            .ok_or_else(|| apr_error(status))
-    }
-
     /// `ap_open_piped_log`: httpd starts `program` (through the shell, as `CustomLog "|..."`)
     /// and restarts it if it dies; we write to its stdin.
     pub fn open_pipe(pool: Pool<'_>, program: &str) -> Result<Self, AprError> {

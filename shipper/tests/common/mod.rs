@@ -282,6 +282,7 @@ pub fn correlated_line(n: u64) -> String {
         ja3: "771,4865-4866,0-23,29-23,0".into(),
         ja3_hash: "e7d705a3286e19ea42f587b344ee6865".into(),
         sensor_id: "test".into(),
+        ..TlsRecord::default()
     };
     merge_fields(&mut line, tls.json_fields(), base_us * 1000);
     let obj: serde_json::Map<String, Value> = line.into_iter().collect();

@@ -1,4 +1,4 @@
-//! JA4 and JA3 of a [`ClientHello`].
+//! JA4 of a [`ClientHello`] (BSD-3-Clause, FoxIO), and the version helpers JA3 shares.
 //!
 //! JA4 (FoxIO, `technical_details/JA4.md`; summarised in `tests/data/ja4/README.md`) is
 //! `A_B_C`:
@@ -13,25 +13,17 @@
 //!   extension is non-empty; `000000000000` when the extension list is empty.
 //!
 //! `ja4_r` is `A_<sorted ciphers>_<sorted extensions>[_<sigalgs>]`, the strings that are hashed.
-//!
-//! JA3 (Salesforce) is `legacy_version,ciphers,extensions,groups,point_formats` in decimal and
-//! wire order, values joined by `-`, GREASE removed from ciphers, extensions and groups (point
-//! formats kept); `ja3_hash` is its MD5 in lowercase hex.
 
-use md5::{Digest as _, Md5};
-use sha2::Sha256;
-
-use crate::hello::ClientHello;
+use super::digits::{
+    ascii_string, push_count, push_hex4_list, push_truncated_sha256, EMPTY_HASH, HASH_CHARS,
+    HEX_DIGITS,
+};
+use super::hello::ClientHello;
 
 const EXT_SERVER_NAME: u16 = 0x0000;
 const EXT_ALPN: u16 = 0x0010;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 const EXT_SIGNATURE_ALGORITHMS: u16 = 0x000d;
-/// JA4 counts are two decimal digits.
-const MAX_JA4_COUNT: usize = 99;
-/// Length of the truncated sha256 in JA4 parts B and C.
-const JA4_HASH_CHARS: usize = 12;
-const JA4_EMPTY_HASH: &str = "000000000000";
 
 /// RFC 8701: GREASE values are `0x?a?a` with both bytes equal.
 pub fn is_grease(value: u16) -> bool {
@@ -57,12 +49,6 @@ impl Transport {
 pub struct Ja4 {
     pub ja4: String,
     pub ja4_r: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ja3 {
-    pub ja3: String,
-    pub ja3_hash: String,
 }
 
 /// The version a client offers at most: the highest non-GREASE supported_versions value, else
@@ -127,59 +113,6 @@ fn push_ja4_alpn(out: &mut Vec<u8>, first: Option<&[u8]>) {
     }
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// The fingerprints are built as bytes (digit tables, no `fmt`, no `char` encoding: thousands
-/// of numbers per second) from ASCII only, then made a `String`.
-fn ascii_string(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_default()
-}
-
-/// Appends `bytes` as lowercase hex.
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.extend_from_slice(&[
-            HEX_DIGITS[usize::from(b >> 4)],
-            HEX_DIGITS[usize::from(b & 0xf)],
-        ]);
-    }
-}
-
-/// Appends `0a0b,1301,...`: four hex digits each, comma-separated (JA4's lists).
-fn push_hex4_list(out: &mut Vec<u8>, values: impl Iterator<Item = u16>) {
-    for (i, v) in values.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let [hi, lo] = v.to_be_bytes();
-        out.extend_from_slice(&[
-            HEX_DIGITS[usize::from(hi >> 4)],
-            HEX_DIGITS[usize::from(hi & 0xf)],
-            HEX_DIGITS[usize::from(lo >> 4)],
-            HEX_DIGITS[usize::from(lo & 0xf)],
-        ]);
-    }
-}
-
-/// Appends a JA4 count: two decimal digits, capped at 99.
-fn push_count(out: &mut Vec<u8>, count: usize) {
-    let n = count.min(MAX_JA4_COUNT) as u8;
-    out.extend_from_slice(&[b'0' + n / 10, b'0' + n % 10]);
-}
-
-/// Appends the first [`JA4_HASH_CHARS`] hex characters of the sha256 of `input`.
-fn push_truncated_sha256(out: &mut Vec<u8>, input: &[u8]) {
-    let digest = Sha256::digest(input);
-    push_hex(out, digest.get(..JA4_HASH_CHARS / 2).unwrap_or(&digest));
-}
-
-#[cfg(test)]
-fn truncated_sha256(input: &str) -> String {
-    let mut out = Vec::new();
-    push_truncated_sha256(&mut out, input.as_bytes());
-    ascii_string(out)
-}
-
 pub fn ja4(hello: &ClientHello, transport: Transport) -> Ja4 {
     let not_grease = |v: &u16| !is_grease(*v);
     let mut ciphers = Vec::with_capacity(hello.ciphers.len());
@@ -229,17 +162,17 @@ pub fn ja4(hello: &ClientHello, transport: Transport) -> Ja4 {
         push_hex4_list(&mut ja4_r, sigalgs.iter().copied().filter(not_grease));
     }
 
-    let mut ja4 = Vec::with_capacity(a_end + 2 + 2 * JA4_HASH_CHARS);
+    let mut ja4 = Vec::with_capacity(a_end + 2 + 2 * HASH_CHARS);
     ja4.extend_from_slice(ja4_r.get(..a_end).unwrap_or_default());
     ja4.push(b'_');
     if ciphers.is_empty() {
-        ja4.extend_from_slice(JA4_EMPTY_HASH.as_bytes());
+        ja4.extend_from_slice(EMPTY_HASH.as_bytes());
     } else {
         push_truncated_sha256(&mut ja4, ja4_r.get(b_start..b_end).unwrap_or_default());
     }
     ja4.push(b'_');
     if c_exts.is_empty() {
-        ja4.extend_from_slice(JA4_EMPTY_HASH.as_bytes());
+        ja4.extend_from_slice(EMPTY_HASH.as_bytes());
     } else {
         push_truncated_sha256(&mut ja4, ja4_r.get(c_start..).unwrap_or_default());
     }
@@ -249,95 +182,13 @@ pub fn ja4(hello: &ClientHello, transport: Transport) -> Ja4 {
     }
 }
 
-/// Appends `value` in decimal: the five digits are computed with fixed arithmetic, the leading
-/// zeros shifted out, and five bytes stored at once (no `memcpy` call, no loop) before the
-/// unused tail is cut.
-fn push_decimal(out: &mut Vec<u8>, value: u16) {
-    let v = u32::from(value);
-    let digit = |d: u32| b'0' + (d % 10) as u8;
-    let ascii = u64::from_le_bytes([
-        digit(v / 10000),
-        digit(v / 1000),
-        digit(v / 100),
-        digit(v / 10),
-        digit(v),
-        0,
-        0,
-        0,
-    ]);
-    let leading_zeros = match value {
-        0..=9 => 4,
-        10..=99 => 3,
-        100..=999 => 2,
-        1000..=9999 => 1,
-        _ => 0,
-    };
-    let text = (ascii >> (8 * leading_zeros)).to_le_bytes();
-    out.extend_from_slice(&text[..5]);
-    out.truncate(out.len() - leading_zeros);
-}
-
-/// `771-4865-...`: decimal, dash-separated (JA3's lists), appended to `out`.
-fn push_decimal_list(out: &mut Vec<u8>, values: impl Iterator<Item = u16>) {
-    for (i, v) in values.enumerate() {
-        if i > 0 {
-            out.push(b'-');
-        }
-        push_decimal(out, v);
-    }
-}
-
-pub fn ja3(hello: &ClientHello) -> Ja3 {
-    let not_grease = |v: &u16| !is_grease(*v);
-    let values = hello.ciphers.len()
-        + hello.extensions.len()
-        + hello.supported_groups.len()
-        + hello.ec_point_formats.len();
-    let mut ja3 = Vec::with_capacity(10 + 6 * values);
-    push_decimal(&mut ja3, hello.legacy_version);
-    ja3.push(b',');
-    push_decimal_list(&mut ja3, hello.ciphers.iter().copied().filter(not_grease));
-    ja3.push(b',');
-    push_decimal_list(
-        &mut ja3,
-        hello.extensions.iter().copied().filter(not_grease),
-    );
-    ja3.push(b',');
-    push_decimal_list(
-        &mut ja3,
-        hello.supported_groups.iter().copied().filter(not_grease),
-    );
-    ja3.push(b',');
-    push_decimal_list(
-        &mut ja3,
-        hello.ec_point_formats.iter().map(|&f| u16::from(f)),
-    );
-    let digest = Md5::digest(&ja3);
-    let mut ja3_hash = Vec::with_capacity(32);
-    push_hex(&mut ja3_hash, &digest);
-    Ja3 {
-        ja3: ascii_string(ja3),
-        ja3_hash: ascii_string(ja3_hash),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::hello::tests::HelloBuilder;
-
-    #[test]
-    fn digit_writers_match_fmt_for_every_u16() {
-        for v in 0..=u16::MAX {
-            let mut dec = Vec::new();
-            push_decimal(&mut dec, v);
-            assert_eq!(dec, v.to_string().as_bytes());
-            let mut hex = Vec::new();
-            push_hex4_list(&mut hex, [v, v].into_iter());
-            assert_eq!(hex, format!("{v:04x},{v:04x}").as_bytes());
-        }
-    }
+    use crate::fingerprint::digits::truncated_sha256;
+    use crate::fingerprint::hello::testing::HelloBuilder;
+    use crate::fingerprint::ja3::ja3;
 
     const SPEC_CIPHERS: [u16; 15] = [
         0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014,
@@ -375,7 +226,7 @@ mod tests {
         b
     }
 
-    fn spec_example() -> HelloBuilder {
+    pub(crate) fn spec_example() -> HelloBuilder {
         spec_hello(&SPEC_CIPHERS, &[0x0304, 0x0303], &SPEC_SIGALGS, &[])
     }
 
@@ -524,36 +375,5 @@ mod tests {
         assert!(ja4(&b.parse(), Transport::Tcp)
             .ja4_r
             .ends_with("_0017,0032"));
-    }
-
-    #[test]
-    fn ja3_keeps_wire_order_point_formats_and_empty_fields() {
-        let b = HelloBuilder {
-            legacy_version: 0x0301,
-            ciphers: vec![0x0a0a, 0x0039, 0x0038, 0x00ff],
-            ..Default::default()
-        }
-        .sni("x")
-        .groups(&[0x1a1a, 0x001d, 0x0017])
-        .point_formats(&[0, 1, 2]);
-        let fp = ja3(&b.parse());
-        assert_eq!(fp.ja3, "769,57-56-255,0-10-11,29-23,0-1-2");
-        let bare = HelloBuilder {
-            legacy_version: 0x0301,
-            ciphers: vec![0x0039],
-            ..Default::default()
-        }
-        .sni("x");
-        assert_eq!(ja3(&bare.parse()).ja3, "769,57,0,,");
-        // md5("769,57,0,,")
-        assert_eq!(ja3(&bare.parse()).ja3_hash.len(), 32);
-    }
-
-    #[test]
-    fn ja3_hash_is_md5_of_the_string() {
-        let fp = ja3(&spec_example().parse());
-        let digest = Md5::digest(fp.ja3.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(fp.ja3_hash, hex);
     }
 }

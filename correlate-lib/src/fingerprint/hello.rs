@@ -7,9 +7,12 @@
 //! [`tls_parser::parse_tls_extension_unknown`], which keeps every raw type id in wire order
 //! (GREASE and unknown ones included), and only the few we read are parsed further.
 //!
-//! The caller (the flow's TCP reassembly) hands over the client's stream bytes from where the
-//! hello should start; a hello that needs more bytes is reported as [`HelloError::Incomplete`]
-//! and the same function is called again once more segments arrived.
+//! Two entry points, one parser:
+//! - [`parse_client_hello_prefix`]: the client's TCP stream bytes from where a hello should start
+//!   (TLS records, what the sensor reassembles); a hello that needs more bytes is reported as
+//!   [`HelloError::Incomplete`] and the same function is called again once more segments arrived.
+//! - [`parse_handshake_message`]: one whole handshake message without the record layer, what
+//!   OpenSSL's `SSL_set_msg_callback` hands an httpd module (see its doc).
 
 use std::borrow::Cow;
 
@@ -100,6 +103,11 @@ pub enum HelloError {
     MalformedBody { len: usize },
     #[error("malformed extension list at offset {offset} of {len} bytes")]
     MalformedExtensions { offset: usize, len: usize },
+    /// A handshake message whose 24-bit length says `declared` body bytes where the buffer holds
+    /// `len` bytes after the 4-byte header (only [`parse_handshake_message`], which expects the
+    /// message exactly).
+    #[error("handshake message declares {declared} body bytes, buffer has {len}")]
+    LengthMismatch { declared: usize, len: usize },
 }
 
 /// Reads one ClientHello from the start of `bytes`: optional ChangeCipherSpec record, then one or
@@ -114,6 +122,55 @@ pub fn parse_client_hello(bytes: &[u8]) -> Result<ClientHello, HelloError> {
 pub fn parse_client_hello_prefix(bytes: &[u8]) -> Result<(ClientHello, usize), HelloError> {
     let (message, used) = handshake_message(bytes)?;
     Ok((parse_client_hello_message(&message)?, used))
+}
+
+/// Parses one ClientHello handshake message (`msg_type` 1, 24-bit length, body) without any TLS
+/// record header: exactly what OpenSSL 1.1.1 and 3.x pass to the callback set with
+/// `SSL_set_msg_callback` for a received handshake message (`write_p == 0`,
+/// `content_type == SSL3_RT_HANDSHAKE` (22); `tls_get_message_body` in `ssl/statem/statem_lib.c`
+/// calls it with `init_buf->data` and `init_num + SSL3_HM_HEADER_LENGTH` bytes). OpenSSL has
+/// already joined a hello split over several records or segments. The same callback also sees
+/// record headers (`content_type` 256, `SSL3_RT_HEADER`), TLS 1.3 inner content types (257) and
+/// an SSLv2-compatible hello (`content_type` 0, `SSL2_VERSION`, whose first byte is also 1):
+/// the caller passes only content type 22; anything else is refused here by its length.
+///
+/// The buffer must hold the message exactly: a body shorter than its declared length is
+/// [`HelloError::Incomplete`] (a copy cut short by the caller's bound), a longer buffer is
+/// [`HelloError::LengthMismatch`].
+pub fn parse_handshake_message(message: &[u8]) -> Result<ClientHello, HelloError> {
+    let Some(&msg_type) = message.first() else {
+        return Err(HelloError::Incomplete {
+            have: 0,
+            need: None,
+        });
+    };
+    if msg_type != HANDSHAKE_CLIENT_HELLO {
+        return Err(HelloError::NotClientHello { msg_type });
+    }
+    let Some(need) = wanted_len(message) else {
+        return Err(HelloError::Incomplete {
+            have: message.len(),
+            need: None,
+        });
+    };
+    let declared = need - HANDSHAKE_HEADER_LEN;
+    if declared > MAX_HELLO_BYTES {
+        return Err(HelloError::HelloTooLong {
+            len: declared,
+            max: MAX_HELLO_BYTES,
+        });
+    }
+    match message.len().cmp(&need) {
+        std::cmp::Ordering::Less => Err(HelloError::Incomplete {
+            have: message.len(),
+            need: Some(need),
+        }),
+        std::cmp::Ordering::Greater => Err(HelloError::LengthMismatch {
+            declared,
+            len: message.len() - HANDSHAKE_HEADER_LEN,
+        }),
+        std::cmp::Ordering::Equal => parse_client_hello_message(message),
+    }
 }
 
 /// Collects the fragments of the first handshake message from a run of TLS records; returns it
@@ -317,9 +374,10 @@ fn apply_extension(ext_type: u16, parsed: TlsExtension<'_>, hello: &mut ClientHe
     }
 }
 
-#[cfg(test)]
+/// ClientHello bytes for tests, benchmarks and fuzz seeds (other crates: feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-pub(crate) mod tests {
+pub mod testing {
     use super::*;
 
     /// Builds ClientHello bytes (record + handshake) for tests. Extensions are `(type, data)`.
@@ -437,6 +495,13 @@ pub(crate) mod tests {
         out.extend_from_slice(fragment);
         out
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::testing::{record, HelloBuilder};
+    use super::*;
 
     #[test]
     fn fields_are_read_in_wire_order() {
@@ -566,10 +631,73 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn the_message_openssl_delivers_parses_like_the_record_the_sensor_reads() {
+        let builder = HelloBuilder::default()
+            .sni("inline.example")
+            .alpn(&[b"h2"])
+            .supported_versions(&[0x0304, 0x0303]);
+        let from_message = parse_handshake_message(&builder.message()).unwrap();
+        assert_eq!(from_message, parse_client_hello(&builder.bytes()).unwrap());
+        assert_eq!(from_message.sni.as_deref(), Some("inline.example"));
+    }
+
+    #[test]
+    fn a_handshake_message_must_be_whole_and_exact() {
+        let msg = HelloBuilder::default().sni("x.example").message();
+        for cut in 0..msg.len() {
+            assert!(
+                matches!(
+                    parse_handshake_message(&msg[..cut]),
+                    Err(HelloError::Incomplete { .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = msg.clone();
+        longer.push(0);
+        assert_eq!(
+            parse_handshake_message(&longer),
+            Err(HelloError::LengthMismatch {
+                declared: msg.len() - 4,
+                len: msg.len() - 3
+            })
+        );
+        // A record (what the sensor sees) is not a handshake message.
+        assert_eq!(
+            parse_handshake_message(&HelloBuilder::default().bytes()),
+            Err(HelloError::NotClientHello { msg_type: 22 })
+        );
+        assert_eq!(
+            parse_handshake_message(&[1, 0xff, 0xff, 0xff]),
+            Err(HelloError::HelloTooLong {
+                len: 0xff_ffff,
+                max: MAX_HELLO_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn an_sslv2_compatible_hello_is_refused_not_misread() {
+        // OpenSSL passes an SSLv2-format hello with content type 0: msg_type 1, then version
+        // 3.1 and a cipher-spec length where a handshake message has its 24-bit length.
+        let v2 = [1u8, 3, 1, 0, 3, 0, 0, 0, 16, 0, 0, 0x2f];
+        assert!(parse_handshake_message(&v2).is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
             let _ = parse_client_hello(&bytes);
+        }
+
+        #[test]
+        fn random_handshake_messages_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let _ = parse_handshake_message(&bytes);
+            let mut message = vec![HANDSHAKE_CLIENT_HELLO];
+            message.extend_from_slice(&(bytes.len() as u32).to_be_bytes()[1..]);
+            message.extend(&bytes);
+            let _ = parse_handshake_message(&message);
         }
 
         #[test]
