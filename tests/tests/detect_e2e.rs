@@ -112,9 +112,23 @@ fn curl_claiming_chrome_is_a_mismatch_and_headless_chromium_is_not() -> Result<(
     );
     assert_eq!(e["data"]["claimed_os"], "windows");
     assert_eq!(e["src_ip"], "127.0.0.1");
+    // The event points at the request and the connection that raised it.
+    let lines = stack.httpd.log_lines()?;
+    let curl_line = lines
+        .iter()
+        .find(|l| l["header_User-Agent"] == CHROME_UA)
+        .ok_or("curl's line")?;
+    assert_eq!(
+        e["parent_correlation_id"], curl_line["request_id"],
+        "{e} {curl_line}"
+    );
+    assert_eq!(
+        e["root_correlation_id"], curl_line["conn_id"],
+        "{e} {curl_line}"
+    );
+    assert!(!str_field(curl_line, "request_id")?.is_empty());
 
     // Chromium's requests: its own User-Agent, a JA4 the map calls chromium, no warning.
-    let lines = stack.httpd.log_lines()?;
     let chromium: Vec<&Value> = lines
         .iter()
         .filter(|l| {
