@@ -38,6 +38,9 @@ bench: release
 	scripts/bench/sensor.sh
 	python3 scripts/bench/live_rate.py
 	python3 scripts/bench/memory.py --warmup 1000000 --requests 1000000
+	$(CARGO) build --release -p ja4sensor-detect --example ship_validate
+	python3 scripts/bench/detect.py --lines 1000000 --keys 100000 --repeats 3
+	scripts/bench/verdict_instructions.sh
 
 # Faults under load, about ten minutes (not part of `make test`): writes RELIABILITY.md.
 soak: release

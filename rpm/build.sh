@@ -70,6 +70,7 @@ render_platform_files() { # dir httpd_group httpd_log_dir
     mkdir -p "$1"
     render rpm/ja4sensor.service.in "$1/ja4sensor.service" "$2" "$3"
     render rpm/ja4sensor-ship.service.in "$1/ja4sensor-ship.service" "$2" "$3"
+    render rpm/ja4sensor-detect.service.in "$1/ja4sensor-detect.service" "$2" "$3"
     render rpm/config.yml.in "$1/config.yml" "$2" "$3"
 }
 

@@ -18,6 +18,9 @@ APT_PACKAGES=(
   binutils                     # readelf: GLIBC_ symbol versions of the packaged binaries
   valgrind                     # `make bench`: instructions per request (callgrind)
   systemd                      # systemd-analyze verify/security of the units
+  # Real clients of the detector's ja4->client map (scripts/build_client_map.py) and of its
+  # end-to-end tests: headless browsers, TLS tool clients, Go's net/http.
+  chromium firefox-esr gnutls-bin wget golang-go
 )
 
 missing=()
@@ -56,9 +59,9 @@ fi
 
 # Python tools kept out of the system interpreter, in the project's .venv (gitignored):
 # chdb runs the seed's own ClickHouse DDL in-process; ziglang is the linker cargo-zigbuild uses
-# to build against el8's glibc 2.28.
+# to build against el8's glibc 2.28; requests and httpx are clients of the client map.
 VENV="$(dirname "$0")/../.venv"
-PY_PACKAGES=(chdb ziglang)
+PY_PACKAGES=(chdb ziglang requests httpx)
 if [[ ! -x "$VENV/bin/python3" ]]; then
   python3 -m venv "$VENV"
 fi

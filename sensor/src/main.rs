@@ -36,6 +36,9 @@ enum Command {
     },
     /// Follow mod_reqin_log's correlated log into ClickHouse (disk-first, exactly once).
     Ship(reqin_shipper::ShipArgs),
+    /// Run detection modules over the correlated log (live, or --replay FILE...) and dispatch
+    /// their events to the configured listeners.
+    Detect(ja4sensor_detect::DetectArgs),
 }
 
 /// sentinel is a Go program: its flags have one dash (`ja4sentinel -config FILE`). Accept that
@@ -62,6 +65,15 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ja4sensor ship: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Detect(args)) => {
+            return match ja4sensor_detect::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ja4sensor detect: error: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -690,3 +690,33 @@ pub fn config_test(root: &Path, extra_conf: &str) -> Result<(bool, String)> {
         ),
     ))
 }
+
+// ---------------------------------------------------------------------------------------------
+// ja4sensor detect (tests/tests/detect_e2e.rs): the real detector following the module's log.
+
+/// `ja4sensor detect --config <config>`, started once it follows the log.
+pub fn start_detector(config: &Path) -> Result<Daemon> {
+    let mut d = Daemon::spawn(
+        "ja4sensor detect",
+        Command::new(sensor_path())
+            .args(["detect", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info"),
+    )?;
+    d.wait_stderr("following")?;
+    Ok(d)
+}
+
+/// Every JSON line of a file written by the detector's `jsonl` listener (none yet: empty).
+pub fn jsonl_lines(path: &Path) -> Result<Vec<Value>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| format!("invalid JSON line {l:?}: {e}").into())
+        })
+        .collect()
+}

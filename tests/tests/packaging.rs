@@ -227,12 +227,14 @@ fn rpms_hold_exactly_the_expected_files_owners_and_config_flags() -> Result<()> 
             "/etc/ja4sensor/config.yml -rw-r----- root:ja4sensor flags=cn",
             "/etc/logrotate.d/ja4sensor -rw-r--r-- root:root flags=cn",
             "/usr/bin/ja4sensor -rwxr-xr-x root:root flags=",
+            "/usr/lib/systemd/system/ja4sensor-detect.service -rw-r--r-- root:root flags=",
             "/usr/lib/systemd/system/ja4sensor-ship.service -rw-r--r-- root:root flags=",
             "/usr/lib/systemd/system/ja4sensor.service -rw-r--r-- root:root flags=",
             "/usr/lib/sysusers.d/ja4sensor.conf -rw-r--r-- root:root flags=",
             "/usr/share/doc/ja4sensor drwxr-xr-x root:root flags=",
             "/usr/share/doc/ja4sensor/README.md -rw-r--r-- root:root flags=d",
             "/usr/share/ja4sensor drwxr-xr-x root:root flags=",
+            "/usr/share/ja4sensor/clients.csv -rw-r--r-- root:root flags=",
             "/usr/share/ja4sensor/config.yml -rw-r--r-- root:root flags=",
             "/var/lib/ja4sensor drwxr-x--- ja4sensor:ja4sensor flags=",
             "/var/log/ja4sensor drwxr-x--- ja4sensor:ja4sensor flags=",
@@ -476,10 +478,14 @@ fn exposure(unit: &Path) -> Result<f64> {
 fn rpm_units_verify_and_expose_little() -> Result<()> {
     let p = packages();
     let root = unit_root(&p.rpm_sensor)?;
-    let units: Vec<PathBuf> = ["ja4sensor.service", "ja4sensor-ship.service"]
-        .iter()
-        .map(|u| Path::new("/usr/lib/systemd/system").join(u))
-        .collect();
+    let units: Vec<PathBuf> = [
+        "ja4sensor.service",
+        "ja4sensor-ship.service",
+        "ja4sensor-detect.service",
+    ]
+    .iter()
+    .map(|u| Path::new("/usr/lib/systemd/system").join(u))
+    .collect();
     verify_units(Some(root.path()), &units)?;
     let unit_dir = root.path().join("usr/lib/systemd/system");
     let sensor = fs::read_to_string(unit_dir.join("ja4sensor.service"))?;
@@ -516,7 +522,24 @@ fn rpm_units_verify_and_expose_little() -> Result<()> {
             "ja4sensor-ship.service lacks {line}"
         );
     }
-    for unit in ["ja4sensor.service", "ja4sensor-ship.service"] {
+    let detect = fs::read_to_string(unit_dir.join("ja4sensor-detect.service"))?;
+    for line in [
+        "ExecStart=/usr/bin/ja4sensor detect --config /etc/ja4sensor/config.yml",
+        "BindReadOnlyPaths=/var/log/httpd",
+        "SupplementaryGroups=apache",
+        "ReadWritePaths=/dev/shm",
+        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH",
+    ] {
+        assert!(
+            detect.lines().any(|l| l == line),
+            "ja4sensor-detect.service lacks {line}"
+        );
+    }
+    for unit in [
+        "ja4sensor.service",
+        "ja4sensor-ship.service",
+        "ja4sensor-detect.service",
+    ] {
         let score = exposure(&unit_dir.join(unit))?;
         eprintln!("systemd-analyze security {unit}: {score}");
         assert!(score <= MAX_EXPOSURE, "{unit}: exposure {score}");
@@ -643,13 +666,23 @@ fn deb_sensor_installs_with_its_user_units_and_purges_cleanly() -> Result<()> {
             "--config",
             "/etc/ja4sensor/config.yml",
         ]))?;
+        run(Command::new("/usr/bin/ja4sensor").args([
+            "detect",
+            "--check-config",
+            "--config",
+            "/etc/ja4sensor/config.yml",
+        ]))?;
         let text = fs::read_to_string("/etc/ja4sensor/config.yml")?;
         assert!(text.contains("group: www-data"), "{text}");
         assert!(text.contains("path: /var/log/apache2/reqin.log*"), "{text}");
-        let units: Vec<PathBuf> = ["ja4sensor.service", "ja4sensor-ship.service"]
-            .iter()
-            .map(|u| Path::new("/lib/systemd/system").join(u))
-            .collect();
+        let units: Vec<PathBuf> = [
+            "ja4sensor.service",
+            "ja4sensor-ship.service",
+            "ja4sensor-detect.service",
+        ]
+        .iter()
+        .map(|u| Path::new("/lib/systemd/system").join(u))
+        .collect();
         verify_units(None, &units)?;
         let sensor_unit = fs::read_to_string(&units[0])?;
         assert!(sensor_unit.contains("\nSupplementaryGroups=www-data\n"));

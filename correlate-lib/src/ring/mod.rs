@@ -21,7 +21,8 @@
 
 pub mod guard;
 pub mod layout;
-mod mapping;
+// Also the verdict table's mapping (`crate::verdict`): one module owns every `unsafe` block.
+pub(crate) mod mapping;
 pub mod seqlock;
 
 use std::fs::{self, File, OpenOptions};
@@ -253,7 +254,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RingError + '_ {
 }
 
 /// `<path>.tmp.<pid>`: in the ring's directory, so the final rename is atomic.
-fn temp_path(path: &Path, pid: u32) -> PathBuf {
+pub(crate) fn temp_path(path: &Path, pid: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".tmp.{pid}"));
     PathBuf::from(name)
@@ -263,7 +264,7 @@ fn temp_path(path: &Path, pid: u32) -> PathBuf {
 /// (which also refuses a symlink) keeps a planted link from redirecting the writer's truncate and
 /// writes to another file. A leftover of a crashed writer that had our pid is unlinked (unlink
 /// never follows links) and the create retried once.
-fn create_exclusive(tmp: &Path, mode: u32) -> Result<File, RingError> {
+pub(crate) fn create_exclusive(tmp: &Path, mode: u32) -> Result<File, RingError> {
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -457,7 +458,7 @@ impl RingWriter {
         })
     }
 
-    fn init_file(
+    pub(crate) fn init_file(
         file: &File,
         tmp: &Path,
         len: u64,

@@ -135,6 +135,33 @@ pub fn read<W: Word>(
     }
 }
 
+/// Copies the `N` body words of a fixed-size slot (`slot[1..=N]`) under the slot's sequence,
+/// into an array on the stack: the verdict table's slots are small and always read whole. The
+/// copy means nothing unless the result is [`ReadAttempt::Stable`].
+#[inline]
+pub fn read_words<W: Word, const N: usize>(slot: &[W]) -> (ReadAttempt, [u64; N]) {
+    let mut out = [0u64; N];
+    let Some((seq, body)) = slot.split_first() else {
+        return (ReadAttempt::Raced, out);
+    };
+    let s1 = seq.load_relaxed();
+    // Pairs with the writer's Release store of the even sequence (see `read`).
+    fence(Ordering::Acquire);
+    if s1 & 1 == 1 || body.len() < N {
+        return (ReadAttempt::Raced, out);
+    }
+    for (d, w) in out.iter_mut().zip(body) {
+        *d = w.load_relaxed();
+    }
+    // Keeps the body loads before the second sequence load (pairs with the writer's fence).
+    fence(Ordering::Acquire);
+    if seq.load_relaxed() == s1 {
+        (ReadAttempt::Stable, out)
+    } else {
+        (ReadAttempt::Raced, out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
