@@ -8,10 +8,10 @@
 //! them into `http_logs_raw` (and `http_logs`) *and* the id into `ship_batches` within that
 //! single INSERT: the rows and their id land together or not at all (a client killed
 //! mid-request leaves an incomplete body, which the server rejects). Up to `max_in_flight`
-//! batches of a file are inserted at once, each over its own range; the checkpoint only ever
-//! moves over the *contiguous confirmed prefix* of them. Hence after a crash the batches that may
-//! have landed past a file's checkpoint are among the last `max_in_flight` ranges sent, in any
-//! combination, and:
+//! batches are inserted at once, each over its own range, and at most [`MAX_WINDOW`] are past the
+//! checkpoint, which only ever moves over the *contiguous confirmed prefix* of them. Hence after
+//! a crash the batches that may have landed past a file's checkpoint are among the last
+//! [`MAX_WINDOW`] ranges sent, in any combination, and:
 //!
 //! - after a (re)start, before the first batch of each file, the shipper asks `ship_batches` (on
 //!   every host of the list) for *every* recorded range of that file that ends past its
@@ -64,6 +64,10 @@ const MAX_GROWTH_SAMPLES: usize = 100_000;
 const GROWTH_SAMPLE_SPACING: Duration = Duration::from_millis(10);
 /// The smallest byte cap a timed-out insert shrinks the next batches to.
 const MIN_CAP_BYTES: usize = 64 * 1024;
+/// Batches past a checkpoint, confirmed or not: while the oldest waits (its host is down and
+/// only that host can say whether it landed), up to this many more can go to other hosts.
+/// A restart's lookup finds at most this many (each in at most 16 parts) past a checkpoint.
+pub const MAX_WINDOW: usize = crate::config::MAX_IN_FLIGHT_LIMIT;
 /// A timed-out batch is cut in two at most this many times (into at most 16 parts): past a
 /// checkpoint there are then at most `max_in_flight` × 16 recorded parts of a file, what the
 /// retention job keeps of every file (`ch::RETENTION_KEEP_PER_FILE`).
@@ -845,11 +849,20 @@ impl Shipper {
         }
     }
 
-    /// Starts batches of stream `s` while it has room in flight and lines to send. Returns when
-    /// to look again if lines were left to gather more.
+    /// Starts batches of stream `s` while it has room in flight (and in the unconfirmed
+    /// window) and lines to send. Returns when to look again if lines were left to gather more.
     async fn launch(&mut self, s: usize) -> Option<Duration> {
         let max_in_flight = self.ctx.cfg.clickhouse.max_in_flight;
-        while self.streams[s].jobs.len() < max_in_flight && !self.stopping() {
+        let running = |st: &Stream| {
+            st.jobs
+                .iter()
+                .filter(|j| j.task.as_ref().is_some_and(|t| !t.is_finished()))
+                .count()
+        };
+        while running(&self.streams[s]) < max_in_flight
+            && self.streams[s].jobs.len() < MAX_WINDOW
+            && !self.stopping()
+        {
             match self.next_job(s).await {
                 Next::Launched => {}
                 Next::Wait(d) => return Some(d),
