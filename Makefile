@@ -11,7 +11,7 @@ build: deps
 	$(CARGO) build --workspace --all-targets
 
 release: deps
-	$(CARGO) build --release -p mod_reqin_log -p ja4sensor
+	$(CARGO) build --release -p mod_reqin_log -p ja4sensor -p reqin-shipper
 
 # Every test: unit, ring multi-process, JA4 corpus conformance, end-to-end with real httpd,
 # sensor on lo and real TLS clients. Needs root (pcap on lo, httpd binding as root).
@@ -33,6 +33,8 @@ bench: release
 	scripts/bench/sensor.sh
 	python3 scripts/bench/live_rate.py
 	python3 scripts/bench/memory.py --warmup 1000000 --requests 1000000
+	scripts/bench/ship_throughput.sh
+	python3 scripts/bench/ship_lag.py --duration 300
 
 # The module into `apxs -q LIBEXECDIR` and its config snippets (Debian mods-available/ or RHEL
 # conf.modules.d/ + conf.d/); `make install DESTDIR=/tmp/stage [LAYOUT=rhel]` for a staged install.
