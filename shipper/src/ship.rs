@@ -160,6 +160,10 @@ impl Input {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanStop {
     pub uncertain: Vec<Uncertain>,
+    /// Batches were left past a checkpoint (confirmed behind one that was not): the next start's
+    /// lookup then needs every host; otherwise a host that is down may be passed over.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// An attempt that may still land: the host it went to and its deadline (that host's clock).
@@ -584,6 +588,8 @@ pub struct Shipper {
     marker_path: PathBuf,
     /// The previous run's clean-stop marker (taken at start-up), if it left one.
     marker: Option<CleanStop>,
+    /// The same, kept for the whole run (the start-up lookups of files seen later).
+    last_stop: Option<CleanStop>,
     started: Instant,
     retention: Option<(Instant, Option<JoinHandle<()>>)>,
 }
@@ -637,6 +643,7 @@ impl Shipper {
             streams,
             stop,
             marker_path,
+            last_stop: marker.clone(),
             marker,
             started: Instant::now(),
             retention: None,
@@ -686,9 +693,11 @@ impl Shipper {
 
     /// Before anything is looked up: waits until no attempt of the previous run can still land.
     /// After a clean stop, only the attempts its marker names; after a crash, any it could have
-    /// made (its deadlines are at most ours at start-up). False when asked to stop.
+    /// made (its deadlines are at most ours at start-up), on every host at once. A host that
+    /// refuses connections holds no attempt (a request waiting in a server's buffers dies with
+    /// it). False when asked to stop.
     async fn settle(&mut self) -> bool {
-        let marker = self.marker.take();
+        let marker = self.marker.clone();
         match &marker {
             Some(m) if m.uncertain.is_empty() => {
                 log::info!("the last run stopped cleanly: starting at once");
@@ -702,44 +711,25 @@ impl Shipper {
                 "no clean-stop marker (first run, or the last one crashed): waiting until any insert it left in flight has expired"
             ),
         }
-        for h in 0..self.ctx.hosts.len() {
-            let mut backoff = self.ctx.backoff();
-            loop {
-                let deadline = match &marker {
-                    Some(m) => m
-                        .uncertain
+        let since_start = self.started.elapsed().as_secs();
+        let tasks: Vec<JoinHandle<bool>> = (0..self.ctx.hosts.len())
+            .map(|h| {
+                let ctx = self.ctx.clone();
+                let named = marker.as_ref().map(|m| {
+                    m.uncertain
                         .iter()
-                        .filter(|u| u.url == self.ctx.url(h))
+                        .filter(|u| u.url == ctx.url(h))
                         .map(|u| u.deadline)
-                        .max(),
-                    None => match self.ctx.client(h).await {
-                        Ok(ch) => Some(
-                            ch.attempt_deadline()
-                                .saturating_sub(self.started.elapsed().as_secs()),
-                        ),
-                        Err(e) => {
-                            log::warn!("{e}; retrying");
-                            if self.ctx.retry_pause(&mut backoff).await {
-                                return false;
-                            }
-                            continue;
-                        }
-                    },
-                };
-                let Some(deadline) = deadline else { break };
-                match self.ctx.wait_server_past(h, deadline).await {
-                    Ok(true) => break,
-                    Ok(false) => return false,
-                    Err(e) => {
-                        log::warn!("{e}; retrying");
-                        if self.ctx.retry_pause(&mut backoff).await {
-                            return false;
-                        }
-                    }
-                }
-            }
+                        .max()
+                });
+                tokio::spawn(async move { settle_host(&ctx, h, named, since_start).await })
+            })
+            .collect();
+        let mut ok = true;
+        for t in tasks {
+            ok &= t.await.unwrap_or(false);
         }
-        true
+        ok && !self.stopping()
     }
 
     /// Scans every input; sets the lag gauges.
@@ -1008,7 +998,18 @@ impl Shipper {
         let mut landed = Vec::new();
         let mut more = false;
         for h in 0..self.ctx.hosts.len() {
-            let ch = self.ctx.client(h).await?;
+            let ch = match self.ctx.client(h).await {
+                Ok(ch) => ch,
+                Err(e) if e.never_sent() && self.may_pass_over(h) => {
+                    log::warn!(
+                        "{}: {} is down; the last run stopped cleanly with nothing left there past a checkpoint, so it is not asked",
+                        f.path.display(),
+                        self.ctx.url(h)
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             while self
                 .ctx
                 .result(h, ch.query_running_with_prefix(&prefix).await)?
@@ -1042,6 +1043,14 @@ impl Shipper {
             },
         );
         Ok(true)
+    }
+
+    /// Whether the start-up lookup may go without host `h` while it is down: only after a clean
+    /// stop that left no batch past a checkpoint and no attempt of unknown outcome there.
+    fn may_pass_over(&self, h: usize) -> bool {
+        self.last_stop
+            .as_ref()
+            .is_some_and(|m| !m.pending && !m.uncertain.iter().any(|u| u.url == self.ctx.url(h)))
     }
 
     /// Starts the retention job of `ship_batches` on every host, soon after start-up and then
@@ -1087,6 +1096,7 @@ impl Shipper {
         let saved = self.harvest(true).await && self.final_saves().await;
         let mut marker = CleanStop::default();
         for s in &self.streams {
+            marker.pending |= !s.jobs.is_empty();
             for job in &s.jobs {
                 if let Some(Outcome::Stopped { uncertain }) = &job.outcome {
                     marker.uncertain.extend(uncertain.iter().cloned());
@@ -1125,6 +1135,44 @@ impl Shipper {
             }
         }
         ok
+    }
+}
+
+/// [`Shipper::settle`] for host `h`: `named` is the marker's deadline for it (`Some(None)`: the
+/// marker names none), `None` without a marker.
+async fn settle_host(ctx: &Ctx, h: usize, named: Option<Option<u64>>, since_start: u64) -> bool {
+    let mut backoff = ctx.backoff();
+    let mut deadline = match named {
+        Some(None) => return true,
+        Some(Some(d)) => Some(d),
+        None => None,
+    };
+    loop {
+        let ch = match ctx.client(h).await {
+            Ok(ch) => ch,
+            Err(e) if e.never_sent() => {
+                log::info!("{}: down, so no earlier insert can land there", ctx.url(h));
+                return true;
+            }
+            Err(e) => {
+                log::warn!("{e}; retrying");
+                if ctx.retry_pause(&mut backoff).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        let d = *deadline.get_or_insert_with(|| ch.attempt_deadline().saturating_sub(since_start));
+        match ctx.wait_server_past(h, d).await {
+            Ok(done) => return done,
+            Err(e) if e.never_sent() => return true,
+            Err(e) => {
+                log::warn!("{e}; retrying");
+                if ctx.retry_pause(&mut backoff).await {
+                    return false;
+                }
+            }
+        }
     }
 }
 
@@ -1393,6 +1441,7 @@ mod tests {
                 url: "http://h:8123".into(),
                 deadline: 7,
             }],
+            pending: true,
         };
         write_marker(&path, &m).unwrap();
         assert_eq!(take_marker(&path).unwrap(), Some(m));

@@ -236,7 +236,7 @@ fn clickhouse_frozen_then_crashed_mid_stream_catches_up_with_nothing_lost() {
         dir: _dir,
         log,
         setup,
-    } = fixture(false, "    timeout_ms: 1000\n");
+    } = fixture(false, "    timeout_ms: 1000\n    max_batch_rows: 500\n");
     let shipper = setup.spawn();
     let mut n = 0;
     let write_paced = |d: Duration, pause: Duration, n: &mut u64| {
@@ -264,7 +264,8 @@ fn clickhouse_frozen_then_crashed_mid_stream_catches_up_with_nothing_lost() {
     assert!(shipper.metric("retries_total").unwrap() > 0);
     // Killed (-9) and restarted while lines keep coming: nothing lost. A server killed inside an
     // INSERT, between two of the inbox's views, can keep that batch's rows without its id: the
-    // batch is then sent again (at most one duplicated batch per server crash; see README).
+    // batch is then sent again (at most one duplicated batch per batch in flight at the server
+    // crash; see README). Batches are capped at 500 lines here, 2 in flight.
     write_for(Duration::from_secs(1), &mut n);
     ch.crash_and_restart(Duration::from_secs(3));
     write_for(Duration::from_secs(1), &mut n);
@@ -277,8 +278,8 @@ fn clickhouse_frozen_then_crashed_mid_stream_catches_up_with_nothing_lost() {
     let (count, unique) = ch.count_and_unique();
     assert_eq!(unique, n, "{}", shipper.log_text());
     assert!(
-        count - unique <= 500,
-        "more than one batch twice: {count} rows, {unique} unique"
+        count - unique <= 1000,
+        "more than the two batches in flight twice: {count} rows, {unique} unique"
     );
     eprintln!("after the server crash: {} rows twice", count - unique);
     assert_eq!(shipper.get("/health").unwrap().0, 200);
@@ -668,7 +669,7 @@ fn clean_stop_leaves_a_marker_so_the_next_start_does_not_wait_but_a_crash_does()
     shipper.stop();
     assert!(shipper.log_text().contains("no clean-stop marker"));
     let text = std::fs::read_to_string(&marker).unwrap();
-    assert_eq!(text, r#"{"uncertain":[]}"#);
+    assert_eq!(text, r#"{"uncertain":[],"pending":false}"#);
     append_lines(&log, 0, 1000);
     let mut shipper = setup.spawn();
     // Well under the 63 s a wait would take.
@@ -913,9 +914,9 @@ fn retention_deletes_old_batch_records_but_keeps_the_newest_of_every_file() {
         shipper.log_text()
     );
     assert_eq!(shipper.metric("retention_runs_total"), Some(1));
-    // The shipper's own records are recent: untouched.
-    assert_eq!(
-        ch.query("SELECT sum(rows) FROM ship_batches WHERE batch_id NOT LIKE 'aaaa:%' AND batch_id NOT LIKE 'bbbb:%' AND batch_id NOT LIKE 'cccc:%'"),
-        "100"
-    );
+    // The shipper's own record is recent: untouched (the batch-id view writes it last within the
+    // INSERT, a moment after the rows).
+    let own = "SELECT sum(rows) FROM ship_batches WHERE batch_id NOT LIKE 'aaaa:%' \
+               AND batch_id NOT LIKE 'bbbb:%' AND batch_id NOT LIKE 'cccc:%'";
+    assert!(wait_for(Duration::from_secs(10), || ch.query(own) == "100"));
 }

@@ -91,7 +91,11 @@ fn two_web_servers_ship_into_two_shards_exactly_once_while_one_shard_is_down_for
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(8));
+    // Both shippers past their start-up (settled, files looked up) and shipping, then a few s.
+    assert!(wait_for(Duration::from_secs(60), || shippers
+        .iter()
+        .all(|s| s.metric("rows_shipped_total").unwrap_or(0) > 0)));
+    std::thread::sleep(Duration::from_secs(3));
     let before_stop = count(&nodes[1], "SELECT count() FROM http_logs_raw");
     nodes[1].stop();
     std::thread::sleep(SHARD_DOWN);
