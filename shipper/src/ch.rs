@@ -332,6 +332,7 @@ impl Ch {
         } else {
             Payload::Plain(chunks)
         };
+        let t0 = std::time::Instant::now();
         let sql = format!("INSERT INTO {inbox} (batch_id, raw_json, deadline) FORMAT RowBinary");
         let mut insert = self
             .client
@@ -355,10 +356,16 @@ impl Ch {
                     }
                 }
             }
-            insert.end().await.map_err(|e| match e {
+            let sent = t0.elapsed();
+            let r = insert.end().await.map_err(|e| match e {
                 clickhouse::error::Error::TimedOut => self.timed_out(),
                 e => self.err(e),
-            })
+            });
+            log::debug!(
+                "batch {batch_id}: body handed to the connection after {sent:?}, answer after {:?}",
+                t0.elapsed()
+            );
+            r
         };
         match tokio::time::timeout(self.timeout, run).await {
             Ok(r) => r,

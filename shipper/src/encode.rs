@@ -11,6 +11,8 @@
 //! The deadline is per attempt, the rest of the body is not: [`Body::set_deadline`] patches the
 //! four bytes of every row in place, so a retry does not re-encode the batch.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::de::IgnoredAny;
 
@@ -20,12 +22,15 @@ use crate::follow::Block;
 /// the server decompresses and parses while the rest arrives, and no single block is huge.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
-/// One batch's INSERT body.
+/// One batch's INSERT body. Shared, not copied, with the attempt that sends it (and the
+/// compression of its chunks); patched in place between attempts, when nobody else holds it.
 #[derive(Debug, Clone, Default)]
 pub struct Body {
-    data: Vec<u8>,
+    data: Arc<Vec<u8>>,
     /// Where each row's `deadline` (UInt32, little-endian) is.
     deadline_at: Vec<usize>,
+    /// Where each row's line starts in its file.
+    offsets: Vec<u64>,
 }
 
 impl Body {
@@ -41,19 +46,58 @@ impl Body {
         self.data.is_empty()
     }
 
+    /// The file offset of row `i`'s line.
+    pub fn offset(&self, i: usize) -> Option<u64> {
+        self.offsets.get(i).copied()
+    }
+
+    /// Rows `lo..hi` again, under `batch_id` (a part of a batch cut in two). The lines are read
+    /// back from this body: a batch in flight holds its rows once, not its lines besides.
+    pub fn sub(&self, lo: usize, hi: usize, batch_id: &str) -> Body {
+        let mut data = Vec::new();
+        let mut deadline_at = Vec::new();
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        for (i, &end) in self.deadline_at.iter().enumerate() {
+            let row = self.data.get(at..end).unwrap_or_default();
+            at = end + 4;
+            if i < lo || i >= hi {
+                continue;
+            }
+            let Some(line) = get_string(row)
+                .and_then(|(_, rest)| get_string(rest))
+                .map(|(l, _)| l)
+            else {
+                continue;
+            };
+            put_string(&mut data, batch_id.as_bytes());
+            put_string(&mut data, line);
+            deadline_at.push(data.len());
+            data.extend_from_slice(&[0; 4]);
+            offsets.push(self.offsets.get(i).copied().unwrap_or(0));
+        }
+        Body {
+            data: Arc::new(data),
+            deadline_at,
+            offsets,
+        }
+    }
+
     pub fn set_deadline(&mut self, deadline: u32) {
         let bytes = deadline.to_le_bytes();
+        // Copies only if an earlier attempt still holds the body (it has ended by now).
+        let data = Arc::make_mut(&mut self.data);
         for &at in &self.deadline_at {
-            if let Some(slot) = self.data.get_mut(at..at + 4) {
+            if let Some(slot) = data.get_mut(at..at + 4) {
                 slot.copy_from_slice(&bytes);
             }
         }
     }
 
     /// The body cut into chunks of about [`CHUNK_BYTES`] (at any byte: the server reads one
-    /// stream), each shared, not copied.
+    /// stream), each sharing the body's buffer.
     pub fn chunks(&self) -> Vec<Bytes> {
-        let all = Bytes::copy_from_slice(&self.data);
+        let all = Bytes::from_owner(SharedBody(self.data.clone()));
         let mut out = Vec::with_capacity(all.len() / CHUNK_BYTES + 1);
         let mut at = 0;
         while at < all.len() {
@@ -70,26 +114,42 @@ impl Body {
     }
 }
 
+/// The body's buffer as the owner of [`Bytes`].
+struct SharedBody(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// The good lines of `block` as rows of `batch_id`, and the indexes of the dead letters.
 pub fn encode(block: &Block, batch_id: &str) -> (Body, Vec<usize>) {
-    let mut body = Body {
-        data: Vec::with_capacity(block.data.len() + block.len() * (batch_id.len() + 16)),
-        deadline_at: Vec::with_capacity(block.len()),
-    };
+    let mut data = Vec::with_capacity(block.data.len() + block.len() * (batch_id.len() + 16));
+    let mut deadline_at = Vec::with_capacity(block.len());
+    let mut offsets = Vec::with_capacity(block.len());
     let mut dead = Vec::new();
     for i in 0..block.len() {
         let overlong = block.lines.get(i).is_some_and(|l| l.overlong);
         match json_object_line(block.line(i), overlong) {
             Some(text) => {
-                put_string(&mut body.data, batch_id.as_bytes());
-                put_string(&mut body.data, text);
-                body.deadline_at.push(body.data.len());
-                body.data.extend_from_slice(&[0; 4]);
+                put_string(&mut data, batch_id.as_bytes());
+                put_string(&mut data, text);
+                deadline_at.push(data.len());
+                data.extend_from_slice(&[0; 4]);
+                offsets.push(block.lines.get(i).map_or(0, |l| l.offset));
             }
             None => dead.push(i),
         }
     }
-    (body, dead)
+    (
+        Body {
+            data: Arc::new(data),
+            deadline_at,
+            offsets,
+        },
+        dead,
+    )
 }
 
 /// The text of a good line (without a trailing `\r`); `None` for a dead letter: not UTF-8, not
@@ -99,13 +159,28 @@ pub fn json_object_line(line: &[u8], overlong: bool) -> Option<&[u8]> {
         return None;
     }
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let text = std::str::from_utf8(line).ok()?;
-    if !text.trim_start().starts_with('{') {
+    // serde_json skips string contents without decoding them: UTF-8 is checked apart (SIMD).
+    simdutf8::basic::from_utf8(line).ok()?;
+    if line.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
     // Checks the whole syntax (and that nothing follows the object) without building it.
-    serde_json::from_str::<IgnoredAny>(text).ok()?;
+    serde_json::from_slice::<IgnoredAny>(line).ok()?;
     Some(line)
+}
+
+/// A RowBinary `String` at the start of `bytes`, and what follows it.
+fn get_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut len = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let rest = bytes.get(i + 1..)?;
+            let len = usize::try_from(len).ok()?;
+            return Some((rest.get(..len)?, rest.get(len..)?));
+        }
+    }
+    None
 }
 
 /// RowBinary `String`: LEB128 length, then the bytes.
@@ -175,5 +250,12 @@ mod tests {
         assert_eq!(body.bytes(), &expected[..]);
         let chunks = body.chunks();
         assert_eq!(chunks.concat(), expected);
+        assert_eq!((body.offset(0), body.offset(1)), (Some(0), Some(6)));
+        let second = body.sub(1, 2, "x");
+        let mut again = vec![1, b'x', 0xd0, 0x01];
+        again.extend_from_slice(long.as_bytes());
+        again.extend_from_slice(&[0; 4]);
+        assert_eq!(second.bytes(), &again[..]);
+        assert_eq!((second.rows(), second.offset(0)), (1, Some(6)));
     }
 }

@@ -434,6 +434,7 @@ enum PartOutcome {
 /// A batch read and encoded on a blocking thread.
 struct Prepared {
     file: LogFile,
+    start: u64,
     block: Block,
     id: String,
     body: Body,
@@ -446,6 +447,7 @@ fn prepare(file: LogFile, start: u64, limits: ReadLimits) -> Result<Prepared, Fo
     let (body, dead) = encode::encode(&block, &id);
     Ok(Prepared {
         file,
+        start,
         block,
         id,
         body,
@@ -937,6 +939,14 @@ impl Shipper {
             let file = f.clone();
             let prepared = tokio::task::spawn_blocking(move || prepare(file, start, limits)).await;
             Metrics::add_time(&self.ctx.metrics.prepare_us, t.elapsed());
+            if let Ok(Ok(p)) = &prepared {
+                log::debug!(
+                    "{}: {} lines from {start} read and encoded in {:?}",
+                    f.path.display(),
+                    p.block.len(),
+                    t.elapsed()
+                );
+            }
             let prepared = match prepared {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => {
@@ -1205,16 +1215,18 @@ async fn ship_batch(ctx: &Ctx, input: Input, p: Prepared) -> Outcome {
         }
         Metrics::add(&ctx.metrics.dead_letters, p.dead.len() as u64);
     }
-    // 2. The rows, as one part or, after timeouts, several (line index ranges of the block).
-    let mut parts: VecDeque<(usize, usize, u32, String, Body)> = VecDeque::new();
+    // 2. The rows, as one part or, after timeouts, several: (file start, file end, depth, id,
+    // rows). The lines themselves are dropped: the body holds the rows once.
+    let (start, end, all_dead) = (p.start, p.block.end, p.dead.len() == p.block.len());
+    drop(p.block);
+    let mut parts: VecDeque<(u64, u64, u32, String, Body)> = VecDeque::new();
     if p.body.rows() > 0 {
-        parts.push_back((0, p.block.len(), 0, p.id.clone(), p.body));
+        parts.push_back((start, end, 0, p.id.clone(), p.body));
     }
-    let block = Arc::new(p.block);
     let mut rows = 0u64;
     let mut already = true;
-    while let Some((lo, hi, depth, id, mut body)) = parts.pop_front() {
-        let splittable = hi - lo > 1 && depth < MAX_SPLIT_DEPTH;
+    while let Some((from, to, depth, id, mut body)) = parts.pop_front() {
+        let splittable = body.rows() > 1 && depth < MAX_SPLIT_DEPTH;
         match ship_part(ctx, input, &id, &mut body, splittable).await {
             PartOutcome::Done(Outcome::Confirmed {
                 rows: n,
@@ -1226,15 +1238,19 @@ async fn ship_batch(ctx: &Ctx, input: Input, p: Prepared) -> Outcome {
             }
             PartOutcome::Done(stopped) => return stopped,
             PartOutcome::Split => {
-                let mid = lo + (hi - lo) / 2;
-                let (b, fp) = (block.clone(), p.file.fingerprint.clone());
-                let end_of = move |b: &Block, i: usize| b.lines.get(i).map_or(b.end, |l| l.offset);
+                let mid = body.rows() / 2;
+                let Some(cut) = body.offset(mid) else {
+                    return Outcome::Stopped {
+                        uncertain: Vec::new(),
+                    };
+                };
+                let fp = p.file.fingerprint.clone();
                 let halves = tokio::task::spawn_blocking(move || {
-                    [(lo, mid), (mid, hi)].map(|(a, z)| {
-                        let sub = sub_block(&b, a, z);
-                        let id = batch_id(&fp, end_of(&b, a), end_of(&b, z));
-                        let (body, _) = encode::encode(&sub, &id);
-                        (a, z, depth + 1, id, body)
+                    let n = body.rows();
+                    [(0, mid, from, cut), (mid, n, cut, to)].map(|(lo, hi, a, z)| {
+                        let id = batch_id(&fp, a, z);
+                        let sub = body.sub(lo, hi, &id);
+                        (a, z, depth + 1, id, sub)
                     })
                 })
                 .await;
@@ -1249,42 +1265,15 @@ async fn ship_batch(ctx: &Ctx, input: Input, p: Prepared) -> Outcome {
                     second.3
                 );
                 Metrics::add(&ctx.metrics.batches_split, 1);
-                for half in [second, first] {
-                    if half.4.rows() > 0 {
-                        parts.push_front(half);
-                    }
-                }
+                parts.push_front(second);
+                parts.push_front(first);
             }
         }
     }
     Outcome::Confirmed {
         rows,
-        already: already && !parts_were_empty(&block, &p.dead),
+        already: already && !all_dead,
     }
-}
-
-/// A batch of dead letters only: nothing was inserted, nothing was found.
-fn parts_were_empty(block: &Block, dead: &[usize]) -> bool {
-    dead.len() == block.len()
-}
-
-/// Lines `lo..hi` of `b` as a block of their own.
-fn sub_block(b: &Block, lo: usize, hi: usize) -> Block {
-    let mut out = Block {
-        end: b.lines.get(hi).map_or(b.end, |l| l.offset),
-        ..Block::default()
-    };
-    for i in lo..hi {
-        let Some(l) = b.lines.get(i) else { break };
-        let from = out.data.len();
-        out.data.extend_from_slice(b.line(i));
-        out.lines.push(follow::BlockLine {
-            offset: l.offset,
-            range: from..out.data.len(),
-            overlong: l.overlong,
-        });
-    }
-    out
 }
 
 /// Inserts one part until confirmed, checking first whenever an earlier attempt may have landed.
@@ -1364,10 +1353,17 @@ async fn ship_part(
         Metrics::add_time(&ctx.metrics.insert_us, t.elapsed());
         match ctx.result(h, r) {
             Ok(()) => {
+                log::debug!(
+                    "batch {id}: {} rows ({} bytes) inserted into {} in {:?}",
+                    body.rows(),
+                    body.len(),
+                    ctx.url(h),
+                    t.elapsed()
+                );
                 return PartOutcome::Done(Outcome::Confirmed {
                     rows: body.rows() as u64,
                     already: false,
-                })
+                });
             }
             Err(e) => {
                 timed_out = e.is_timeout();
@@ -1449,27 +1445,5 @@ mod tests {
         std::fs::write(&path, b"garbage").unwrap();
         assert_eq!(take_marker(&path).unwrap(), None);
         assert!(!path.exists());
-    }
-
-    #[test]
-    fn a_sub_block_keeps_offsets_and_ends_where_the_next_line_starts() {
-        let mut b = Block::default();
-        for (i, l) in ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"].iter().enumerate() {
-            let from = b.data.len();
-            b.data.extend_from_slice(l.as_bytes());
-            b.lines.push(follow::BlockLine {
-                offset: 100 + 8 * i as u64,
-                range: from..b.data.len(),
-                overlong: false,
-            });
-        }
-        b.end = 124;
-        let first = sub_block(&b, 0, 1);
-        assert_eq!((first.len(), first.end), (1, 108));
-        let rest = sub_block(&b, 1, 3);
-        assert_eq!(
-            (rest.len(), rest.end, rest.line(1)),
-            (2, 124, &b"{\"a\":3}"[..])
-        );
     }
 }

@@ -246,6 +246,14 @@ pub fn read_block(file: &LogFile, start: u64, limits: ReadLimits) -> Result<Bloc
         end: start,
         ..Block::default()
     };
+    // One allocation for what there is to read (the file's size when scanned), not a doubling
+    // series of copies.
+    let expected = file.size.saturating_sub(start).min(limit);
+    block.data.reserve(
+        usize::try_from(expected)
+            .unwrap_or(0)
+            .min(limits.max_bytes.saturating_add(READ_BUFFER_BYTES)),
+    );
     while block.lines.len() < limits.max_lines
         && (block.lines.is_empty() || block.data.len() < limits.max_bytes)
     {
