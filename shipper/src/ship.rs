@@ -43,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::ch::{Ch, ChError, EVENTS_INBOX_TABLE, INBOX_TABLE, RETENTION_KEEP_PER_FILE};
@@ -263,6 +263,8 @@ struct Ctx {
     cap_bytes: AtomicUsize,
     /// Signalled by every batch task that ends.
     done: Notify,
+    /// One per batch that may be inserting at once (`max_in_flight`).
+    permits: Semaphore,
 }
 
 fn lock(m: &Mutex<HostState>) -> std::sync::MutexGuard<'_, HostState> {
@@ -441,18 +443,23 @@ struct Prepared {
     dead: Vec<usize>,
 }
 
-fn prepare(file: LogFile, start: u64, limits: ReadLimits) -> Result<Prepared, FollowError> {
-    let block = follow::read_block(&file, start, limits)?;
-    let id = batch_id(&file.fingerprint, start, block.end);
-    let (body, dead) = encode::encode(&block, &id);
-    Ok(Prepared {
-        file,
-        start,
-        block,
-        id,
-        body,
-        dead,
+/// A batch's lines encoded on a blocking thread (in the batch's task, while the batch before it
+/// is being inserted).
+async fn prepare(file: LogFile, start: u64, block: Block) -> Option<Prepared> {
+    tokio::task::spawn_blocking(move || {
+        let id = batch_id(&file.fingerprint, start, block.end);
+        let (body, dead) = encode::encode(&block, &id);
+        Prepared {
+            file,
+            start,
+            block,
+            id,
+            body,
+            dead,
+        }
     })
+    .await
+    .ok()
 }
 
 /// One batch of the pipeline, in the order of its range.
@@ -632,6 +639,7 @@ impl Shipper {
                 }),
             })
             .collect();
+        let cfg_in_flight = cfg.clickhouse.max_in_flight;
         let ctx = Arc::new(Ctx {
             cap_bytes: AtomicUsize::new(cfg.clickhouse.max_batch_bytes),
             cfg,
@@ -639,6 +647,7 @@ impl Shipper {
             metrics,
             stop: stop.clone(),
             done: Notify::new(),
+            permits: Semaphore::new(cfg_in_flight),
         });
         Ok(Self {
             ctx,
@@ -845,13 +854,14 @@ impl Shipper {
     /// window) and lines to send. Returns when to look again if lines were left to gather more.
     async fn launch(&mut self, s: usize) -> Option<Duration> {
         let max_in_flight = self.ctx.cfg.clickhouse.max_in_flight;
+        // One more than may be inserting: the next batch is read and encoded meanwhile.
         let running = |st: &Stream| {
             st.jobs
                 .iter()
                 .filter(|j| j.task.as_ref().is_some_and(|t| !t.is_finished()))
                 .count()
         };
-        while running(&self.streams[s]) < max_in_flight
+        while running(&self.streams[s]) <= max_in_flight
             && self.streams[s].jobs.len() < MAX_WINDOW
             && !self.stopping()
         {
@@ -937,18 +947,11 @@ impl Shipper {
             };
             let t = Instant::now();
             let file = f.clone();
-            let prepared = tokio::task::spawn_blocking(move || prepare(file, start, limits)).await;
+            let read =
+                tokio::task::spawn_blocking(move || follow::read_block(&file, start, limits)).await;
             Metrics::add_time(&self.ctx.metrics.prepare_us, t.elapsed());
-            if let Ok(Ok(p)) = &prepared {
-                log::debug!(
-                    "{}: {} lines from {start} read and encoded in {:?}",
-                    f.path.display(),
-                    p.block.len(),
-                    t.elapsed()
-                );
-            }
-            let prepared = match prepared {
-                Ok(Ok(p)) => p,
+            let block = match read {
+                Ok(Ok(b)) => b,
                 Ok(Err(e)) => {
                     // Rotated between scan and read: the next scan finds it again.
                     log::debug!("{e}");
@@ -959,10 +962,15 @@ impl Shipper {
                     continue;
                 }
             };
-            if prepared.block.is_empty() {
+            log::debug!(
+                "{}: {} lines from {start} read in {:?}",
+                f.path.display(),
+                block.len(),
+                t.elapsed()
+            );
+            if block.is_empty() {
                 continue;
             }
-            let block = &prepared.block;
             let stream = &mut self.streams[s];
             let waited = stream.pending_since.map_or(Duration::ZERO, |t| t.elapsed());
             let flush = self.ctx.cfg.flush_interval();
@@ -983,8 +991,9 @@ impl Shipper {
             let end = block.end;
             let ctx = self.ctx.clone();
             let input = stream.input;
+            let file = f.clone();
             let task = tokio::spawn(async move {
-                let outcome = ship_batch(&ctx, input, prepared).await;
+                let outcome = ship_batch(&ctx, input, file, start, block).await;
                 ctx.done.notify_one();
                 outcome
             });
@@ -1194,7 +1203,14 @@ enum Next {
 
 /// Ships one prepared batch to the end: dead letters first, then the rows (cut in two when a
 /// timed-out part is known not to have landed).
-async fn ship_batch(ctx: &Ctx, input: Input, p: Prepared) -> Outcome {
+async fn ship_batch(ctx: &Ctx, input: Input, file: LogFile, start: u64, block: Block) -> Outcome {
+    let t = Instant::now();
+    let Some(p) = prepare(file, start, block).await else {
+        return Outcome::Stopped {
+            uncertain: Vec::new(),
+        };
+    };
+    Metrics::add_time(&ctx.metrics.prepare_us, t.elapsed());
     // 1. Dead letters first: a line is either in ClickHouse or in this file once the checkpoint
     // moves past it. (A crash here may write them twice; each carries its batch id.)
     if !p.dead.is_empty() {
@@ -1215,7 +1231,19 @@ async fn ship_batch(ctx: &Ctx, input: Input, p: Prepared) -> Outcome {
         }
         Metrics::add(&ctx.metrics.dead_letters, p.dead.len() as u64);
     }
-    // 2. The rows, as one part or, after timeouts, several: (file start, file end, depth, id,
+    // 2. Its turn: at most `max_in_flight` batches are being inserted (the next one is prepared
+    // meanwhile).
+    let mut stop = ctx.stop.clone();
+    let permit = tokio::select! {
+        p = ctx.permits.acquire() => p.ok(),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let Some(_permit) = permit else {
+        return Outcome::Stopped {
+            uncertain: Vec::new(),
+        };
+    };
+    // 3. The rows, as one part or, after timeouts, several: (file start, file end, depth, id,
     // rows). The lines themselves are dropped: the body holds the rows once.
     let (start, end, all_dead) = (p.start, p.block.end, p.dead.len() == p.block.len());
     drop(p.block);
