@@ -599,6 +599,9 @@ pub struct Shipper {
     marker: Option<CleanStop>,
     /// The same, kept for the whole run (the start-up lookups of files seen later).
     last_stop: Option<CleanStop>,
+    /// Deadlines a stop during the start-up wait leaves to the next start (`None`: unknown, so
+    /// no clean-stop marker is written).
+    owed: Option<Vec<Uncertain>>,
     started: Instant,
     retention: Option<(Instant, Option<JoinHandle<()>>)>,
 }
@@ -655,6 +658,7 @@ impl Shipper {
             stop,
             marker_path,
             last_stop: marker.clone(),
+            owed: Some(Vec::new()),
             marker,
             started: Instant::now(),
             retention: None,
@@ -723,7 +727,7 @@ impl Shipper {
             ),
         }
         let since_start = self.started.elapsed().as_secs();
-        let tasks: Vec<JoinHandle<bool>> = (0..self.ctx.hosts.len())
+        let tasks: Vec<JoinHandle<Settled>> = (0..self.ctx.hosts.len())
             .map(|h| {
                 let ctx = self.ctx.clone();
                 let named = marker.as_ref().map(|m| {
@@ -736,11 +740,27 @@ impl Shipper {
                 tokio::spawn(async move { settle_host(&ctx, h, named, since_start).await })
             })
             .collect();
-        let mut ok = true;
-        for t in tasks {
-            ok &= t.await.unwrap_or(false);
+        let mut settled = true;
+        for (h, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap_or(Settled::Unknown) {
+                Settled::Yes => {}
+                // Stopped first: what was waited for is still owed by the next start.
+                Settled::StoppedBefore(deadline) => {
+                    settled = false;
+                    if let Some(owed) = &mut self.owed {
+                        owed.push(Uncertain {
+                            url: self.ctx.url(h).to_owned(),
+                            deadline,
+                        });
+                    }
+                }
+                Settled::Unknown => {
+                    settled = false;
+                    self.owed = None;
+                }
+            }
         }
-        ok && !self.stopping()
+        settled && !self.stopping()
     }
 
     /// Scans every input; sets the lag gauges.
@@ -1113,7 +1133,21 @@ impl Shipper {
     /// outcome.
     async fn finish(&mut self) {
         let saved = self.harvest(true).await && self.final_saves().await;
-        let mut marker = CleanStop::default();
+        let Some(owed) = self.owed.clone() else {
+            log::warn!("stopped before the start-up wait knew its deadlines: no clean-stop marker, the next start waits as after a crash");
+            return;
+        };
+        // A file this run did not look up still has whatever the previous run left past its
+        // checkpoint (anything, after a crash).
+        let unexamined = self.streams.iter().any(|s| {
+            s.files
+                .iter()
+                .any(|f| !s.cursors.contains_key(&f.fingerprint))
+        });
+        let mut marker = CleanStop {
+            uncertain: owed,
+            pending: unexamined && self.last_stop.as_ref().is_none_or(|m| m.pending),
+        };
         for s in &self.streams {
             marker.pending |= !s.jobs.is_empty();
             for job in &s.jobs {
@@ -1157,38 +1191,49 @@ impl Shipper {
     }
 }
 
+/// How [`settle_host`] ended.
+enum Settled {
+    Yes,
+    /// Asked to stop while waiting for this deadline.
+    StoppedBefore(u64),
+    /// Asked to stop before the deadline was known.
+    Unknown,
+}
+
 /// [`Shipper::settle`] for host `h`: `named` is the marker's deadline for it (`Some(None)`: the
 /// marker names none), `None` without a marker.
-async fn settle_host(ctx: &Ctx, h: usize, named: Option<Option<u64>>, since_start: u64) -> bool {
+async fn settle_host(ctx: &Ctx, h: usize, named: Option<Option<u64>>, since_start: u64) -> Settled {
     let mut backoff = ctx.backoff();
     let mut deadline = match named {
-        Some(None) => return true,
+        Some(None) => return Settled::Yes,
         Some(Some(d)) => Some(d),
         None => None,
     };
+    let stopped = |d: Option<u64>| d.map_or(Settled::Unknown, Settled::StoppedBefore);
     loop {
         let ch = match ctx.client(h).await {
             Ok(ch) => ch,
             Err(e) if e.never_sent() => {
                 log::info!("{}: down, so no earlier insert can land there", ctx.url(h));
-                return true;
+                return Settled::Yes;
             }
             Err(e) => {
                 log::warn!("{e}; retrying");
                 if ctx.retry_pause(&mut backoff).await {
-                    return false;
+                    return stopped(deadline);
                 }
                 continue;
             }
         };
         let d = *deadline.get_or_insert_with(|| ch.attempt_deadline().saturating_sub(since_start));
         match ctx.wait_server_past(h, d).await {
-            Ok(done) => return done,
-            Err(e) if e.never_sent() => return true,
+            Ok(true) => return Settled::Yes,
+            Ok(false) => return Settled::StoppedBefore(d),
+            Err(e) if e.never_sent() => return Settled::Yes,
             Err(e) => {
                 log::warn!("{e}; retrying");
                 if ctx.retry_pause(&mut backoff).await {
-                    return false;
+                    return Settled::StoppedBefore(d);
                 }
             }
         }

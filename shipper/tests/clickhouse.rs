@@ -141,13 +141,17 @@ fn correlated_lines_are_shipped_once_and_populate_every_http_logs_column() {
 fn kill_9_at_random_points_never_loses_or_duplicates_a_line() {
     const LINES: u64 = 100_000;
     const KILLS: usize = 6;
-    // 1000-line batches: 100 batches, so the suite stays short on a shared 2-core machine.
+    // 1000-line batches (capped: a backlog would otherwise go in two 64 MiB batches): 100
+    // batches, two in flight, so the kills land mid-stream and the suite stays short.
     let Fixture {
         ch,
         dir: _dir,
         log,
         setup,
-    } = fixture(false, "    batch_size: 1000\n    timeout_ms: 1000\n");
+    } = fixture(
+        false,
+        "    batch_size: 1000\n    max_batch_rows: 1000\n    timeout_ms: 1000\n",
+    );
     append_lines(&log, 0, LINES);
     let mut rng = Rng::from_time();
     let mut counts = Vec::new();
@@ -651,30 +655,34 @@ fn catch_up_1m_lines_against_the_servers_best_insert_rate() {
 
 #[test]
 fn clean_stop_leaves_a_marker_so_the_next_start_does_not_wait_but_a_crash_does() {
-    // A 60 s timeout: after a crash a start waits ~63 s for any insert the dead process may have
-    // left in flight; after a clean stop it must not wait at all.
     let Fixture {
         ch,
         dir: _dir,
         log,
         setup,
-    } = fixture(false, "    timeout_ms: 60000\n");
+    } = fixture(false, "    timeout_ms: 1000\n");
     let marker = reqin_shipper::ship::marker_path(&setup.checkpoint);
-    // A first run never had a predecessor's marker: it waits. Not for this test: a clean stop
-    // right away leaves the marker.
+    // A first run has no marker: it waits (~4 s with a 1 s timeout), ships, stops cleanly.
+    append_lines(&log, 0, 10);
     let mut shipper = setup.spawn();
-    assert!(wait_for(Duration::from_secs(10), || shipper
-        .get("/health")
-        .is_some()));
+    assert!(wait_count(&ch, 10), "{}", shipper.log_text());
     shipper.stop();
     assert!(shipper.log_text().contains("no clean-stop marker"));
     let text = std::fs::read_to_string(&marker).unwrap();
     assert_eq!(text, r#"{"uncertain":[],"pending":false}"#);
-    append_lines(&log, 0, 1000);
+    // From now on a 30 s timeout: after a crash a start waits ~33 s for any insert the dead
+    // process may have left in flight; after a clean stop it must not wait at all.
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        config.replace("timeout_ms: 1000", "timeout_ms: 30000"),
+    )
+    .unwrap();
+    append_lines(&log, 10, 1010);
     let mut shipper = setup.spawn();
-    // Well under the 63 s a wait would take.
+    // Well under the 33 s a wait would take.
     assert!(
-        wait_for(Duration::from_secs(30), || ch.count_and_unique().0 == 1000),
+        wait_for(Duration::from_secs(15), || ch.count_and_unique().0 == 1010),
         "{}",
         shipper.log_text()
     );
@@ -685,8 +693,8 @@ fn clean_stop_leaves_a_marker_so_the_next_start_does_not_wait_but_a_crash_does()
     // kill -9: no marker; the next start waits for the dead process's possible insert.
     shipper.kill9();
     assert!(!marker.exists());
-    append_lines(&log, 1000, 1100);
-    let shipper = setup.spawn();
+    append_lines(&log, 1010, 1110);
+    let mut shipper = setup.spawn();
     assert!(wait_for(Duration::from_secs(10), || shipper
         .log_text()
         .matches("no clean-stop marker")
@@ -695,15 +703,26 @@ fn clean_stop_leaves_a_marker_so_the_next_start_does_not_wait_but_a_crash_does()
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
         ch.count_and_unique(),
-        (1000, 1000),
+        (1010, 1010),
         "shipped during the wait after a crash"
     );
+    // Stopped during that wait: the marker carries the deadline still owed, and the next start
+    // waits for it (not for a new one of its own).
+    shipper.stop();
+    let owed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&marker).unwrap()).unwrap();
+    assert_eq!(owed["uncertain"].as_array().unwrap().len(), 1, "{owed}");
+    assert_eq!(owed["uncertain"][0]["url"], ch.url());
+    let shipper = setup.spawn();
     assert!(
-        wait_for(Duration::from_secs(120), || ch.count_and_unique().0 == 1100),
+        wait_for(Duration::from_secs(120), || ch.count_and_unique().0 == 1110),
         "{}",
         shipper.log_text()
     );
-    assert_eq!(ch.count_and_unique(), (1100, 1100));
+    assert!(shipper
+        .log_text()
+        .contains("insert(s) of unknown outcome: waiting for their deadlines"));
+    assert_eq!(ch.count_and_unique(), (1110, 1110));
 }
 
 #[test]
