@@ -3,8 +3,12 @@
 //! the buffer: nothing is held in memory that is not also on disk, so a dead ClickHouse or a
 //! killed shipper delays lines but loses none.
 //!
+//! With `ship.events.path` it ships the detector's jsonl event files into `reqin_events` the same
+//! way, and with several `ship.clickhouse.hosts` it writes each batch whole to the first that is
+//! up (README "Many web servers").
+//!
 //! config → ch (client set-up) → schema (migrations) → follow (files, lines) → checkpoint →
-//! ship (the loop) → metrics.
+//! encode (a batch as one INSERT body) → ship (the loop) → metrics.
 
 #![forbid(unsafe_code)]
 
