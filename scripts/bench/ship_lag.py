@@ -148,8 +148,13 @@ def main():
             for v, s in servers.items():
                 overhead.h2load(s.url(), "h1", 2000, args.clients, 1, Path(tmp) / "warm.log")
             # The warm-up's lines shipped: the shipper starts the run caught up.
+            time.sleep(1.5)  # the module's orphan delay
+            warm = sum(1 for _ in open(c.log, "rb"))
             deadline = time.monotonic() + 60
-            while metrics(metrics_port).get("lag_bytes", 1) > 0 and time.monotonic() < deadline:
+            while int(ch.query("SELECT count() FROM http_logs_raw")) < warm:
+                if time.monotonic() > deadline:
+                    sys.exit(f"the shipper did not ship the warm-up's {warm} lines:\n"
+                             + (Path(tmp) / "shipper.log").read_text()[-3000:])
                 time.sleep(0.2)
             rps_a = h2load_for(servers["a"].url(), args.baseline_duration, args.clients, Path(tmp) / "a.log")
             samples, stop = [], threading.Event()
