@@ -11,7 +11,7 @@ build: deps
 	$(CARGO) build --workspace --all-targets
 
 release: deps
-	$(CARGO) build --release -p mod_reqin_log -p ja4sensor
+	$(CARGO) build --release -p mod_reqin_log -p ja4sensor -p reqin-shipper
 
 # Every test: unit, ring multi-process, JA4 corpus conformance, end-to-end with real httpd,
 # sensor on lo and real TLS clients. Needs root (pcap on lo, httpd binding as root).
@@ -41,6 +41,8 @@ bench: release
 	$(CARGO) build --release -p ja4sensor-detect --example ship_validate
 	python3 scripts/bench/detect.py --lines 1000000 --keys 100000 --repeats 3
 	scripts/bench/verdict_instructions.sh
+	scripts/bench/ship_throughput.sh
+	python3 scripts/bench/ship_lag.py --duration 300
 
 # Faults under load, about ten minutes (not part of `make test`): writes RELIABILITY.md.
 soak: release

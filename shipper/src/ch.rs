@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use clickhouse::insert_formatted::CompressedData;
 use clickhouse::{Client, Compression};
 
 use crate::config::{ClickHouseConfig, CompressionSetting, ValidationSetting};
@@ -24,6 +25,11 @@ pub const MODERN_MAJOR: u32 = 23;
 /// `http_logs_raw` and the batch id into [`BATCHES_TABLE`] within one INSERT (see `ship.rs`).
 pub const INBOX_TABLE: &str = "ship_inbox";
 pub const BATCHES_TABLE: &str = "ship_batches";
+/// The inbox of the detector's events: its views write `reqin_events` and [`BATCHES_TABLE`].
+pub const EVENTS_INBOX_TABLE: &str = "ship_events_inbox";
+/// What the retention job keeps of every file however old: past a checkpoint there are at most
+/// `ship::MAX_WINDOW` (16) batches, each cut into at most 16 parts (`ship::MAX_SPLIT_DEPTH`).
+pub const RETENTION_KEEP_PER_FILE: usize = crate::config::MAX_IN_FLIGHT_LIMIT * 16;
 pub const MIGRATIONS_TABLE: &str = "ship_migrations";
 /// Added to an insert's deadline: the server-clock estimate is good to about a second, and the
 /// request needs time to reach the server.
@@ -92,6 +98,7 @@ impl Flavor {
 pub struct Ch {
     client: Client,
     url: String,
+    compression: Compression,
     timeout: Duration,
     pub version: String,
     pub flavor: Flavor,
@@ -100,14 +107,19 @@ pub struct Ch {
 }
 
 impl Ch {
-    /// Asks the server its version and sets the client up for it.
+    /// Asks the server at `cfg.url` its version and sets the client up for it.
     pub async fn connect(cfg: &ClickHouseConfig) -> Result<Self, ChError> {
+        Self::connect_to(cfg, &cfg.url).await
+    }
+
+    /// The same for one of several hosts (`ship.clickhouse.hosts`).
+    pub async fn connect_to(cfg: &ClickHouseConfig, url: &str) -> Result<Self, ChError> {
         let compression = match cfg.compression {
             CompressionSetting::Lz4 => Compression::Lz4,
             CompressionSetting::None => Compression::None,
         };
         let base = Client::default()
-            .with_url(&cfg.url)
+            .with_url(url)
             .with_database(&cfg.database)
             .with_user(&cfg.user)
             .with_password(&cfg.password)
@@ -116,7 +128,8 @@ impl Ch {
             .with_validation(false);
         let mut ch = Self {
             client: base,
-            url: cfg.url.clone(),
+            url: url.to_owned(),
+            compression,
             timeout: Duration::from_millis(cfg.timeout_ms),
             version: String::new(),
             flavor: Flavor::Legacy,
@@ -252,28 +265,75 @@ impl Ch {
         Ok(self.count(&sql, "the running-query check").await? > 0)
     }
 
-    /// Sends one batch of JSON-object lines under `batch_id`, refused by the server after
-    /// `deadline`. The whole request (sending and waiting) is bounded by the timeout, so no answer
-    /// is accepted after the deadline.
-    pub async fn insert_batch(
+    /// The ranges `(start, end)` of the batches of one file (`fingerprint`) recorded in
+    /// [`BATCHES_TABLE`] that end after `offset`, by start, at most `limit` of them: what may
+    /// have landed past a checkpoint.
+    pub async fn landed_ranges(
         &self,
-        batch_id: &str,
-        lines: &[&str],
-        deadline: u64,
-    ) -> Result<(), ChError> {
-        let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 64).sum());
-        for line in lines {
-            let row = serde_json::json!({
-                "batch_id": batch_id,
-                "deadline": deadline,
-                "raw_json": line,
-            });
-            // Writing into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut body, &row);
-            body.push(b'\n');
+        fingerprint: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>, ChError> {
+        let sql = format!(
+            "SELECT toUInt64(extract(batch_id, ':([0-9]+)-')) AS s, \
+             toUInt64(extract(batch_id, '-([0-9]+)$')) AS e \
+             FROM {BATCHES_TABLE} WHERE batch_id LIKE {} AND e > {offset} \
+             GROUP BY s, e ORDER BY s, e LIMIT {limit}",
+            quote(&like_prefix(&format!("{fingerprint}:")))
+        );
+        let answer = self.small_query(&sql, "the batch lookup").await?;
+        let mut out = Vec::new();
+        for line in answer.lines().filter(|l| !l.is_empty()) {
+            let range = line
+                .split_once('\t')
+                .and_then(|(s, e)| Some((s.parse().ok()?, e.parse().ok()?)));
+            match range {
+                Some(r) => out.push(r),
+                None => {
+                    return Err(ChError::Answer {
+                        url: self.url.clone(),
+                        what: "the batch lookup",
+                        answer: line.to_owned(),
+                    })
+                }
+            }
         }
-        let sql =
-            format!("INSERT INTO {INBOX_TABLE} (batch_id, raw_json, deadline) FORMAT JSONEachRow");
+        Ok(out)
+    }
+
+    /// Sends one batch (`RowBinary` rows of the inbox's `(batch_id, raw_json, deadline)`) into
+    /// `inbox` under `batch_id`, refused by the server after `deadline`. The whole request
+    /// (sending and waiting) is bounded by the timeout, so no answer is accepted after the
+    /// deadline. The chunks are compressed on a blocking thread first (when compression is on).
+    pub async fn insert_rows(
+        &self,
+        inbox: &str,
+        batch_id: &str,
+        chunks: Vec<bytes::Bytes>,
+    ) -> Result<(), ChError> {
+        let payload = if !matches!(self.compression, Compression::None) {
+            let compression = self.compression;
+            let work = tokio::task::spawn_blocking(move || {
+                chunks
+                    .iter()
+                    .map(|c| CompressedData::new(c, compression))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match work.await {
+                Ok(r) => Payload::Compressed(r.map_err(|e| self.err(e))?),
+                Err(e) => {
+                    return Err(ChError::Answer {
+                        url: self.url.clone(),
+                        what: "compressing a batch",
+                        answer: e.to_string(),
+                    })
+                }
+            }
+        } else {
+            Payload::Plain(chunks)
+        };
+        let t0 = std::time::Instant::now();
+        let sql = format!("INSERT INTO {inbox} (batch_id, raw_json, deadline) FORMAT RowBinary");
         let mut insert = self
             .client
             .insert_formatted_with(sql)
@@ -281,17 +341,105 @@ impl Ch {
             .with_setting("query_id", batch_id)
             .with_timeouts(Some(self.timeout), Some(self.timeout));
         let run = async {
-            insert.send(body.into()).await.map_err(|e| self.err(e))?;
-            insert.end().await.map_err(|e| match e {
+            match payload {
+                Payload::Compressed(blocks) => {
+                    for block in blocks {
+                        insert
+                            .send_compressed(block)
+                            .await
+                            .map_err(|e| self.err(e))?;
+                    }
+                }
+                Payload::Plain(chunks) => {
+                    for chunk in chunks {
+                        insert.send(chunk).await.map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+            let sent = t0.elapsed();
+            let r = insert.end().await.map_err(|e| match e {
                 clickhouse::error::Error::TimedOut => self.timed_out(),
                 e => self.err(e),
-            })
+            });
+            log::debug!(
+                "batch {batch_id}: body handed to the connection after {sent:?}, answer after {:?}",
+                t0.elapsed()
+            );
+            r
         };
         match tokio::time::timeout(self.timeout, run).await {
             Ok(r) => r,
             Err(_) => Err(self.timed_out()),
         }
     }
+
+    /// Deletes the records of [`BATCHES_TABLE`] older than `days`, except the newest `keep` of
+    /// every file (by end offset): a restart looks up the batches past its checkpoint, which are
+    /// among the newest `max_in_flight` of their file. One `ALTER ... DELETE` (a mutation, run
+    /// by the server in the background); none is started while an earlier one is unfinished.
+    /// Returns whether one was started.
+    pub async fn prune_batches(&self, days: u32, keep: usize) -> Result<bool, ChError> {
+        let pending = self
+            .count(
+                &format!(
+                    "SELECT count() FROM system.mutations WHERE database = currentDatabase() \
+                     AND table = {} AND is_done = 0",
+                    quote(BATCHES_TABLE)
+                ),
+                "the mutation check",
+            )
+            .await?;
+        if pending > 0 {
+            return Ok(false);
+        }
+        let old = format!("inserted_at < now() - {}", u64::from(days) * 86_400);
+        let any_old = self
+            .count(
+                &format!("SELECT count() FROM {BATCHES_TABLE} WHERE {old}"),
+                "the retention check",
+            )
+            .await?;
+        if any_old == 0 {
+            return Ok(false);
+        }
+        let file = "substring(batch_id, 1, position(batch_id, ':') - 1)";
+        let end = "toUInt64(extract(batch_id, '-([0-9]+)$'))";
+        self.execute(&format!(
+            "ALTER TABLE {BATCHES_TABLE} DELETE WHERE {old} AND batch_id NOT IN \
+             (SELECT batch_id FROM {BATCHES_TABLE} ORDER BY {file}, {end} DESC LIMIT {keep} BY {file})"
+        ))
+        .await?;
+        Ok(true)
+    }
+}
+
+impl ChError {
+    /// The request never reached the server (connection refused): the attempt cannot land, so
+    /// the batch may go to the next host at once.
+    pub fn never_sent(&self) -> bool {
+        let ChError::Client { source, .. } = self else {
+            return false;
+        };
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return true;
+                }
+            }
+            cur = e.source();
+        }
+        false
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ChError::TimedOut { .. })
+    }
+}
+
+enum Payload {
+    Compressed(Vec<CompressedData>),
+    Plain(Vec<bytes::Bytes>),
 }
 
 fn unix_now_i64() -> i64 {

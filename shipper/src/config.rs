@@ -8,13 +8,21 @@
 //! | `ship.clickhouse.database` | `default` | database holding `http_logs_raw`, `http_logs` and the shipper's own tables |
 //! | `ship.clickhouse.user` | `default` | user |
 //! | `ship.clickhouse.password` | `""` | password (prefer a file readable only by the service user) |
-//! | `ship.clickhouse.batch_size` | `500` | lines per INSERT (1–100 000); a batch is sent when full ... |
-//! | `ship.clickhouse.flush_interval_ms` | `200` | ... or when its first line has waited this long (10–60 000) |
+//! | `ship.clickhouse.hosts` | `[]` (= `[url]`) | several ClickHouse HTTP URLs in fail-over order: each batch goes whole to the first that is up; `--init-schema` runs on every one |
+//! | `ship.clickhouse.cluster` | `""` | name of the cluster in the servers' `remote_servers`: `--init-schema` then also creates the `*_all` Distributed tables |
+//! | `ship.clickhouse.batch_size` | `500` | a batch of at least this many lines is sent at once (1–100 000) ... |
+//! | `ship.clickhouse.flush_interval_ms` | `200` | ... a smaller one when its first line has waited this long (10–60 000) |
+//! | `ship.clickhouse.max_batch_rows` | `100000` | when behind, a batch takes every complete line up to this many (`batch_size`–1 000 000) ... |
+//! | `ship.clickhouse.max_batch_bytes` | `67108864` | ... and up to this many bytes of log (64 KiB–256 MiB) |
+//! | `ship.clickhouse.max_in_flight` | `2` | batches inserted at once (1–16); the checkpoint only moves over a confirmed prefix |
+//! | `ship.clickhouse.batch_retention_days` | `30` | `ship_batches` records older than this are deleted hourly, except the newest 16 of each file (0 = keep all) |
 //! | `ship.clickhouse.timeout_ms` | `5000` | per request (insert or query); a timed-out insert is checked, never blindly re-sent (100–600 000) |
 //! | `ship.clickhouse.compression` | `lz4` | `lz4` or `none` (request bodies; both work with 18.16) |
 //! | `ship.clickhouse.validation` | `auto` | `auto` (on for ClickHouse ≥ 23, off below, where the crate's typed formats do not exist), `on`, `off` |
 //! | `ship.retry.initial_ms` | `100` | first back-off after a failed insert, checkpoint or dead-letter write (seed 000: 100 ms base) |
 //! | `ship.retry.max_ms` | `30000` | back-off ceiling; doubles from `initial_ms` up to this, then stays |
+//! | `ship.events.path` | `""` | glob of the detector's jsonl event files, shipped into `reqin_events` the same way (`""` = none) |
+//! | `ship.events.checkpoint_path` | `/var/lib/ja4sensor/ship-events.checkpoint` | shipped offsets of the event files |
 //! | `ship.input.path` | `/var/log/apache2/reqin.log*` | glob of the log files to follow: the live file, its logrotate-renamed predecessors and rotatelogs' time-named files; `.gz`/`.bz2`/`.xz`/`.zst` matches are skipped |
 //! | `ship.checkpoint_path` | `/var/lib/ja4sensor/ship.checkpoint` | where shipped offsets live (JSON; replaced atomically after every confirmed insert) |
 //! | `ship.dead_letter_path` | `/var/lib/ja4sensor/ship.deadletter` | malformed lines are appended here, one JSON object each (`batch_id`, `file`, `offset`, `line`) |
@@ -32,6 +40,13 @@ use serde::Deserialize;
 pub const BATCH_SIZE_RANGE: std::ops::RangeInclusive<usize> = 1..=100_000;
 pub const FLUSH_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=60_000;
 pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// Below ClickHouse's `max_insert_block_size` (1 048 576 rows): a batch is parsed as one block,
+/// so the inbox's deadline check and its views see the whole batch at once.
+pub const MAX_BATCH_ROWS_LIMIT: usize = 1_000_000;
+pub const MAX_BATCH_BYTES_RANGE: std::ops::RangeInclusive<usize> = 64 * 1024..=256 * 1024 * 1024;
+/// What the retention job keeps of every file however old: a restart looks up the batches past
+/// its checkpoint, which are among the newest `max_in_flight` of the file.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 16;
 /// A config file is a few KiB; anything this large is not one.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -78,11 +93,17 @@ pub enum ValidationSetting {
 #[serde(default, deny_unknown_fields)]
 pub struct ClickHouseConfig {
     pub url: String,
+    pub hosts: Vec<String>,
+    pub cluster: String,
     pub database: String,
     pub user: String,
     pub password: String,
     pub batch_size: usize,
     pub flush_interval_ms: u64,
+    pub max_batch_rows: usize,
+    pub max_batch_bytes: usize,
+    pub max_in_flight: usize,
+    pub batch_retention_days: u32,
     pub timeout_ms: u64,
     pub compression: CompressionSetting,
     pub validation: ValidationSetting,
@@ -92,11 +113,19 @@ impl Default for ClickHouseConfig {
     fn default() -> Self {
         Self {
             url: "http://127.0.0.1:8123".into(),
+            hosts: Vec::new(),
+            cluster: String::new(),
             database: "default".into(),
             user: "default".into(),
             password: String::new(),
             batch_size: 500,
             flush_interval_ms: 200,
+            max_batch_rows: 100_000,
+            // 18.16 inserts 100 000-row batches twice as fast per row as 10 000-row ones
+            // (BENCHMARKS.md); a batch in flight holds its rows once plus their compressed copy.
+            max_batch_bytes: 64 * 1024 * 1024,
+            max_in_flight: 2,
+            batch_retention_days: 30,
             // Seed 000 uses 1 s; an insert of 500 lines into a server that is merging can take
             // longer, and each timeout costs a check round-trip, so we wait longer.
             timeout_ms: 5000,
@@ -138,6 +167,22 @@ impl Default for InputConfig {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    pub path: String,
+    pub checkpoint_path: PathBuf,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            checkpoint_path: "/var/lib/ja4sensor/ship-events.checkpoint".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     pub enabled: bool,
     pub addr: String,
@@ -160,6 +205,7 @@ pub struct ShipConfig {
     pub clickhouse: ClickHouseConfig,
     pub retry: RetryConfig,
     pub input: InputConfig,
+    pub events: EventsConfig,
     pub checkpoint_path: PathBuf,
     pub dead_letter_path: PathBuf,
     pub metrics: MetricsConfig,
@@ -172,6 +218,7 @@ impl Default for ShipConfig {
             clickhouse: ClickHouseConfig::default(),
             retry: RetryConfig::default(),
             input: InputConfig::default(),
+            events: EventsConfig::default(),
             checkpoint_path: "/var/lib/ja4sensor/ship.checkpoint".into(),
             dead_letter_path: "/var/lib/ja4sensor/ship.deadletter".into(),
             metrics: MetricsConfig::default(),
@@ -247,11 +294,62 @@ impl ShipConfig {
                 format!("expected {TIMEOUT_MS_RANGE:?}"),
             ));
         }
-        if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
+        if !(ch.batch_size..=MAX_BATCH_ROWS_LIMIT).contains(&ch.max_batch_rows) {
             return Err(invalid(
-                "clickhouse.url",
-                ch.url.clone(),
-                "expected an http:// URL of ClickHouse's HTTP interface".into(),
+                "clickhouse.max_batch_rows",
+                ch.max_batch_rows.to_string(),
+                format!(
+                    "expected batch_size ({})..={MAX_BATCH_ROWS_LIMIT}",
+                    ch.batch_size
+                ),
+            ));
+        }
+        if !MAX_BATCH_BYTES_RANGE.contains(&ch.max_batch_bytes) {
+            return Err(invalid(
+                "clickhouse.max_batch_bytes",
+                ch.max_batch_bytes.to_string(),
+                format!("expected {MAX_BATCH_BYTES_RANGE:?}"),
+            ));
+        }
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&ch.max_in_flight) {
+            return Err(invalid(
+                "clickhouse.max_in_flight",
+                ch.max_in_flight.to_string(),
+                format!("expected 1..={MAX_IN_FLIGHT_LIMIT}"),
+            ));
+        }
+        for (key, url) in std::iter::once(("clickhouse.url", &ch.url))
+            .chain(ch.hosts.iter().map(|h| ("clickhouse.hosts", h)))
+        {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    key,
+                    url.clone(),
+                    "expected an http:// URL of ClickHouse's HTTP interface".into(),
+                ));
+            }
+        }
+        if !ch
+            .cluster
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "clickhouse.cluster",
+                ch.cluster.clone(),
+                "expected a cluster name of remote_servers ([A-Za-z0-9_-])".into(),
+            ));
+        }
+        if !ch
+            .database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || ch.database.is_empty()
+        {
+            return Err(invalid(
+                "clickhouse.database",
+                ch.database.clone(),
+                "expected a database name ([A-Za-z0-9_])".into(),
             ));
         }
         if self.retry.initial_ms == 0 || self.retry.max_ms < self.retry.initial_ms {
@@ -266,6 +364,20 @@ impl ShipConfig {
                 "input.path",
                 self.input.path.clone(),
                 e.to_string(),
+            ));
+        }
+        if let Err(e) = glob::Pattern::new(&self.events.path) {
+            return Err(invalid(
+                "events.path",
+                self.events.path.clone(),
+                e.to_string(),
+            ));
+        }
+        if !self.events.path.is_empty() && self.events.checkpoint_path == self.checkpoint_path {
+            return Err(invalid(
+                "events.checkpoint_path",
+                self.events.checkpoint_path.display().to_string(),
+                "expected a file other than checkpoint_path".into(),
             ));
         }
         if self.metrics.enabled {
@@ -291,6 +403,15 @@ impl ShipConfig {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.clickhouse.timeout_ms)
+    }
+
+    /// The ClickHouse servers in fail-over order: `hosts`, or `url` alone.
+    pub fn host_urls(&self) -> Vec<String> {
+        if self.clickhouse.hosts.is_empty() {
+            vec![self.clickhouse.url.clone()]
+        } else {
+            self.clickhouse.hosts.clone()
+        }
     }
 }
 

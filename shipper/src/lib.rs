@@ -3,8 +3,12 @@
 //! the buffer: nothing is held in memory that is not also on disk, so a dead ClickHouse or a
 //! killed shipper delays lines but loses none.
 //!
+//! With `ship.events.path` it ships the detector's jsonl event files into `reqin_events` the same
+//! way, and with several `ship.clickhouse.hosts` it writes each batch whole to the first that is
+//! up (README "Many web servers").
+//!
 //! config → ch (client set-up) → schema (migrations) → follow (files, lines) → checkpoint →
-//! ship (the loop) → metrics.
+//! encode (a batch as one INSERT body) → ship (the loop) → metrics.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +16,7 @@ pub mod ch;
 /// The follower and its checkpoint, shared with `ja4sensor detect` (correlate-lib).
 pub use correlate_lib::follow::{self, checkpoint};
 pub mod config;
+pub mod encode;
 pub mod metrics;
 pub mod schema;
 pub mod ship;
@@ -57,15 +62,19 @@ pub fn run(args: &ShipArgs) -> Result<(), ShipError> {
         .map_err(ShipError::Runtime)?;
     rt.block_on(async {
         if args.init_schema {
-            let ch = ch::Ch::connect(&cfg.clickhouse).await?;
-            let report = schema::init_schema(&ch).await?;
-            log::info!(
-                "schema ({} variant for ClickHouse {}): {} migration(s) applied, {} already there",
-                ch.flavor.as_str(),
-                ch.version,
-                report.applied.len(),
-                report.already.len()
-            );
+            let cluster = Some(cfg.clickhouse.cluster.as_str()).filter(|c| !c.is_empty());
+            // Every node of the list: each has its local tables (and the Distributed ones).
+            for url in cfg.host_urls() {
+                let ch = ch::Ch::connect_to(&cfg.clickhouse, &url).await?;
+                let report = schema::init_schema(&ch, cluster, &cfg.clickhouse.database).await?;
+                log::info!(
+                    "schema at {url} ({} variant for ClickHouse {}): {} migration(s) applied, {} already there",
+                    ch.flavor.as_str(),
+                    ch.version,
+                    report.applied.len(),
+                    report.already.len()
+                );
+            }
             return Ok(());
         }
         run_until_stopped(cfg).await
@@ -95,9 +104,14 @@ async fn run_until_stopped(cfg: ShipConfig) -> Result<(), ShipError> {
         let _ = stop_tx.send(true);
     });
     log::info!(
-        "shipping {:?} into ClickHouse at {} (checkpoint {})",
+        "shipping {:?}{} into ClickHouse at {} (checkpoint {})",
         cfg.input.path,
-        cfg.clickhouse.url,
+        if cfg.events.path.is_empty() {
+            String::new()
+        } else {
+            format!(" and events {:?}", cfg.events.path)
+        },
+        cfg.host_urls().join(", then "),
         cfg.checkpoint_path.display()
     );
     ship::Shipper::new(cfg, metrics, stop_rx)?.run().await

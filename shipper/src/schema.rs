@@ -29,6 +29,10 @@ pub const MODERN: &[Migration] = migrations!("modern":
     "005_ship_inbox.sql",
     "006_ship_inbox_raw_mv.sql",
     "007_ship_inbox_batches_mv.sql",
+    "009_reqin_events.sql",
+    "010_ship_events_inbox.sql",
+    "011_ship_events_inbox_a_mv.sql",
+    "012_ship_events_inbox_z_batches_mv.sql",
 );
 
 pub const LEGACY: &[Migration] = migrations!("legacy":
@@ -39,6 +43,19 @@ pub const LEGACY: &[Migration] = migrations!("legacy":
     "006_ship_inbox_raw_mv.sql",
     "007_ship_inbox_http_logs_mv.sql",
     "008_ship_inbox_batches_mv.sql",
+    "009_reqin_events.sql",
+    "010_ship_events_inbox.sql",
+    "011_ship_events_inbox_a_mv.sql",
+    "012_ship_events_inbox_z_batches_mv.sql",
+);
+
+/// With `ship.clickhouse.cluster`, on every node after the local tables (both server
+/// generations): the `Distributed` tables over them. `{cluster}` and `{database}` are filled in.
+pub const CLUSTER: &[Migration] = migrations!("cluster":
+    "013_http_logs_raw_all.sql",
+    "014_http_logs_all.sql",
+    "015_reqin_events_all.sql",
+    "016_ship_batches_all.sql",
 );
 
 pub fn migrations(flavor: Flavor) -> &'static [Migration] {
@@ -83,7 +100,13 @@ pub struct SchemaReport {
     pub already: Vec<&'static str>,
 }
 
-pub async fn init_schema(ch: &Ch) -> Result<SchemaReport, ChError> {
+/// Applies what is missing on the server of `ch`: its generation's migrations, then, with a
+/// `cluster` name, the Distributed tables over them in `database`.
+pub async fn init_schema(
+    ch: &Ch,
+    cluster: Option<&str>,
+    database: &str,
+) -> Result<SchemaReport, ChError> {
     ch.execute(&format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} \
          (name String, variant String, applied_at DateTime) ENGINE = MergeTree ORDER BY name"
@@ -91,38 +114,53 @@ pub async fn init_schema(ch: &Ch) -> Result<SchemaReport, ChError> {
     .await?;
     let variant = ch.flavor.as_str();
     let mut report = SchemaReport::default();
-    for m in migrations(ch.flavor) {
+    let mut all: Vec<(&'static str, String)> = migrations(ch.flavor)
+        .iter()
+        .map(|m| (m.name, m.sql.to_owned()))
+        .collect();
+    if let Some(cluster) = cluster {
+        all.extend(CLUSTER.iter().map(|m| {
+            (
+                m.name,
+                m.sql
+                    .replace("{cluster}", cluster)
+                    .replace("{database}", database),
+            )
+        }));
+    }
+    for (name, sql) in &all {
+        let name: &'static str = name;
         let recorded = ch
             .small_query(
                 &format!(
                     "SELECT count() FROM {MIGRATIONS_TABLE} WHERE name = {} AND variant = {}",
-                    quote(m.name),
+                    quote(name),
                     quote(variant)
                 ),
                 "the migration check",
             )
             .await?;
         if recorded != "0" {
-            report.already.push(m.name);
+            report.already.push(name);
             continue;
         }
-        for stmt in statements(m.sql) {
+        for stmt in statements(sql) {
             match ch.execute(&stmt).await {
                 Ok(()) => {}
                 Err(e) if e.is_already_exists() => {
-                    log::info!("migration {variant}/{}: already there ({e})", m.name);
+                    log::info!("migration {variant}/{name}: already there ({e})");
                 }
                 Err(e) => return Err(e),
             }
         }
         ch.execute(&format!(
             "INSERT INTO {MIGRATIONS_TABLE} (name, variant, applied_at) VALUES ({}, {}, now())",
-            quote(m.name),
+            quote(name),
             quote(variant)
         ))
         .await?;
-        log::info!("migration {variant}/{} applied", m.name);
-        report.applied.push(m.name);
+        log::info!("migration {variant}/{name} applied");
+        report.applied.push(name);
     }
     Ok(report)
 }
@@ -141,7 +179,7 @@ mod tests {
 
     #[test]
     fn both_variants_create_the_same_objects_in_a_valid_order() {
-        for set in [MODERN, LEGACY] {
+        for set in [MODERN, LEGACY, CLUSTER] {
             let names: Vec<_> = set.iter().map(|m| m.name).collect();
             let mut sorted = names.clone();
             sorted.sort_unstable();

@@ -1,6 +1,7 @@
 """Seed 001's own DDL (shipper/sql/modern, verbatim) on a current ClickHouse engine, in-process
 (chdb): our correlated lines, inserted the way the shipper inserts them, must populate every
-column of http_logs. Called by chdb_seed_ddl.rs; usage: chdb_seed_ddl.py SQL_DIR LINES_FILE."""
+column of http_logs; the detector's events, inserted the way the shipper inserts them, every column
+of reqin_events. Called by chdb_seed_ddl.rs; usage: chdb_seed_ddl.py SQL_DIR LINES_FILE EVENTS_FILE."""
 
 import json
 import pathlib
@@ -26,6 +27,7 @@ def statements(sql):
 
 def main():
     sql_dir, lines_file = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    events_file = pathlib.Path(sys.argv[3])
     s = session.Session()
     q = lambda sql: s.query(sql, "TSV").bytes().decode().strip()
     print("engine", q("SELECT version()"))
@@ -75,6 +77,27 @@ def main():
             f"a_timestamp, b_timestamp, ja4 FROM http_logs WHERE {correlated}"))
     assert q("SELECT orphan_side, correlated FROM http_logs WHERE path = '/item/5000'") == "A\t0"
     print(f"ok: {n} lines, {len(cols)} http_logs columns populated")
+    events = [l for l in events_file.read_text().splitlines() if l]
+    body = "\n".join(json.dumps({"batch_id": "chdb:events:0-1", "raw_json": l, "deadline": now + 60})
+                     for l in events)
+    q("INSERT INTO ship_events_inbox (batch_id, raw_json, deadline) FORMAT JSONEachRow\n" + body)
+    m = len(events)
+    assert q("SELECT count(), uniqExact(event_id) FROM reqin_events") == f"{m}\t{m}", "event rows"
+    assert q("SELECT rows FROM ship_batches WHERE batch_id = 'chdb:events:0-1'") == str(m), "event batch"
+    ecols = q("SELECT name FROM system.columns WHERE database = 'seed' AND table = 'reqin_events' "
+              "ORDER BY position").splitlines()
+    assert len(ecols) == 17, ecols  # CONTRACTS.md: raw_json + 16 extracted columns
+    ev = json.loads(events[7])
+    row = json.loads(s.query(f"SELECT * FROM reqin_events WHERE event_id = '{ev['event_id']}'",
+                             "JSONEachRow").bytes().decode())
+    for k in ("severity", "kind", "type", "module", "rule", "summary", "parent_correlation_id",
+              "root_correlation_id", "src_ip", "ja4", "host"):
+        assert row[k] == ev[k], (k, row[k], ev[k])
+    assert str(row["time_ns"]) == str(ev["time_ns"]), row["time_ns"]
+    assert row["event_time"] == ev["time"][:19].replace("T", " "), row["event_time"]
+    for k in ("data", "correlation_tags"):
+        assert json.loads(row[k]) == ev[k], (k, row[k])
+    print(f"ok: {m} events, {len(ecols)} reqin_events columns populated")
 
 
 if __name__ == "__main__":

@@ -139,14 +139,93 @@ pub struct Line {
     pub overlong: bool,
 }
 
-/// Complete lines of `file` from `start`: at most `max_lines`, and never past `end` when given
-/// (a replay reads exactly the range it recorded). Returns the lines and the offset after the last.
+/// How much one read may return: at most `max_lines` lines and, past the first line, at most
+/// `max_bytes` bytes of them; never past `end` when given (a replay reads exactly the range it
+/// recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    pub max_lines: usize,
+    pub max_bytes: usize,
+    pub end: Option<u64>,
+}
+
+impl ReadLimits {
+    pub fn lines(max_lines: usize) -> Self {
+        Self {
+            max_lines,
+            max_bytes: usize::MAX,
+            end: None,
+        }
+    }
+}
+
+/// Where one line of a [`Block`] lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockLine {
+    /// Offset of its first byte in the file.
+    pub offset: u64,
+    /// Its bytes in [`Block::data`], without the `\n` (cut at [`MAX_LINE_BYTES`] when `overlong`).
+    pub range: std::ops::Range<usize>,
+    pub overlong: bool,
+}
+
+/// Complete lines read from one file in one buffer: a batch of a hundred thousand lines is one
+/// allocation, not a hundred thousand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Block {
+    pub data: Vec<u8>,
+    pub lines: Vec<BlockLine>,
+    /// The offset after the last line.
+    pub end: u64,
+}
+
+impl Block {
+    pub fn line(&self, i: usize) -> &[u8] {
+        self.lines
+            .get(i)
+            .and_then(|l| self.data.get(l.range.clone()))
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+/// Complete lines of `file` from `start`: at most `max_lines`, and never past `end` when given.
+/// Returns the lines and the offset after the last.
 pub fn read_lines(
     file: &LogFile,
     start: u64,
     max_lines: usize,
     end: Option<u64>,
 ) -> Result<(Vec<Line>, u64), FollowError> {
+    let block = read_block(
+        file,
+        start,
+        ReadLimits {
+            end,
+            ..ReadLimits::lines(max_lines)
+        },
+    )?;
+    let lines = block
+        .lines
+        .iter()
+        .map(|l| Line {
+            offset: l.offset,
+            bytes: block.data.get(l.range.clone()).unwrap_or_default().to_vec(),
+            overlong: l.overlong,
+        })
+        .collect();
+    Ok((lines, block.end))
+}
+
+/// Complete lines of `file` from `start` within `limits`, in one [`Block`].
+pub fn read_block(file: &LogFile, start: u64, limits: ReadLimits) -> Result<Block, FollowError> {
     let io = |source| FollowError::Io {
         path: file.path.clone(),
         source,
@@ -161,35 +240,47 @@ pub fn read_lines(
         });
     }
     f.seek(SeekFrom::Start(start)).map_err(io)?;
-    let limit = end.map_or(u64::MAX, |e| e.saturating_sub(start));
+    let limit = limits.end.map_or(u64::MAX, |e| e.saturating_sub(start));
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, f.take(limit));
-    let mut lines = Vec::new();
-    let mut pos = start;
-    let mut buf = Vec::new();
-    while lines.len() < max_lines {
-        buf.clear();
+    let mut block = Block {
+        end: start,
+        ..Block::default()
+    };
+    // One allocation for what there is to read (the file's size when scanned), not a doubling
+    // series of copies.
+    let expected = file.size.saturating_sub(start).min(limit);
+    block.data.reserve(
+        usize::try_from(expected)
+            .unwrap_or(0)
+            .min(limits.max_bytes.saturating_add(READ_BUFFER_BYTES)),
+    );
+    while block.lines.len() < limits.max_lines
+        && (block.lines.is_empty() || block.data.len() < limits.max_bytes)
+    {
+        let from = block.data.len();
         let n = (&mut reader)
             .take(MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut buf)
+            .read_until(b'\n', &mut block.data)
             .map_err(io)?;
         if n == 0 {
             break;
         }
-        if buf.ends_with(b"\n") {
-            buf.pop();
-            lines.push(Line {
-                offset: pos,
-                bytes: buf.clone(),
+        if block.data.ends_with(b"\n") {
+            block.data.pop();
+            block.lines.push(BlockLine {
+                offset: block.end,
+                range: from..block.data.len(),
                 overlong: false,
             });
-            pos += n as u64;
+            block.end += n as u64;
             continue;
         }
         if n <= MAX_LINE_BYTES {
             // The last line is still being written: leave it for a later read.
+            block.data.truncate(from);
             break;
         }
-        // Overlong: skip to its end; if that end is not written yet, retry later from `pos`.
+        // Overlong: skip to its end; if that end is not written yet, retry later from here.
         let mut skipped = n as u64;
         let mut found_end = false;
         let mut scratch = Vec::new();
@@ -209,17 +300,18 @@ pub fn read_lines(
             }
         }
         if !found_end {
+            block.data.truncate(from);
             break;
         }
-        buf.truncate(MAX_LINE_BYTES);
-        lines.push(Line {
-            offset: pos,
-            bytes: buf.clone(),
+        block.data.truncate(from + MAX_LINE_BYTES);
+        block.lines.push(BlockLine {
+            offset: block.end,
+            range: from..block.data.len(),
             overlong: true,
         });
-        pos += skipped;
+        block.end += skipped;
     }
-    Ok((lines, pos))
+    Ok(block)
 }
 
 #[cfg(test)]
@@ -279,5 +371,36 @@ mod tests {
         assert!(lines[1].overlong);
         assert_eq!(lines[1].bytes.len(), MAX_LINE_BYTES);
         assert_eq!(end, data.len() as u64);
+    }
+
+    #[test]
+    fn block_stops_at_the_byte_cap_but_always_holds_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reqin.log");
+        std::fs::write(&path, b"aaaa\nbbbb\ncccc\ndd").unwrap();
+        let f = identify(&path).unwrap().unwrap();
+        let limits = |max_bytes| ReadLimits {
+            max_lines: 100,
+            max_bytes,
+            end: None,
+        };
+        let one = read_block(&f, 0, limits(1)).unwrap();
+        assert_eq!((one.len(), one.end), (1, 5));
+        assert_eq!(one.line(0), b"aaaa");
+        let two = read_block(&f, 0, limits(5)).unwrap();
+        assert_eq!((two.len(), two.end), (2, 10));
+        assert_eq!(two.line(1), b"bbbb");
+        let all = read_block(&f, 5, limits(usize::MAX)).unwrap();
+        assert_eq!((all.len(), all.end, all.data.len()), (2, 15, 8));
+        let bounded = read_block(
+            &f,
+            0,
+            ReadLimits {
+                end: Some(10),
+                ..limits(usize::MAX)
+            },
+        )
+        .unwrap();
+        assert_eq!(bounded.end, 10);
     }
 }

@@ -44,24 +44,69 @@ fn server_binary() -> PathBuf {
 pub struct ClickHouse {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
-    tcp_port: u16,
+    pub tcp_port: u16,
     interserver_port: u16,
+    /// `<remote_servers>` of a cluster this server belongs to.
+    remote_servers: String,
     child: Option<Child>,
 }
 
+/// The name of the test cluster in every node's `remote_servers`.
+pub const CLUSTER: &str = "reqin";
+
 impl ClickHouse {
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ch = Self {
-            dir,
-            http_port: free_port(),
-            tcp_port: free_port(),
-            interserver_port: free_port(),
-            child: None,
-        };
+        let mut ch = Self::unstarted();
         ch.write_config();
         ch.spawn();
         ch
+    }
+
+    fn unstarted() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            http_port: free_port(),
+            tcp_port: free_port(),
+            interserver_port: free_port(),
+            remote_servers: String::new(),
+            child: None,
+        }
+    }
+
+    /// `shards` servers, each its own process and data directory, each knowing all of them as
+    /// cluster [`CLUSTER`] (one replica per shard) in its `remote_servers`.
+    pub fn start_cluster(shards: usize) -> Vec<Self> {
+        let mut nodes: Vec<Self> = (0..shards).map(|_| Self::unstarted()).collect();
+        let shard_xml: String = nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "<shard><replica><host>127.0.0.1</host><port>{}</port></replica></shard>",
+                    n.tcp_port
+                )
+            })
+            .collect();
+        let remote = format!("<remote_servers><{CLUSTER}>{shard_xml}</{CLUSTER}></remote_servers>");
+        for n in &mut nodes {
+            n.remote_servers = remote.clone();
+            n.write_config();
+            n.spawn();
+        }
+        nodes
+    }
+
+    /// SIGTERM and wait: the server's own clean shutdown.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "TERM");
+            let _ = c.wait();
+        }
+    }
+
+    /// The same binary on the same data directory and ports, after [`Self::stop`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running server");
+        self.spawn();
     }
 
     fn write_config(&self) {
@@ -82,9 +127,10 @@ impl ClickHouse {
   <default_database>default</default_database>
   <mark_cache_size>104857600</mark_cache_size>
   <max_concurrent_queries>50</max_concurrent_queries>
+  {}
 </yandex>
 "#,
-            self.http_port, self.tcp_port, self.interserver_port
+            self.http_port, self.tcp_port, self.interserver_port, self.remote_servers
         );
         std::fs::write(self.dir.path().join("config.xml"), config).unwrap();
         let users = r#"<yandex>
@@ -153,13 +199,18 @@ impl ClickHouse {
 
     /// One HTTP/1.0 request (no chunked answers to decode): (status, body).
     fn http(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        self.http_bytes(method, path, body.as_bytes())
+    }
+
+    fn http_bytes(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_read_timeout(Some(Duration::from_secs(300)))?;
         write!(
             s,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )?;
+        s.write_all(body)?;
         let mut resp = String::new();
         s.read_to_string(&mut resp)?;
         let status = resp
@@ -177,6 +228,11 @@ impl ClickHouse {
     /// `INSERT ... FORMAT ...` with `data` as the body, as the shipper sends it but with no
     /// shipper around: the baseline of the throughput benchmark.
     pub fn insert(&self, sql: &str, data: &str) {
+        self.insert_bytes(sql, data.as_bytes());
+    }
+
+    /// The same with a binary body (`FORMAT RowBinary`).
+    pub fn insert_bytes(&self, sql: &str, data: &[u8]) {
         let mut url = String::from("/?wait_end_of_query=1&query=");
         for b in sql.bytes() {
             if b.is_ascii_alphanumeric() {
@@ -185,8 +241,12 @@ impl ClickHouse {
                 url.push_str(&format!("%{b:02X}"));
             }
         }
-        let (status, body) = self.http("POST", &url, data).unwrap();
+        let (status, body) = self.http_bytes("POST", &url, data).unwrap();
         assert_eq!(status, 200, "{sql}: {body}");
+    }
+
+    pub fn pid_or_zero(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Runs `sql`; panics on a ClickHouse error. Answers in TSV.
@@ -329,6 +389,89 @@ pub fn append(path: &Path, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
 }
 
+/// One line of web server `server` of a fleet (its own id space): `request_id` per the contract
+/// (`<conn_id>-<sequence_number>`, four requests per connection) and clients spread over 250
+/// addresses, so the sharding key spreads them. Built from one correlated line by substitution:
+/// hundreds of thousands of them are written by a debug build.
+pub fn fleet_line(server: &str, n: u64) -> String {
+    static TEMPLATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        let mut v: serde_json::Map<String, Value> =
+            serde_json::from_str(&correlated_line(0)).unwrap();
+        for (k, marker) in [
+            (fields::SRC_IP, "@SRC@"),
+            (fields::REQUEST_ID, "@RID@"),
+            (fields::CONN_ID, "@CONN@"),
+            (fields::HOST, "@HOST@"),
+            (fields::PATH, "@PATH@"),
+            (fields::TIME, "@TIME@"),
+            (fields::TIMESTAMP, "@TIME@"),
+        ] {
+            v.insert(k.into(), marker.into());
+        }
+        v.insert(fields::SEQUENCE_NUMBER.into(), 999_999.into());
+        serde_json::to_string(&v).unwrap()
+    });
+    let conn_id = format!("{server}-{:x}", n / 4);
+    let seq = n % 4 + 1;
+    let secs = 1_764_428_400 + n / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    template
+        .replace("@SRC@", &format!("198.51.100.{}", n % 250))
+        .replace("@RID@", &format!("{conn_id}-{seq}"))
+        .replace("@CONN@", &conn_id)
+        .replace("@HOST@", &format!("{server}.example.test"))
+        .replace("@PATH@", &format!("/item/{n}"))
+        .replace(
+            "@TIME@",
+            &format!("2025-11-29T{h:02}:{m:02}:{s:02}.{:06}Z", (n % 1000) * 1000),
+        )
+        .replace("999999", &seq.to_string())
+}
+
+/// One event of the detector as its `jsonl` listener writes it (CONTRACTS.md), `n` unique. Its
+/// `data` object carries keys that are also top-level keys (`ja4`, `time`), with other values.
+pub fn event_line(n: u64) -> String {
+    let secs = 1_764_428_400 + n;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let time = format!("2025-11-29T{h:02}:{m:02}:{s:02}.000042Z");
+    let mut data = serde_json::Map::new();
+    data.insert("ja4".into(), "NESTED_ja4_not_the_event_s".into());
+    data.insert("time".into(), "1999-01-01T00:00:00Z".into());
+    data.insert("count".into(), n.into());
+    data.insert("note".into(), "braces } { and \"quotes\"".into());
+    let mut tags = serde_json::Map::new();
+    tags.insert("investigation_id".into(), format!("INC-{n}").into());
+    let pairs: Vec<(&str, Value)> = vec![
+        (fields::CORRELATION_TAGS, tags.into()),
+        (fields::EVENT_DATA, data.into()),
+        (fields::EVENT_EMITTED, "2026-12-01T00:00:00.000000Z".into()),
+        (fields::EVENT_ID, format!("ev-{n:08}").into()),
+        (fields::HOST, "example.test".into()),
+        (fields::JA4, "t13d1516h2_8daaf6152771_e5627efa2ab1".into()),
+        (fields::EVENT_KIND, "event".into()),
+        (fields::EVENT_MODULE, "fingerprint_mismatch".into()),
+        (fields::PARENT_CORRELATION_ID, format!("conn{n}-1").into()),
+        (fields::ROOT_CORRELATION_ID, format!("conn{n}").into()),
+        (fields::EVENT_RULE, "ua_vs_ja4".into()),
+        (fields::EVENT_SEVERITY, "warning".into()),
+        (fields::SRC_IP, format!("203.0.113.{}", n % 200).into()),
+        (
+            fields::EVENT_SUMMARY,
+            format!("Chrome UA with a curl JA4 #{n}").into(),
+        ),
+        (fields::EVENT_TIME, time.into()),
+        (
+            fields::EVENT_TIME_NS,
+            (secs * 1_000_000_000 + 42_000).into(),
+        ),
+        (fields::EVENT_TYPE, "FingerprintMismatch".into()),
+    ];
+    let obj: serde_json::Map<String, Value> =
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    serde_json::to_string(&obj).unwrap()
+}
+
 /// A shipper configuration in `dir` following `pattern`.
 pub struct ShipSetup {
     pub dir: PathBuf,
@@ -356,12 +499,23 @@ impl ShipSetup {
         extra_clickhouse: &str,
         checkpoint: &Path,
     ) -> Self {
+        Self::full(dir, &ch.url(), pattern, extra_clickhouse, "", checkpoint)
+    }
+
+    /// Every knob: `url` of the first server, more `clickhouse:` keys, more `ship:` keys.
+    pub fn full(
+        dir: &Path,
+        url: &str,
+        pattern: &str,
+        extra_clickhouse: &str,
+        extra_ship: &str,
+        checkpoint: &Path,
+    ) -> Self {
         let metrics_port = free_port();
         let dead_letters = dir.join("ship.deadletter");
         let config = dir.join("config.yml");
         let text = format!(
-            "core:\n  interface: lo\nship:\n  clickhouse:\n    url: {}\n{extra_clickhouse}  retry:\n    initial_ms: 50\n    max_ms: 1000\n  input:\n    path: {pattern:?}\n  checkpoint_path: {:?}\n  dead_letter_path: {:?}\n  metrics:\n    addr: 127.0.0.1:{metrics_port}\n    log_interval_s: 2\n  log_level: info\n",
-            ch.url(),
+            "core:\n  interface: lo\nship:\n  clickhouse:\n    url: {url}\n{extra_clickhouse}  retry:\n    initial_ms: 50\n    max_ms: 1000\n  input:\n    path: {pattern:?}\n  checkpoint_path: {:?}\n  dead_letter_path: {:?}\n  metrics:\n    addr: 127.0.0.1:{metrics_port}\n    log_interval_s: 2\n  log_level: info\n{extra_ship}",
             checkpoint.display().to_string(),
             dead_letters.display().to_string(),
         );
@@ -417,6 +571,10 @@ pub struct Shipper {
 }
 
 impl Shipper {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -461,6 +619,23 @@ impl Drop for Shipper {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// utime + stime of a process and its threads, seconds (0 once it is gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
 }
 
 /// Polls `f` until it is true or `timeout` passes.
