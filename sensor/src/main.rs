@@ -36,6 +36,12 @@ enum Command {
     },
     /// Follow mod_reqin_log's correlated log into ClickHouse (disk-first, exactly once).
     Ship(reqin_shipper::ShipArgs),
+    /// The log lines and events matching tags, a JA4, an address, ids and a time window.
+    Query(ja4sensor_query::QueryArgs),
+    /// Everything a client did, connection by connection, events interleaved.
+    Timeline(ja4sensor_query::TimelineArgs),
+    /// One self-contained HTML page about the logs (or ClickHouse).
+    Report(ja4sensor_query::ReportArgs),
 }
 
 /// sentinel is a Go program: its flags have one dash (`ja4sentinel -config FILE`). Accept that
@@ -66,6 +72,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // grep-like exit codes (0 found, 1 nothing, 2 error), their own messages.
+        Some(Command::Query(args)) => return ja4sensor_query::cli::query(args),
+        Some(Command::Timeline(args)) => return ja4sensor_query::cli::timeline(args),
+        Some(Command::Report(args)) => return ja4sensor_query::cli::report(args),
         None => live::run(cli.run),
     };
     match result {
