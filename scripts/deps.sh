@@ -18,6 +18,7 @@ APT_PACKAGES=(
   binutils                     # readelf: GLIBC_ symbol versions of the packaged binaries
   valgrind                     # `make bench`: instructions per request (callgrind)
   systemd                      # systemd-analyze verify/security of the units
+  chromium                     # `ja4sensor report`'s page opened headless in the query tests
 )
 
 missing=()

@@ -109,6 +109,8 @@ pub fn requests(per_minute: &BTreeMap<i64, (u64, u64)>) -> Result<(String, i64),
         chart
             .configure_mesh()
             .x_labels(10)
+            .x_label_style((FONT, 12))
+            .y_label_style((FONT, 12))
             .x_label_formatter(&|m| minute_label(*m, with_date))
             .x_desc("UTC")
             .y_desc("requests")
@@ -152,7 +154,7 @@ pub fn bars(
     alert: bool,
 ) -> Result<String, ChartError> {
     let n = items.len().max(1);
-    let height = 60 + 24 * u32::try_from(n).unwrap_or(40);
+    let height = (70 + 24 * u32::try_from(n).unwrap_or(40)).max(160);
     let top = items.iter().map(|(_, c)| *c).max().unwrap_or(0).max(1);
     let labels: Vec<String> = items
         .iter()
@@ -172,15 +174,21 @@ pub fn bars(
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(label_width)
-            .build_cartesian_2d(0u64..top + top / 8 + 1, (0..n).into_segmented())
+            // Integer ranges are inclusive in plotters: 0..n-1 is n segments.
+            .build_cartesian_2d(0u64..top + top / 8 + 1, (0..n - 1).into_segmented())
             .map_err(err(name))?;
+        // The largest on top: item i in segment n-1-i.
         chart
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(n)
             .y_label_style((FONT, 12))
+            .x_label_style((FONT, 12))
             .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                SegmentValue::CenterOf(i) => labels
+                    .get(n - 1 - (*i).min(n - 1))
+                    .cloned()
+                    .unwrap_or_default(),
                 _ => String::new(),
             })
             .draw()
@@ -191,7 +199,7 @@ pub fn bars(
                 Histogram::horizontal(&chart)
                     .style(color.filled())
                     .margin(3)
-                    .data(items.iter().enumerate().map(|(i, (_, c))| (i, *c))),
+                    .data(items.iter().enumerate().map(|(i, (_, c))| (n - 1 - i, *c))),
             )
             .map_err(err(name))?;
         root.present().map_err(err(name))?;
@@ -222,6 +230,8 @@ pub fn ttl(ttl: &BTreeMap<u64, u64>) -> Result<String, ChartError> {
         chart
             .configure_mesh()
             .x_labels(17)
+            .x_label_style((FONT, 12))
+            .y_label_style((FONT, 12))
             .x_desc("ip_meta_ttl")
             .y_desc("requests")
             .draw()
@@ -229,7 +239,13 @@ pub fn ttl(ttl: &BTreeMap<u64, u64>) -> Result<String, ChartError> {
         chart
             .draw_series(
                 ttl.iter()
-                    .map(|(t, c)| Rectangle::new([(*t, 0), (*t + 1, *c)], CORRELATED.filled())),
+                    // Three units wide: one TTL is a sliver of the 0-255 axis.
+                    .map(|(t, c)| {
+                        Rectangle::new(
+                            [(t.saturating_sub(1), 0), (*t + 2, *c)],
+                            CORRELATED.filled(),
+                        )
+                    }),
             )
             .map_err(err(NAME))?;
         root.present().map_err(err(NAME))?;
@@ -308,6 +324,8 @@ pub fn events(per_rule: &BTreeMap<String, BTreeMap<i64, u64>>) -> Result<String,
         chart
             .configure_mesh()
             .x_labels(10)
+            .x_label_style((FONT, 12))
+            .y_label_style((FONT, 12))
             .x_label_formatter(&|m| minute_label(*m, with_date))
             .x_desc("UTC")
             .y_desc("events")
@@ -376,11 +394,16 @@ pub fn timeline(t: &Timeline, max_roots: usize) -> Result<String, ChartError> {
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(200)
-            .build_cartesian_2d(-span_s * 0.02..span_s * 1.05, (0..lanes).into_segmented())
+            .build_cartesian_2d(
+                -span_s * 0.02..span_s * 1.05,
+                (0..lanes - 1).into_segmented(),
+            )
             .map_err(err(NAME))?;
         chart
             .configure_mesh()
             .y_labels(lanes)
+            .x_label_style((FONT, 12))
+            .y_label_style((FONT, 11))
             .y_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => lane_labels.get(*i).cloned().unwrap_or_default(),
                 _ => String::new(),
