@@ -98,6 +98,8 @@ pub struct Config {
     pub hostile: bool,
     /// Percent of connections from the suspect client.
     pub suspect_percent: u64,
+    /// Some clients on IPv6 and one as an IPv4-mapped IPv6 address.
+    pub ipv6: bool,
 }
 
 impl Default for Config {
@@ -112,6 +114,7 @@ impl Default for Config {
             gzip: 2,
             hostile: true,
             suspect_percent: 4,
+            ipv6: true,
         }
     }
 }
@@ -458,8 +461,8 @@ pub fn generate_padded(dir: &Path, cfg: &Config, pad: usize) -> Generated {
         } else {
             let c = rng.below(CLIENTS.len() as u64) as usize;
             let ip = match rng.below(40) {
-                0 => MAPPED_IP.to_owned(),
-                1..=4 => format!("2001:db8::{:x}", 1 + rng.below(20)),
+                0 if cfg.ipv6 => MAPPED_IP.to_owned(),
+                1..=4 if cfg.ipv6 => format!("2001:db8::{:x}", 1 + rng.below(20)),
                 n if n < 20 => format!("198.51.100.{}", 1 + rng.below(150)),
                 _ => format!("203.0.113.{}", 1 + rng.below(60)),
             };
@@ -642,16 +645,26 @@ fn hostile(out: &mut Out, ev: &mut Out, tagged_line: &str, k: usize, n: usize, g
     // Valid JSON, not an object.
     writeln!(out, "[\"tag_{TAG_KEY}\",\"{TAG_VALUE}\"]").unwrap();
     g.hostile_not_object += 1;
-    // The value in another tag: parsed, not a match.
-    writeln!(
-        out,
-        "{}",
-        tagged_line.replace("tag_investigation_id", "tag_other_case")
-    )
-    .unwrap();
+    // The value in another tag: parsed, not a match. A copy is another request: its own id.
+    let copy = |suffix: &str, edit: &dyn Fn(&mut Map<String, Value>)| {
+        let mut m: Map<String, Value> = serde_json::from_str(tagged_line).unwrap();
+        let id = format!("{}-{suffix}", m[fields::REQUEST_ID].as_str().unwrap());
+        m.insert(fields::REQUEST_ID.into(), id.into());
+        edit(&mut m);
+        serde_json::to_string(&m).unwrap()
+    };
+    let tag_key = format!("{}{TAG_KEY}", fields::TAG_PREFIX);
+    let other = copy("other", &|m| {
+        let v = m.remove(&tag_key).unwrap();
+        m.insert(format!("{}other_case", fields::TAG_PREFIX), v);
+    });
+    writeln!(out, "{other}").unwrap();
     g.lines += 1;
     // Windows line end: a valid line (JSON allows the `\r`).
-    writeln!(out, "{}\r", tagged_line.replace("\"GET\"", "\"HEAD\"")).unwrap();
+    let head = copy("head", &|m| {
+        m.insert(fields::METHOD.into(), "HEAD".into());
+    });
+    writeln!(out, "{head}\r").unwrap();
     g.lines += 1;
     // An empty line.
     writeln!(out).unwrap();

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod clickhouse;
 pub mod gen;
 
 use std::path::{Path, PathBuf};
