@@ -29,6 +29,12 @@ pub const MODERN: &[Migration] = migrations!("modern":
     "005_ship_inbox.sql",
     "006_ship_inbox_raw_mv.sql",
     "007_ship_inbox_batches_mv.sql",
+    // ja4sensor query / timeline in SQL (020-029: the query tools' views).
+    "020_reqin_requests.sql",
+    "021_reqin_connections.sql",
+    "022_reqin_event_rows.sql",
+    "023_reqin_timeline.sql",
+    "024_reqin_request_gaps.sql",
 );
 
 pub const LEGACY: &[Migration] = migrations!("legacy":
@@ -39,6 +45,12 @@ pub const LEGACY: &[Migration] = migrations!("legacy":
     "006_ship_inbox_raw_mv.sql",
     "007_ship_inbox_http_logs_mv.sql",
     "008_ship_inbox_batches_mv.sql",
+    // ja4sensor query / timeline in SQL (020-029: the query tools' views).
+    "020_reqin_requests.sql",
+    "021_reqin_connections.sql",
+    "022_reqin_event_rows.sql",
+    "023_reqin_timeline.sql",
+    "024_reqin_request_gaps.sql",
 );
 
 pub fn migrations(flavor: Flavor) -> &'static [Migration] {
