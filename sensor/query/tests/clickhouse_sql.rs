@@ -167,11 +167,16 @@ fn as_i64(v: &Value) -> Option<i64> {
     }
 }
 
+/// A timeline entry as both sides give it: (entry, time_ns, correlation_id, parent).
+type Entry = (String, i64, String, String);
+/// (time_ns, rank, sequence_number, correlation_id): the SQL's ORDER BY.
+type SortKey = (i64, u8, u64, String);
+
 /// Answers keyed by question: raw_json lines, the timeline per connection, the gaps.
 #[derive(Debug, Default, PartialEq)]
 struct Answers {
     lines: BTreeMap<String, Vec<String>>,
-    timeline: BTreeMap<String, Vec<(String, i64, String, String)>>,
+    timeline: BTreeMap<String, Vec<Entry>>,
     gaps: BTreeSet<(String, i64, Option<i64>)>,
 }
 
@@ -237,8 +242,7 @@ fn reference_answers(g: &Generated) -> Answers {
     // The SQL's documented order within a connection: time, then handshake < request < event,
     // then sequence number, then id (`ja4sensor timeline` puts each event right after its
     // request instead; both agree unless requests share a microsecond).
-    let mut keyed: BTreeMap<String, Vec<((i64, u8, u64, String), (String, i64, String, String))>> =
-        BTreeMap::new();
+    let mut keyed: BTreeMap<String, Vec<(SortKey, Entry)>> = BTreeMap::new();
     for l in String::from_utf8(out).unwrap().lines() {
         let e: Map<String, Value> = serde_json::from_str(l).unwrap();
         let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
