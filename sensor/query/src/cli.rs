@@ -24,7 +24,8 @@ pub const DEFAULT_LOG_GLOB: &str = "/var/log/apache2/reqin.log*";
 /// The files and the window, common to the three commands.
 #[derive(Debug, Clone, Args)]
 pub struct Input {
-    /// Log files or globs (rotated and .gz files included) [default: /var/log/apache2/reqin.log*].
+    /// Log files or globs (rotated and .gz files included) [default: /var/log/apache2/reqin.log*,
+    /// unless only --events are given].
     #[arg(value_name = "LOG")]
     pub logs: Vec<String>,
     /// The detector's event files (JSON lines), file or glob; repeatable.
@@ -175,7 +176,7 @@ impl Input {
     }
 
     fn sources(&self) -> Result<Vec<Source>, CliError> {
-        let logs = if self.logs.is_empty() {
+        let logs = if self.logs.is_empty() && self.events.is_empty() {
             vec![DEFAULT_LOG_GLOB.to_owned()]
         } else {
             self.logs.clone()

@@ -36,7 +36,7 @@ pub fn run(
         sources,
         threads,
         |src, emit| {
-            scan::scan_file(&src.path, &pre, &mut |line, stats| {
+            src.scan(&pre, &mut |line, stats| {
                 let Some(o) = stats.parse(line) else {
                     return true;
                 };

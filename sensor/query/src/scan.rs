@@ -10,13 +10,16 @@
 //! - A last line without its `\n` is not read (`partial`): the writer may still be writing it.
 //! - Lines that are not a JSON object are skipped and counted by reason; a file that cannot be
 //!   opened or stops decompressing is reported and the others are still read.
-//! - [`stream`] writes what each file produced in file order (oldest file first, lines in
-//!   their order in the file) while up to [`MAX_THREADS`] files are read at once: each reader
-//!   hands its output over a bounded channel, so a reader ahead of the writer waits instead of
-//!   buffering.
+//! - With more than one thread, a plain file larger than [`PART_BYTES`] is read in parts of
+//!   that size, several at once (a line belongs to the part it starts in); a gzip file is one
+//!   part. Parts of all files are read by up to [`MAX_THREADS`] threads.
+//! - [`stream`] writes what each part produced in order (oldest file first, lines in their
+//!   order in the file): each reader hands its output over a bounded channel, and a reader may
+//!   be at most [`PARTS_AHEAD_PER_THREAD`] parts per thread ahead of the writer, so memory stays
+//!   bounded whatever the answer's size.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
@@ -34,10 +37,17 @@ pub const MAX_LINE_BYTES: usize = whole::WHOLE_READ_BUFFER_BYTES;
 /// Files read at once. Reading is mostly memory bandwidth and decompression; more threads than
 /// cores only add contention, and each reader holds a 1 MiB buffer (or two, for gzip).
 pub const MAX_THREADS: usize = 4;
-/// Output of one file handed to the writer at a time, and how many such chunks a reader may be
-/// ahead of it: bounds the memory of readers of later files (4 × 8 × 64 KiB).
+/// Output handed to the writer at a time.
 pub const OUTPUT_CHUNK_BYTES: usize = 64 * 1024;
-const OUTPUT_CHUNKS_AHEAD: usize = 8;
+/// Parts of a plain file read by different threads. Small enough that the output of a part ahead
+/// of the writer can wait in memory (at most the part itself, when every line matches), large
+/// enough that opening and seeking cost nothing next to reading.
+pub const PART_BYTES: u64 = 2 * 1024 * 1024;
+/// Output chunks a part may have waiting: a whole part's (a gzip file, one part, waits beyond).
+const OUTPUT_CHUNKS_AHEAD: usize = (PART_BYTES as usize) / OUTPUT_CHUNK_BYTES + 2;
+/// Parts read but not yet written, per reader thread: bounds the output waiting in memory to
+/// about threads × 2 × [`PART_BYTES`].
+pub const PARTS_AHEAD_PER_THREAD: usize = 2;
 /// `--since`: a file last written this long before the window starts is not opened (its lines
 /// were written before its modification time, and a line's time is when its request started).
 /// The margin absorbs clock steps.
@@ -48,6 +58,61 @@ pub const MTIME_SLACK_NS: i64 = 600 * 1_000_000_000;
 pub struct Source {
     pub path: PathBuf,
     pub role: Role,
+}
+
+/// What one reader reads at a time: a whole file, or a part of a plain file.
+#[derive(Debug, Clone, Copy)]
+pub struct Unit<'a> {
+    pub source: &'a Source,
+    pub role: Role,
+    /// Lines starting at byte offsets in `[start, end)`; `end` `None`: to the end of the file.
+    range: Option<(u64, Option<u64>)>,
+}
+
+impl Unit<'_> {
+    /// Reads the unit (see [`scan_file`]); the parts of a file count it once in `files`.
+    pub fn scan(
+        &self,
+        pre: &Prefilter,
+        on_line: &mut dyn FnMut(&[u8], &mut ScanStats) -> bool,
+    ) -> ScanStats {
+        match self.range {
+            None => scan_file(&self.source.path, pre, on_line),
+            Some((start, end)) => scan_part(&self.source.path, start, end, pre, on_line),
+        }
+    }
+}
+
+/// The units of `sources` for `threads` readers: plain files larger than [`PART_BYTES`] in
+/// parts when there is more than one reader.
+pub fn units(sources: &[Source], threads: usize) -> Vec<Unit<'_>> {
+    let mut out = Vec::with_capacity(sources.len());
+    for source in sources {
+        let whole = Unit {
+            source,
+            role: source.role,
+            range: None,
+        };
+        let size = std::fs::metadata(&source.path).map_or(0, |m| m.len());
+        let plain = matches!(whole::encoding(&source.path), Ok(Encoding::Plain));
+        if threads <= 1 || !plain || size <= PART_BYTES {
+            out.push(whole);
+            continue;
+        }
+        let mut start = 0;
+        while start < size {
+            let end = start + PART_BYTES;
+            // The last part reads to the end, lines appended since included.
+            let end = (end < size).then_some(end);
+            out.push(Unit {
+                source,
+                role: source.role,
+                range: Some((start, end)),
+            });
+            start = end.unwrap_or(size);
+        }
+    }
+    out
 }
 
 /// The log files (`logs`) and event files (`events`) that the paths and globs name, each once,
@@ -414,6 +479,147 @@ pub fn scan_file(
     stats
 }
 
+/// Reads the lines of `path` that start in `[start, end)`: the line running over `start` is the
+/// previous part's, the one running over `end` is read to its end.
+fn scan_part(
+    path: &Path,
+    start: u64,
+    end: Option<u64>,
+    pre: &Prefilter,
+    on_line: &mut dyn FnMut(&[u8], &mut ScanStats) -> bool,
+) -> ScanStats {
+    let mut stats = ScanStats {
+        files: u64::from(start == 0),
+        ..ScanStats::default()
+    };
+    let fail = |stats: &mut ScanStats, e: io::Error| {
+        stats
+            .failed_files
+            .push(format!("{}: {e} (part from byte {start})", path.display()));
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            fail(&mut stats, e);
+            return stats;
+        }
+    };
+    let mut reader = BufReader::with_capacity(whole::WHOLE_READ_BUFFER_BYTES, file);
+    // Position on the first line starting at `start` or later: read from the byte before it
+    // through the first newline (which is that byte when a line starts exactly at `start`).
+    let mut at = start;
+    if start > 0 {
+        if let Err(e) = reader.seek(SeekFrom::Start(start - 1)) {
+            fail(&mut stats, e);
+            return stats;
+        }
+        at = start - 1;
+        loop {
+            let buf = match reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    fail(&mut stats, e);
+                    return stats;
+                }
+            };
+            if buf.is_empty() {
+                return stats;
+            }
+            match memchr::memchr(b'\n', buf) {
+                Some(i) => {
+                    reader.consume(i + 1);
+                    at += i as u64 + 1;
+                    break;
+                }
+                None => {
+                    let n = buf.len();
+                    reader.consume(n);
+                    at += n as u64;
+                }
+            }
+        }
+    }
+    let mut limited = LineLimited {
+        inner: reader,
+        left: end.map_or(u64::MAX, |e| e.saturating_sub(at)),
+        at_line_start: true,
+        tail: false,
+        done: false,
+    };
+    if let Err(e) = scan_reader(&mut limited, pre, &mut stats, on_line) {
+        fail(&mut stats, e);
+    }
+    stats
+}
+
+/// A reader that ends after the line holding its `left`-th byte: the lines starting within
+/// `left` bytes, each whole.
+struct LineLimited<R> {
+    inner: R,
+    left: u64,
+    /// The last byte handed out was a `\n` (or nothing was handed out yet).
+    at_line_start: bool,
+    /// `left` is used up in the middle of a line: hand out up to its `\n`.
+    tail: bool,
+    done: bool,
+}
+
+impl<R: BufRead> io::Read for LineLimited<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for LineLimited<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.done || (self.left == 0 && !self.tail && self.at_line_start) {
+            self.done = true;
+            return Ok(&[]);
+        }
+        if self.left == 0 {
+            self.tail = true;
+        }
+        let tail = self.tail;
+        let left = self.left;
+        let buf = self.inner.fill_buf()?;
+        if tail {
+            return Ok(match memchr::memchr(b'\n', buf) {
+                Some(i) => &buf[..=i],
+                None => buf,
+            });
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        Ok(&buf[..n])
+    }
+
+    fn consume(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // The bytes being consumed are the front of what fill_buf returned.
+        let last_is_newline = self
+            .inner
+            .fill_buf()
+            .ok()
+            .and_then(|b| b.get(n - 1).copied())
+            == Some(b'\n');
+        self.inner.consume(n);
+        self.at_line_start = last_is_newline;
+        if self.tail {
+            if last_is_newline {
+                self.done = true;
+            }
+        } else {
+            self.left = self.left.saturating_sub(n as u64);
+        }
+    }
+}
+
 /// Reader threads for `files` files: `requested` (0: one per core), at most [`MAX_THREADS`].
 pub fn thread_count(requested: usize, files: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -425,32 +631,33 @@ pub fn thread_count(requested: usize, files: usize) -> usize {
     want.min(files).max(1)
 }
 
-/// Runs `work` on every source, `threads` at a time; results in source order.
+/// Runs `work` on every unit of `sources` (see [`units`]), `threads` at a time; results in
+/// unit order.
 pub fn map_files<T: Send>(
     sources: &[Source],
     threads: usize,
-    work: impl Fn(&Source) -> T + Sync,
+    work: impl Fn(&Unit) -> T + Sync,
 ) -> Vec<T> {
+    let threads = thread_count(threads, usize::MAX);
+    let units = units(sources, threads);
     let next = AtomicUsize::new(0);
-    let mut slots: Vec<Option<T>> = std::iter::repeat_with(|| None)
-        .take(sources.len())
-        .collect();
+    let mut slots: Vec<Option<T>> = std::iter::repeat_with(|| None).take(units.len()).collect();
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..thread_count(threads, sources.len()))
+        let handles: Vec<_> = (0..threads.min(units.len()).max(1))
             .map(|_| {
                 s.spawn(|| {
                     let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(src) = sources.get(i) else { break };
-                        done.push((i, work(src)));
+                        let Some(unit) = units.get(i) else { break };
+                        done.push((i, work(unit)));
                     }
                     done
                 })
             })
             .collect();
         for h in handles {
-            // A panicking reader is a bug; its files are then missing from the answer and
+            // A panicking reader is a bug; its units are then missing from the answer and
             // the panic message is already on stderr.
             if let Ok(done) = h.join() {
                 for (i, r) in done {
@@ -469,28 +676,38 @@ enum Chunk {
     Done(Box<ScanStats>),
 }
 
-/// Runs `work` on every source, `threads` at a time, and writes what each produced into `out`
-/// in source order. `work` gets an `emit` function taking output bytes; it returns false once
-/// the output is closed (the reader should then stop).
+/// Runs `work` on every unit of `sources`, `threads` at a time, and writes what each produced
+/// into `out` in unit order. `work` gets an `emit` function taking output bytes; it returns false
+/// once the output is closed (the reader should then stop).
 pub fn stream(
     sources: &[Source],
     threads: usize,
-    work: impl Fn(&Source, &mut dyn FnMut(&[u8]) -> bool) -> ScanStats + Sync,
+    work: impl Fn(&Unit, &mut dyn FnMut(&[u8]) -> bool) -> ScanStats + Sync,
     out: &mut dyn Write,
 ) -> Result<ScanStats, ScanError> {
-    let channels: Vec<_> = sources
+    let threads = thread_count(threads, usize::MAX);
+    let units = units(sources, threads);
+    let channels: Vec<_> = units
         .iter()
         .map(|_| crossbeam_channel::bounded::<Chunk>(OUTPUT_CHUNKS_AHEAD))
         .collect();
     let (senders, mut receivers): (Vec<_>, Vec<_>) = channels.into_iter().unzip();
+    // One token per unit taken and not yet written.
+    let (ahead_tx, ahead_rx) = crossbeam_channel::bounded::<()>(threads * PARTS_AHEAD_PER_THREAD);
     let next = AtomicUsize::new(0);
     let mut total = ScanStats::default();
     let mut result = Ok(());
     std::thread::scope(|s| {
-        for _ in 0..thread_count(threads, sources.len()) {
-            s.spawn(|| loop {
+        for _ in 0..threads.min(units.len()).max(1) {
+            let ahead_tx = ahead_tx.clone();
+            let (units, senders, next) = (&units, &senders, &next);
+            let work = &work;
+            s.spawn(move || loop {
+                if ahead_tx.send(()).is_err() {
+                    break; // the writer is gone
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let (Some(src), Some(tx)) = (sources.get(i), senders.get(i)) else {
+                let (Some(unit), Some(tx)) = (units.get(i), senders.get(i)) else {
                     break;
                 };
                 let mut pending: Vec<u8> = Vec::new();
@@ -504,33 +721,37 @@ pub fn stream(
                     }
                     open
                 };
-                let stats = work(src, &mut emit);
+                let stats = work(unit, &mut emit);
                 if !pending.is_empty() {
                     let _ = tx.send(Chunk::Bytes(pending));
                 }
                 let _ = tx.send(Chunk::Done(Box::new(stats)));
             });
         }
-        'files: for rx in receivers.iter() {
+        drop(ahead_tx);
+        'units: for rx in receivers.iter() {
             loop {
                 match rx.recv() {
                     Ok(Chunk::Bytes(b)) => {
                         if let Err(e) = out.write_all(&b) {
                             result = Err(e);
-                            break 'files;
+                            break 'units;
                         }
                     }
                     Ok(Chunk::Done(stats)) => {
                         total.merge(&stats);
                         break;
                     }
-                    // A reader thread died (a bug): its file's output ends here.
+                    // A reader thread died (a bug): its unit's output ends here.
                     Err(_) => break,
                 }
             }
+            // The unit is written: a reader may take one more.
+            let _ = ahead_rx.recv();
         }
         // Closing the channels stops readers still working (after an output error).
         receivers.clear();
+        drop(ahead_rx);
     });
     match result {
         Ok(()) => out.flush().map_err(ScanError::Output)?,
@@ -657,7 +878,7 @@ mod tests {
         let stats = stream(
             &sources,
             4,
-            |src, emit| scan_file(&src.path, &pre, &mut |line, _| emit(line) && emit(b"\n")),
+            |src, emit| src.scan(&pre, &mut |line, _| emit(line) && emit(b"\n")),
             &mut out,
         )
         .unwrap();
@@ -666,5 +887,76 @@ mod tests {
             .collect();
         assert_eq!(String::from_utf8(out).unwrap(), want);
         assert_eq!(stats.files, 9);
+    }
+
+    /// Every line of `sources` through `stream` with `threads` readers: (output, stats).
+    fn read_all(sources: &[Source], threads: usize, needle: &[u8]) -> (Vec<u8>, ScanStats) {
+        let pre = Prefilter::all_of(vec![needle.to_vec()]);
+        let mut out = Vec::new();
+        let stats = stream(
+            sources,
+            threads,
+            |src, emit| {
+                src.scan(&pre, &mut |line, st| {
+                    st.matched += 1;
+                    emit(line) && emit(b"\n")
+                })
+            },
+            &mut out,
+        )
+        .unwrap();
+        (out, stats)
+    }
+
+    #[test]
+    fn parts_of_a_large_file_read_by_several_threads_give_the_whole_files_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.log");
+        let mut body = Vec::new();
+        let mut x: u64 = 7;
+        let mut n = 0;
+        while body.len() < 3 * PART_BYTES as usize + 12_345 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let pad = (x % 3000) as usize;
+            body.extend(
+                format!("{{\"n\":{n},\"k\":\"v\",\"p\":\"{}\"}}\n", "x".repeat(pad)).into_bytes(),
+            );
+            n += 1;
+            if n == 700 {
+                // An overlong line across a part boundary.
+                body.extend(std::iter::repeat_n(b'y', MAX_LINE_BYTES + 5));
+                body.extend(b"\"k\":\"v\"\n");
+            }
+        }
+        // Lines ending exactly at a part boundary, and one starting there.
+        let at = 2 * PART_BYTES as usize;
+        let nl = memchr::memrchr(b'\n', &body[..at]).unwrap();
+        body.splice(
+            nl + 1..nl + 1,
+            std::iter::repeat_n(b'z', at - nl - 2).chain([b'\n']),
+        );
+        body.extend(b"{\"k\":\"v\",\"cut\":");
+        std::fs::write(&path, &body).unwrap();
+        let sources = vec![Source {
+            path,
+            role: Role::Log,
+        }];
+        assert!(units(&sources, 3).len() >= 4);
+        let (one, s1) = read_all(&sources, 1, b"\"v\"");
+        for threads in [2, 3, 4] {
+            let (many, sn) = read_all(&sources, threads, b"\"v\"");
+            assert!(one == many, "{threads} threads: output differs");
+            assert_eq!(sn.matched, s1.matched);
+            assert_eq!(sn.bytes, body.len() as u64);
+            assert_eq!(sn.files, 1);
+            assert_eq!(sn.skipped, s1.skipped);
+        }
+        assert_eq!(s1.skipped.overlong, 1);
+        assert_eq!(s1.skipped.partial, 1);
+        let (every, _) = read_all(&sources, 3, b"");
+        let (every1, _) = read_all(&sources, 1, b"");
+        assert!(every == every1);
     }
 }

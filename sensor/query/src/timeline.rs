@@ -146,7 +146,7 @@ fn choose_roots(
     let per_file = scan::map_files(sources, threads, |src| {
         let mut found = BTreeSet::new();
         let mut too_many = false;
-        let st = scan::scan_file(&src.path, &pre, &mut |line, st| {
+        let st = src.scan(&pre, &mut |line, st| {
             let Some(o) = st.parse(line) else { return true };
             if !filter.matches(&o, src.role) {
                 return true;
@@ -245,7 +245,7 @@ pub fn collect(
     })?;
     let per_file = scan::map_files(sources, threads, |src| {
         let mut c = Collector::new(roots);
-        let st = scan::scan_file(&src.path, &pre, &mut |line, st| c.add(st, line, src.role));
+        let st = src.scan(&pre, &mut |line, st| c.add(st, line, src.role));
         (c, st)
     });
     let mut stats = ScanStats::default();

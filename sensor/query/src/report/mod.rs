@@ -130,7 +130,7 @@ pub fn from_files(
     };
     let tallies = scan::map_files(&readable, threads, |src| {
         let mut t = Tally::default();
-        let stats = scan::scan_file(&src.path, &every, &mut |line, st| {
+        let stats = src.scan(&every, &mut |line, st| {
             t.add(st, line, src.role, window, selector, mapping);
             true
         });
