@@ -26,7 +26,7 @@ fn line(c: u32, n: u32, t_us: i64, tag: bool) -> String {
     m.insert(fields::TIMESTAMP.into(), t.into());
     m.insert(fields::SRC_IP.into(), format!("198.51.100.{c}").into());
     m.insert(fields::SRC_PORT.into(), (40000 + c).into());
-    m.insert(fields::CORRELATED.into(), (c % 2 == 0).into());
+    m.insert(fields::CORRELATED.into(), c.is_multiple_of(2).into());
     m.insert(fields::CONN_ID.into(), format!("conn{c}").into());
     m.insert(fields::REQUEST_ID.into(), format!("conn{c}-{n}").into());
     m.insert(fields::SEQUENCE_NUMBER.into(), n.into());
@@ -34,7 +34,7 @@ fn line(c: u32, n: u32, t_us: i64, tag: bool) -> String {
     m.insert(fields::HOST.into(), "h.example".into());
     m.insert(fields::PATH.into(), format!("/p/{n}").into());
     m.insert(fields::STATUS.into(), 200.into());
-    if c % 2 == 0 {
+    if c.is_multiple_of(2) {
         m.insert(
             fields::JA4.into(),
             "t13d1516h2_8daaf6152771_02713d6af862".into(),
@@ -78,7 +78,7 @@ fn logs() -> Logs {
     for c in 0..20u32 {
         for n in 1..=3u32 {
             let t = t0 + i64::from(c) * 60_000_000 + i64::from(n) * 1_000_000;
-            let l = line(c, n, t, c % 5 == 0);
+            let l = line(c, n, t, c.is_multiple_of(5));
             if c < 10 {
                 old.push_str(&l);
                 old.push('\n');
@@ -86,7 +86,7 @@ fn logs() -> Logs {
                 live.push_str(&l);
                 live.push('\n');
             }
-            if c % 5 == 0 && n == 2 {
+            if c.is_multiple_of(5) && n == 2 {
                 let e = json!({
                     fields::EVENT_TIME: rfc3339(t), fields::EVENT_TIME_NS: t * 1000,
                     fields::EVENT_ID: format!("ev{c}"), fields::EVENT_SEVERITY: "warning",
