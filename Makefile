@@ -33,6 +33,9 @@ bench: release
 	scripts/bench/sensor.sh
 	python3 scripts/bench/live_rate.py
 	python3 scripts/bench/memory.py --warmup 1000000 --requests 1000000
+	$(CARGO) build --release -p ja4sensor-query --example gen_log
+	$(CARGO) bench -p ja4sensor-query --bench seed004
+	python3 scripts/bench/query.py
 
 # The module into `apxs -q LIBEXECDIR` and its config snippets (Debian mods-available/ or RHEL
 # conf.modules.d/ + conf.d/); `make install DESTDIR=/tmp/stage [LAYOUT=rhel]` for a staged install.

@@ -19,6 +19,7 @@ APT_PACKAGES=(
   valgrind                     # `make bench`: instructions per request (callgrind)
   systemd                      # systemd-analyze verify/security of the units
   chromium                     # `ja4sensor report`'s page opened headless in the query tests
+  time                         # /usr/bin/time: peak RSS of a process (scripts/bench/query.py)
 )
 
 missing=()

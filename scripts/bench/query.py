@@ -14,7 +14,7 @@
    line parsed), and four rotated files read by 1 and 2 threads.
 
 Needs release builds: `cargo build --release -p ja4sensor && cargo build --release -p
-ja4sensor-query --example gen_log` (make bench does both). Prints a markdown table for
+ja4sensor-query --example gen_log` (make bench does both), and GNU time (`make deps`). Prints a markdown table for
 BENCHMARKS.md. Usage: query.py [--lines 1000000] [--repeats 5] [--dir /var/tmp/...] [--keep]
 """
 
@@ -38,27 +38,37 @@ CURL_JA4 = "t13d3112h1_e8f1e7e78f70_6bebaf5329ac"
 REQUESTS_PER_CONN = 3.5
 
 
+TIME = "/usr/bin/time"
+
+
 def run(cmd, out_path=os.devnull, env=None):
-    """Runs cmd with stdout to out_path: (wall seconds, peak RSS KiB, exit code)."""
+    """Runs cmd with stdout to out_path: (wall seconds, exit code). No wrapper in between."""
     with open(out_path, "wb") as out:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
-        _, status, usage = os.wait4(p.pid, 0)
+        p = subprocess.run(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
         wall = time.perf_counter() - t0
-        p.stderr.read()
-        p.stderr.close()
-    return wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+    return wall, p.returncode
+
+
+def peak_rss_kib(cmd, out_path=os.devnull, env=None):
+    """Peak RSS of cmd, KiB, as GNU time reports it (its own small process forks and execs cmd:
+    a child forked from this Python process would count the interpreter's pages too)."""
+    with open(out_path, "wb") as out:
+        p = subprocess.run([TIME, "-f", "%M", *cmd], stdout=out, stderr=subprocess.PIPE, env=env)
+    if p.returncode not in (0, 1):
+        sys.exit(f"{cmd}: exit {p.returncode}: {p.stderr.decode()}")
+    return int(p.stderr.decode().strip().splitlines()[-1])
 
 
 def median_run(cmd, repeats, out_path=os.devnull, env=None):
-    walls, rss = [], []
+    """Median wall time of `repeats` runs, and the peak RSS of one more run."""
+    walls = []
     for _ in range(repeats):
-        w, r, code = run(cmd, out_path, env)
+        w, code = run(cmd, out_path, env)
         if code not in (0, 1):
             sys.exit(f"{cmd}: exit {code}")
         walls.append(w)
-        rss.append(r)
-    return statistics.median(walls), max(rss)
+    return statistics.median(walls), peak_rss_kib(cmd, out_path, env)
 
 
 def gen(dir_, connections, max_requests, rotations, gzip_files):
@@ -141,15 +151,15 @@ def main():
         env_c = dict(os.environ, LC_ALL="C")
 
         def versus(name, ours_cmd, grep_text, target):
-            g_walls, o_walls, o_rss = [], [], []
+            g_walls, o_walls = [], []
             for _ in range(a.repeats):
-                w, _, _ = run(["grep", "-a", "-F", grep_text, log], grep_out, env_c)
+                w, _ = run(["grep", "-a", "-F", grep_text, log], grep_out, env_c)
                 g_walls.append(w)
-                w, r, code = run(ours_cmd, ours_out)
+                w, code = run(ours_cmd, ours_out)
                 if code not in (0, 1):
                     sys.exit(f"{ours_cmd}: exit {code}")
                 o_walls.append(w)
-                o_rss.append(r)
+            o_rss = [peak_rss_kib(ours_cmd, ours_out)]
             g, o = statistics.median(g_walls), statistics.median(o_walls)
             ours_n, grep_n = lines_of(ours_out), lines_of(grep_out)
             rows.append((
