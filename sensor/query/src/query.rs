@@ -168,7 +168,7 @@ fn table_row(o: &Object, role: Role) -> String {
     }
 }
 
-/// Prints the matches to stdout; the summary goes to stderr unless `quiet`.
+/// Prints the matches to stdout (the caller prints the summary).
 pub fn to_stdout(
     sources: &[Source],
     filter: &Filter,

@@ -61,6 +61,15 @@ impl Counter {
         self.counts.values().sum::<u64>() + self.other
     }
 
+    /// Distinct keys kept.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
     pub fn get(&self, key: &str) -> u64 {
         self.counts.get(key).copied().unwrap_or(0)
     }

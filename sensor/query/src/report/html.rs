@@ -145,7 +145,11 @@ pub fn render(d: &ReportData) -> Result<String, ReportError> {
     row(
         &mut o,
         "distinct JA4",
-        format!("{}", a.ja4.top(usize::MAX).len()),
+        if a.ja4.other > 0 {
+            format!("more than {}", a.ja4.len())
+        } else {
+            a.ja4.len().to_string()
+        },
     );
     row(
         &mut o,
