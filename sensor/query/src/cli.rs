@@ -384,8 +384,9 @@ pub fn from_clickhouse(
 ) -> Result<(Tally, Option<timeline::Timeline>, bool), report::ReportError> {
     let mut tally = Tally::default();
     let mut stats = ScanStats::default();
+    let scope = report::Scope::new(window, selector, mapping);
     src.window(window.since_ns, window.until_ns, &mut |line, role| {
-        tally.add(&mut stats, line, role, window, selector, mapping);
+        tally.add(&mut stats, line, role, &scope);
     })?;
     tally.stats = stats;
     let Some(_) = selector else {

@@ -135,6 +135,57 @@ impl Filter {
         out
     }
 
+    /// The fields [`Filter::matches`] reads in a line of `role` (a parse may keep only these).
+    pub fn keys(&self, role: Role) -> Vec<String> {
+        let mut k: Vec<String> = Vec::new();
+        let mut add = |s: &str| {
+            if !k.iter().any(|x| x == s) {
+                k.push(s.to_owned());
+            }
+        };
+        let (request_key, conn_key) = match role {
+            Role::Log => (fields::REQUEST_ID, fields::CONN_ID),
+            Role::Events => (fields::PARENT_CORRELATION_ID, fields::ROOT_CORRELATION_ID),
+        };
+        if self.request_id.is_some() {
+            add(request_key);
+        }
+        if self.conn_id.is_some() {
+            add(conn_key);
+        }
+        if self.ja4.is_some() {
+            add(fields::JA4);
+        }
+        match role {
+            Role::Log => {
+                for t in &self.tags {
+                    add(&format!("{}{}", fields::TAG_PREFIX, t.key));
+                }
+                if self.ip.is_some() {
+                    add(fields::SRC_IP);
+                    add(fields::USERAGENT_IP);
+                }
+                if self.has_time_window() {
+                    add(fields::TIME);
+                    add(fields::TIMESTAMP);
+                }
+            }
+            Role::Events => {
+                if !self.tags.is_empty() {
+                    add(fields::CORRELATION_TAGS);
+                }
+                if self.ip.is_some() {
+                    add(fields::SRC_IP);
+                }
+                if self.has_time_window() {
+                    add(fields::EVENT_TIME_NS);
+                    add(fields::EVENT_TIME);
+                }
+            }
+        }
+        k
+    }
+
     /// The exact test on a parsed line.
     pub fn matches(&self, o: &Object, role: Role) -> bool {
         let (request_key, conn_key) = match role {

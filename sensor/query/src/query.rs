@@ -28,6 +28,8 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<ScanStats, ScanError> {
     let pre = Prefilter::all_of(filter.needles());
+    // The JSON-lines output needs nothing but the exact test's fields; the table, every field.
+    let keys = [Role::Log, Role::Events].map(|r| filter.keys(r));
     if output == Output::Table {
         out.write_all(table_header().as_bytes())
             .map_err(ScanError::Output)?;
@@ -36,8 +38,16 @@ pub fn run(
         sources,
         threads,
         |src, emit| {
+            let keys = match src.role {
+                Role::Log => &keys[0],
+                Role::Events => &keys[1],
+            };
             src.scan(&pre, &mut |line, stats| {
-                let Some(o) = stats.parse(line) else {
+                let parsed = match output {
+                    Output::JsonLines => stats.parse_keys(line, keys),
+                    Output::Table => stats.parse(line),
+                };
+                let Some(o) = parsed else {
                     return true;
                 };
                 if !filter.matches(&o, src.role) {

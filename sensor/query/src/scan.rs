@@ -274,6 +274,23 @@ impl ScanStats {
             }
         }
     }
+
+    /// `line` validated whole and parsed keeping the entries named in `keys`, or counted as
+    /// skipped.
+    pub fn parse_keys<'a, K: AsRef<str>>(
+        &mut self,
+        line: &'a [u8],
+        keys: &[K],
+    ) -> Option<Object<'a>> {
+        self.parsed += 1;
+        match Object::parse_keys(line, keys) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                self.skipped.count(e);
+                None
+            }
+        }
+    }
 }
 
 /// The prefilter: the lines worth parsing are those holding every one of `all` (the search runs

@@ -35,6 +35,32 @@ use crate::time;
 static B_TIMESTAMP: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("{}{}", fields::PREFIX_B, fields::TIMESTAMP));
 
+/// The fields an entry is made of (see [`raw_entry`]), for a log line and for an event.
+static ENTRY_KEYS: std::sync::LazyLock<(Vec<String>, Vec<String>)> =
+    std::sync::LazyLock::new(|| {
+        let log = [
+            fields::CONN_ID,
+            fields::TIME,
+            fields::TIMESTAMP,
+            fields::SEQUENCE_NUMBER,
+            fields::KEEPALIVES,
+            fields::STREAM_ID,
+            fields::REQUEST_ID,
+            B_TIMESTAMP.as_str(),
+        ];
+        let events = [
+            fields::ROOT_CORRELATION_ID,
+            fields::EVENT_TIME_NS,
+            fields::EVENT_TIME,
+            fields::EVENT_ID,
+            fields::PARENT_CORRELATION_ID,
+        ];
+        (
+            log.iter().map(|s| (*s).to_owned()).collect(),
+            events.iter().map(|s| (*s).to_owned()).collect(),
+        )
+    });
+
 /// Default for `--max-roots`: beyond it the question is too wide for a timeline (narrow it with
 /// `--since/--until`, or use `query`).
 pub const DEFAULT_MAX_ROOTS: usize = 10_000;
@@ -143,11 +169,22 @@ fn choose_roots(
         }
     }
     let pre = Prefilter::all_of(filter.needles());
+    let keys = [Role::Log, Role::Events].map(|role| {
+        let mut k = filter.keys(role);
+        k.push(root_key(role).to_owned());
+        k
+    });
     let per_file = scan::map_files(sources, threads, |src| {
         let mut found = BTreeSet::new();
         let mut too_many = false;
+        let keys = match src.role {
+            Role::Log => &keys[0],
+            Role::Events => &keys[1],
+        };
         let st = src.scan(&pre, &mut |line, st| {
-            let Some(o) = st.parse(line) else { return true };
+            let Some(o) = st.parse_keys(line, keys) else {
+                return true;
+            };
             if !filter.matches(&o, src.role) {
                 return true;
             }
@@ -275,7 +312,13 @@ impl<'r> Collector<'r> {
 
     /// Keeps `line` when it belongs to a chosen connection; false once [`MAX_ENTRIES`] are held.
     pub fn add(&mut self, st: &mut ScanStats, line: &[u8], role: Role) -> bool {
-        let Some(o) = st.parse(line) else { return true };
+        let keys: &[String] = match role {
+            Role::Log => &ENTRY_KEYS.0,
+            Role::Events => &ENTRY_KEYS.1,
+        };
+        let Some(o) = st.parse_keys(line, keys) else {
+            return true;
+        };
         let Some(root) = o.str(root_key(role)) else {
             return true;
         };

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use correlate_lib::fields;
 
 use crate::clients::{family_of_client, family_of_user_agent, Mapping};
+use crate::filter::Role;
 use crate::object::Object;
 use crate::time;
 
@@ -20,6 +21,11 @@ const MAX_EXAMPLE_CHARS: usize = 200;
 pub const NS_PER_MINUTE: i64 = 60_000_000_000;
 /// The label of what did not fit in a counter.
 pub const OTHER: &str = "(other)";
+
+/// The logged User-Agent header's field.
+fn user_agent_key() -> String {
+    format!("{}User-Agent", fields::HEADER_PREFIX)
+}
 
 /// Counts by key, at most [`MAX_KEYS`] keys.
 #[derive(Debug, Default, Clone)]
@@ -113,6 +119,34 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    /// The fields [`Aggregate::add_line`] / [`Aggregate::add_event`] read.
+    pub fn keys(role: Role) -> Vec<String> {
+        let v: Vec<&str> = match role {
+            Role::Log => vec![
+                fields::TIME,
+                fields::TIMESTAMP,
+                fields::CORRELATED,
+                fields::ORPHAN_REASON,
+                fields::IP_META_TTL,
+                fields::TCP_OS,
+                fields::JA4,
+                fields::JA4_CLIENT,
+            ],
+            Role::Events => vec![
+                fields::EVENT_TIME_NS,
+                fields::EVENT_TIME,
+                fields::EVENT_TYPE,
+                fields::EVENT_SEVERITY,
+                fields::EVENT_RULE,
+            ],
+        };
+        let mut v: Vec<String> = v.into_iter().map(str::to_owned).collect();
+        if role == Role::Log {
+            v.push(user_agent_key());
+        }
+        v
+    }
+
     pub fn add_line(&mut self, o: &Object, mapping: &Mapping) {
         let Some(t) = time::line_time_ns(o) else {
             self.without_time += 1;
@@ -159,7 +193,7 @@ impl Aggregate {
                 self.ja4_client.insert(ja4.clone().into_owned(), c.clone());
             }
         }
-        let ua = o.str(&format!("{}User-Agent", fields::HEADER_PREFIX));
+        let ua = o.str(&user_agent_key());
         let claimed = ua.as_deref().and_then(family_of_user_agent);
         let actual = client.as_deref().and_then(family_of_client);
         if let (Some(claimed), Some(actual), Some(ua)) = (claimed, actual, ua.as_deref()) {

@@ -72,28 +72,63 @@ pub struct Tally {
     pub stats: ScanStats,
 }
 
+/// What a report counts: the window, the selector of its timeline, the client mapping, and the
+/// fields all of them read (a parse keeps only those).
+pub struct Scope<'a> {
+    pub window: &'a Filter,
+    pub selector: Option<&'a Filter>,
+    pub mapping: &'a Mapping,
+    keys: [Vec<String>; 2],
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(window: &'a Filter, selector: Option<&'a Filter>, mapping: &'a Mapping) -> Self {
+        let keys = [Role::Log, Role::Events].map(|role| {
+            let mut k = Aggregate::keys(role);
+            k.extend(window.keys(role));
+            if let Some(sel) = selector {
+                k.extend(sel.keys(role));
+                k.push(
+                    match role {
+                        Role::Log => fields::CONN_ID,
+                        Role::Events => fields::ROOT_CORRELATION_ID,
+                    }
+                    .to_owned(),
+                );
+            }
+            k.sort();
+            k.dedup();
+            k
+        });
+        Self {
+            window,
+            selector,
+            mapping,
+            keys,
+        }
+    }
+}
+
 impl Tally {
     /// Counts one line or event when it is inside `window`; notes its connection when it also
     /// matches `selector`.
-    pub fn add(
-        &mut self,
-        stats: &mut ScanStats,
-        line: &[u8],
-        role: Role,
-        window: &Filter,
-        selector: Option<&Filter>,
-        mapping: &Mapping,
-    ) {
-        let Some(o) = stats.parse(line) else { return };
-        if !window.matches(&o, role) {
+    pub fn add(&mut self, stats: &mut ScanStats, line: &[u8], role: Role, scope: &Scope) {
+        let keys = match role {
+            Role::Log => &scope.keys[0],
+            Role::Events => &scope.keys[1],
+        };
+        let Some(o) = stats.parse_keys(line, keys) else {
+            return;
+        };
+        if !scope.window.matches(&o, role) {
             return;
         }
         stats.matched += 1;
         match role {
-            Role::Log => self.agg.add_line(&o, mapping),
+            Role::Log => self.agg.add_line(&o, scope.mapping),
             Role::Events => self.agg.add_event(&o),
         }
-        if let Some(sel) = selector {
+        if let Some(sel) = scope.selector {
             if sel.matches(&o, role) && self.roots.len() <= MAX_TIMELINE_ROOTS {
                 let key = match role {
                     Role::Log => fields::CONN_ID,
@@ -128,10 +163,11 @@ pub fn from_files(
         Some(s) => scan::drop_older_than(&mut readable, s),
         None => 0,
     };
+    let scope = Scope::new(window, selector, mapping);
     let tallies = scan::map_files(&readable, threads, |src| {
         let mut t = Tally::default();
         let stats = src.scan(&every, &mut |line, st| {
-            t.add(st, line, src.role, window, selector, mapping);
+            t.add(st, line, src.role, &scope);
             true
         });
         t.stats = stats;
