@@ -10,8 +10,8 @@
 //! - A last line without its `\n` is not read (`partial`): the writer may still be writing it.
 //! - Lines that are not a JSON object are skipped and counted by reason; a file that cannot be
 //!   opened or stops decompressing is reported and the others are still read.
-//! - With more than one thread, a plain file larger than [`PART_BYTES`] is read in parts of
-//!   that size, several at once (a line belongs to the part it starts in); a gzip file is one
+//! - With more than one thread, a plain file of [`SPLIT_FROM_BYTES`] or more is read in parts
+//!   of [`PART_BYTES`], several at once (a line belongs to the part it starts in); a gzip file is one
 //!   part. Parts of all files are read by up to [`MAX_THREADS`] threads.
 //! - [`stream`] writes what each part produced in order (oldest file first, lines in their
 //!   order in the file): each reader hands its output over a bounded channel, and a reader may
@@ -43,6 +43,10 @@ pub const OUTPUT_CHUNK_BYTES: usize = 64 * 1024;
 /// of the writer can wait in memory (at most the part itself, when every line matches), large
 /// enough that opening and seeking cost nothing next to reading.
 pub const PART_BYTES: u64 = 2 * 1024 * 1024;
+/// A file is split only from this size on: a reader goes through a smaller one in a few
+/// milliseconds, less than the threads and the output waiting for its turn would cost (time and
+/// memory).
+pub const SPLIT_FROM_BYTES: u64 = 8 * PART_BYTES;
 /// Output chunks a part may have waiting: a whole part's (a gzip file, one part, waits beyond).
 const OUTPUT_CHUNKS_AHEAD: usize = (PART_BYTES as usize) / OUTPUT_CHUNK_BYTES + 2;
 /// Parts read but not yet written, per reader thread: bounds the output waiting in memory to
@@ -83,8 +87,8 @@ impl Unit<'_> {
     }
 }
 
-/// The units of `sources` for `threads` readers: plain files larger than [`PART_BYTES`] in
-/// parts when there is more than one reader.
+/// The units of `sources` for `threads` readers: plain files of [`SPLIT_FROM_BYTES`] or more in
+/// parts of [`PART_BYTES`] when there is more than one reader.
 pub fn units(sources: &[Source], threads: usize) -> Vec<Unit<'_>> {
     let mut out = Vec::with_capacity(sources.len());
     for source in sources {
@@ -95,7 +99,7 @@ pub fn units(sources: &[Source], threads: usize) -> Vec<Unit<'_>> {
         };
         let size = std::fs::metadata(&source.path).map_or(0, |m| m.len());
         let plain = matches!(whole::encoding(&source.path), Ok(Encoding::Plain));
-        if threads <= 1 || !plain || size <= PART_BYTES {
+        if threads <= 1 || !plain || size < SPLIT_FROM_BYTES {
             out.push(whole);
             continue;
         }
@@ -932,7 +936,7 @@ mod tests {
         let mut body = Vec::new();
         let mut x: u64 = 7;
         let mut n = 0;
-        while body.len() < 3 * PART_BYTES as usize + 12_345 {
+        while body.len() < SPLIT_FROM_BYTES as usize + 12_345 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
