@@ -43,6 +43,9 @@ bench: release
 	scripts/bench/verdict_instructions.sh
 	scripts/bench/ship_throughput.sh
 	python3 scripts/bench/ship_lag.py --duration 300
+	$(CARGO) build --release -p ja4sensor-query --example gen_log
+	$(CARGO) bench -p ja4sensor-query --bench seed004
+	python3 scripts/bench/query.py
 
 # Faults under load, about ten minutes (not part of `make test`): writes RELIABILITY.md.
 soak: release

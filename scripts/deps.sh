@@ -21,6 +21,7 @@ APT_PACKAGES=(
   # Real clients of the detector's ja4->client map (scripts/build_client_map.py) and of its
   # end-to-end tests: headless browsers, TLS tool clients, Go's net/http.
   chromium firefox-esr gnutls-bin wget golang-go
+  time                         # /usr/bin/time: peak RSS of a process (scripts/bench/query.py)
 )
 
 missing=()

@@ -133,3 +133,23 @@ pub const EVENT_RULE: &str = "rule";
 pub const EVENT_SUMMARY: &str = "summary";
 /// Key-values of the event (an object; an audit event's declared fields).
 pub const EVENT_DATA: &str = "data";
+
+// `ja4sensor timeline --json`: one object per entry of a connection's timeline, in time order.
+// Besides these: `root_correlation_id` (the connection), `parent_correlation_id` (an event's
+// request), `sequence_number`, `stream_id`, `time`, `time_ns`.
+/// The entry's own id (seed 004's name): a request's `request_id`, an event's `event_id`.
+pub const CORRELATION_ID: &str = "correlation_id";
+/// What the entry is: [`ENTRY_HANDSHAKE`], [`ENTRY_CONNECTION`], [`ENTRY_REQUEST`] or
+/// [`ENTRY_EVENT`].
+pub const TIMELINE_ENTRY: &str = "entry";
+/// The TLS handshake the sensor saw (at the ClientHello time, `b_timestamp`).
+pub const ENTRY_HANDSHAKE: &str = "handshake";
+/// A connection without a handshake record (plain HTTP, orphans): at its first request.
+pub const ENTRY_CONNECTION: &str = "connection";
+pub const ENTRY_REQUEST: &str = "request";
+pub const ENTRY_EVENT: &str = "event";
+/// Nanoseconds since the previous request of the connection (the handshake for the first one);
+/// for an event, since the request that raised it.
+pub const TIMELINE_GAP_NS: &str = "gap_ns";
+/// The log line or event itself, as it is in its file.
+pub const TIMELINE_LINE: &str = "line";

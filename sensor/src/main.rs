@@ -39,6 +39,12 @@ enum Command {
     /// Run detection modules over the correlated log (live, or --replay FILE...) and dispatch
     /// their events to the configured listeners.
     Detect(ja4sensor_detect::DetectArgs),
+    /// The log lines and events matching tags, a JA4, an address, ids and a time window.
+    Query(ja4sensor_query::QueryArgs),
+    /// Everything a client did, connection by connection, events interleaved.
+    Timeline(ja4sensor_query::TimelineArgs),
+    /// One self-contained HTML page about the logs (or ClickHouse).
+    Report(ja4sensor_query::ReportArgs),
 }
 
 /// sentinel is a Go program: its flags have one dash (`ja4sentinel -config FILE`). Accept that
@@ -78,6 +84,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // grep-like exit codes (0 found, 1 nothing, 2 error), their own messages.
+        Some(Command::Query(args)) => return ja4sensor_query::cli::query(args),
+        Some(Command::Timeline(args)) => return ja4sensor_query::cli::timeline(args),
+        Some(Command::Report(args)) => return ja4sensor_query::cli::report(args),
         None => live::run(cli.run),
     };
     match result {

@@ -33,6 +33,12 @@ pub const MODERN: &[Migration] = migrations!("modern":
     "010_ship_events_inbox.sql",
     "011_ship_events_inbox_a_mv.sql",
     "012_ship_events_inbox_z_batches_mv.sql",
+    // ja4sensor query / timeline in SQL (020-029: the query tools' views).
+    "020_reqin_requests.sql",
+    "021_reqin_connections.sql",
+    "022_reqin_event_rows.sql",
+    "023_reqin_timeline.sql",
+    "024_reqin_request_gaps.sql",
 );
 
 pub const LEGACY: &[Migration] = migrations!("legacy":
@@ -47,6 +53,12 @@ pub const LEGACY: &[Migration] = migrations!("legacy":
     "010_ship_events_inbox.sql",
     "011_ship_events_inbox_a_mv.sql",
     "012_ship_events_inbox_z_batches_mv.sql",
+    // ja4sensor query / timeline in SQL (020-029: the query tools' views).
+    "020_reqin_requests.sql",
+    "021_reqin_connections.sql",
+    "022_reqin_event_rows.sql",
+    "023_reqin_timeline.sql",
+    "024_reqin_request_gaps.sql",
 );
 
 /// With `ship.clickhouse.cluster`, on every node after the local tables (both server
