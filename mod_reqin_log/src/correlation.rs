@@ -14,7 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use correlate_lib::ring::{Lookup, RingReader};
 use correlate_lib::verdict::{VerdictLookup, VerdictReader};
@@ -115,8 +115,9 @@ pub enum FileEvent {
 pub struct Attached<R: SharedFile> {
     path: PathBuf,
     reader: RwLock<Option<Arc<R>>>,
-    /// Time base of `next_check_ms`.
-    epoch: Instant,
+    /// Time base of `next_check_ms` (Unix ms). One clock for the recheck and for the verdicts'
+    /// expiry: a request reads the wall clock once.
+    epoch_ms: u64,
     /// Milliseconds after `epoch` before which nobody re-opens or re-checks the file.
     next_check_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -128,11 +129,11 @@ pub type RingHandle = Attached<RingReader>;
 pub type VerdictHandle = Attached<VerdictReader>;
 
 impl<R: SharedFile> Attached<R> {
-    pub fn new(path: PathBuf, now: Instant) -> Self {
+    pub fn new(path: PathBuf, now_ns: u64) -> Self {
         Self {
             path,
             reader: RwLock::new(None),
-            epoch: now,
+            epoch_ms: now_ns / 1_000_000,
             next_check_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
@@ -143,23 +144,30 @@ impl<R: SharedFile> Attached<R> {
     }
 
     /// The first attempt (`child_init`); later ones happen lazily in [`Attached::checked`].
-    pub fn attach(&self, now: Instant) -> Option<FileEvent> {
+    pub fn attach(&self, now_ns: u64) -> Option<FileEvent> {
         self.next_check_ms.store(
-            self.millis(now).saturating_add(millis(RING_RECHECK)),
+            self.millis(now_ns).saturating_add(millis(RING_RECHECK)),
             Ordering::Relaxed,
         );
         self.refresh()
     }
 
-    /// The current reader, after at most one caller per [`RING_RECHECK`] paid for a `stat` or
-    /// an `open` (the event it produced, if any, is for the caller to log).
-    pub fn checked(&self, now: Instant) -> (Option<Arc<R>>, Option<FileEvent>) {
-        let event = if self.check_due(now) {
+    /// `f` over the current reader (`None` without one), after at most one caller per
+    /// [`RING_RECHECK`] paid for a `stat` or an `open` (the event it produced, if any, is for
+    /// the caller to log). The reader is borrowed under the lock, not cloned: no reference
+    /// count bounced between the worker threads on every request.
+    pub fn with_reader<T>(
+        &self,
+        now_ns: u64,
+        f: impl FnOnce(&R) -> T,
+    ) -> (Option<T>, Option<FileEvent>) {
+        let event = if self.check_due(now_ns) {
             self.refresh()
         } else {
             None
         };
-        (self.current(), event)
+        let guard = self.reader.read().unwrap_or_else(PoisonError::into_inner);
+        (guard.as_deref().map(f), event)
     }
 
     pub fn is_attached(&self) -> bool {
@@ -174,13 +182,13 @@ impl<R: SharedFile> Attached<R> {
             .clone()
     }
 
-    fn millis(&self, now: Instant) -> u64 {
-        millis(now.saturating_duration_since(self.epoch))
+    fn millis(&self, now_ns: u64) -> u64 {
+        (now_ns / 1_000_000).saturating_sub(self.epoch_ms)
     }
 
     /// True for exactly one caller once the recheck interval has passed.
-    fn check_due(&self, now: Instant) -> bool {
-        let now_ms = self.millis(now);
+    fn check_due(&self, now_ns: u64) -> bool {
+        let now_ms = self.millis(now_ns);
         let next = self.next_check_ms.load(Ordering::Relaxed);
         now_ms >= next
             && self
@@ -271,15 +279,11 @@ impl<R: SharedFile> Attached<R> {
 impl Attached<RingReader> {
     /// The record of `key`'s connection, if the sensor published one. Never blocks on the
     /// sensor. A panic inside the ring reader (a bug) is a torn read, not a lost line.
-    pub fn lookup(&self, key: &ConnKey, now: Instant) -> (Lookup, Option<FileEvent>) {
-        let (reader, event) = self.checked(now);
-        let result = match reader {
-            Some(reader) => {
-                catch_unwind(AssertUnwindSafe(|| reader.lookup(key))).unwrap_or(Lookup::Torn)
-            }
-            None => Lookup::Miss,
-        };
-        (result, event)
+    pub fn lookup(&self, key: &ConnKey, now_ns: u64) -> (Lookup, Option<FileEvent>) {
+        let (found, event) = self.with_reader(now_ns, |reader| {
+            catch_unwind(AssertUnwindSafe(|| reader.lookup(key))).unwrap_or(Lookup::Torn)
+        });
+        (found.unwrap_or(Lookup::Miss), event)
     }
 
     /// Unix ns up to which the sensor has processed every packet (0: no ring, or never said).
@@ -319,11 +323,9 @@ impl Attached<VerdictReader> {
         &self,
         ip: std::net::IpAddr,
         ja4: Option<&str>,
-        now: Instant,
         now_ns: u64,
     ) -> (Option<ClientVerdict>, Option<FileEvent>) {
-        let (reader, event) = self.checked(now);
-        let found = reader.and_then(|r| {
+        let (found, event) = self.with_reader(now_ns, |r| {
             catch_unwind(AssertUnwindSafe(|| {
                 let hit = |l: VerdictLookup| match l {
                     VerdictLookup::Hit(v) => Some(ClientVerdict {
@@ -338,7 +340,7 @@ impl Attached<VerdictReader> {
             .ok()
             .flatten()
         });
-        (found, event)
+        (found.flatten(), event)
     }
 }
 
@@ -359,31 +361,31 @@ mod tests {
     #[test]
     fn missing_ring_is_a_miss_reported_once() {
         let dir = tempfile::tempdir().unwrap();
-        let t0 = Instant::now();
+        let t0 = correlate_lib::unix_now_ns();
         let ring = RingHandle::new(dir.path().join("absent.ring"), t0);
         assert!(matches!(
             ring.attach(t0),
             Some(FileEvent::Unavailable { .. })
         ));
         assert!(!ring.is_attached());
-        let (found, event) = ring.lookup(&key(), t0 + Duration::from_millis(10));
+        let (found, event) = ring.lookup(&key(), t0 + 10_000_000);
         assert_eq!(found, Lookup::Miss);
         assert_eq!(event, None, "no retry within the recheck interval");
-        let (found, event) = ring.lookup(&key(), t0 + RING_RECHECK * 2);
+        let (found, event) = ring.lookup(&key(), t0 + 2 * millis(RING_RECHECK) * 1_000_000);
         assert_eq!(found, Lookup::Miss);
         assert_eq!(event, None, "the same error again is not reported again");
     }
 
     #[test]
     fn only_one_caller_per_interval_rechecks() {
-        let t0 = Instant::now();
+        let t0 = correlate_lib::unix_now_ns();
         let ring = RingHandle::new("/nonexistent/x.ring".into(), t0);
-        let later = t0 + RING_RECHECK;
+        let later = t0 + millis(RING_RECHECK) * 1_000_000;
         assert!(ring.check_due(later));
         assert!(
             !ring.check_due(later),
             "the second caller in the same interval skips"
         );
-        assert!(ring.check_due(later + RING_RECHECK));
+        assert!(ring.check_due(later + millis(RING_RECHECK) * 1_000_000));
     }
 }

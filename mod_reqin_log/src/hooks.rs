@@ -174,6 +174,8 @@ const SENSOR_STALL_NS: u64 = 1_000_000_000;
 pub struct ConnState {
     /// The connection's id: the root of its requests' ids.
     conn_id: Option<Box<str>>,
+    /// The TCP peer's address, normalised (`::ffff:a.b.c.d` is `a.b.c.d`): the verdict key.
+    client_ip: Option<std::net::IpAddr>,
     /// Unix ns at `pre_connection`.
     accept_ns: u64,
     /// Requests read so far (HTTP/2: streams), for `keepalives`.
@@ -465,7 +467,7 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
 struct ArcHolder(#[allow(dead_code)] Arc<Stats>);
 
 pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
-    let now = Instant::now();
+    let now_ns = unix_now_ns();
     // A ring cut short under this child's mapping (root's `truncate`) must cost the join, not
     // the child: a SIGBUS there is turned into a zero page and the ring is dropped at its next
     // check. Children, never the parent, which may unload this module with a handler set.
@@ -520,9 +522,9 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
         let ring = rings
             .entry(path.to_path_buf())
             .or_insert_with(|| {
-                let ring = Arc::new(RingHandle::new(path.to_path_buf(), now));
+                let ring = Arc::new(RingHandle::new(path.to_path_buf(), now_ns));
                 if state.output.get().is_some() {
-                    if let Some(event) = ring.attach(now) {
+                    if let Some(event) = ring.attach(now_ns) {
                         log_file_event(server, &event);
                     }
                 }
@@ -534,9 +536,9 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
             let table = verdict_tables
                 .entry(path.to_path_buf())
                 .or_insert_with(|| {
-                    let table = Arc::new(VerdictHandle::new(path.to_path_buf(), now));
+                    let table = Arc::new(VerdictHandle::new(path.to_path_buf(), now_ns));
                     // Silent when absent: without the detector, nothing changes.
-                    if let Some(event @ FileEvent::Attached { .. }) = table.attach(now) {
+                    if let Some(event @ FileEvent::Attached { .. }) = table.attach(now_ns) {
                         log_file_event(server, &event);
                     }
                     table
@@ -586,6 +588,9 @@ fn new_conn_state(conn: Conn<'_>) -> ConnState {
         .and_then(|s| s.ids.get());
     ConnState {
         conn_id: ids.map(|ids| ids.conn_id().into_boxed_str()),
+        client_ip: conn
+            .client_addr()
+            .map(|a| correlate_lib::record::normalize_ip(a.ip())),
         accept_ns: unix_now_ns(),
         requests: AtomicU64::new(0),
         joined: OnceLock::new(),
@@ -662,7 +667,7 @@ pub fn lookup_record(
     output: &Output,
     count: bool,
 ) -> Option<TlsRecord> {
-    let (found, _event) = ring.lookup(key, Instant::now());
+    let (found, _event) = ring.lookup(key, unix_now_ns());
     match found {
         Lookup::Hit(rec) => match rules.belongs(&rec, key, accept_ns) {
             Ok(()) => Some(rec),
@@ -742,7 +747,7 @@ fn join<'a>(
     };
     let deadline = Instant::now() + wait;
     loop {
-        let (found, event) = ring.lookup(&key, Instant::now());
+        let (found, event) = ring.lookup(&key, unix_now_ns());
         if let Some(event) = event {
             log_file_event(server, &event);
         }
@@ -810,7 +815,7 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         Join::Joined(joined) => Some(joined),
         _ => None,
     };
-    let verdict = verdict(state, server, conn, joined);
+    let verdict = verdict(state, server, cs, joined);
     if let Some(v) = verdict.clone() {
         let _ = rs.verdict.set(v);
     }
@@ -840,13 +845,13 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
 fn verdict(
     state: &ServerState,
     server: Server<'_>,
-    conn: Conn<'_>,
+    cs: Option<&ConnState>,
     joined: Option<&Joined>,
 ) -> Option<ClientVerdict> {
     let table = state.verdicts.get()?;
-    let ip = correlate_lib::record::normalize_ip(conn.primary().client_addr()?.ip());
+    let ip = cs?.client_ip?;
     let ja4 = joined.map(|j| j.fragment.ja4()).filter(|j| !j.is_empty());
-    let (found, event) = table.verdict(ip, ja4, Instant::now(), unix_now_ns());
+    let (found, event) = table.verdict(ip, ja4, unix_now_ns());
     if let Some(event) = event {
         log_file_event(server, &event);
     }
