@@ -41,6 +41,8 @@ bench: release
 	$(CARGO) build --release -p ja4sensor-detect --example ship_validate
 	python3 scripts/bench/detect.py --lines 1000000 --keys 100000 --repeats 3
 	scripts/bench/verdict_instructions.sh
+	$(CARGO) build --release -p correlate-lib --example verdict_lookups
+	python3 scripts/bench/verdict_module.py
 	scripts/bench/ship_throughput.sh
 	python3 scripts/bench/ship_lag.py --duration 300
 	$(CARGO) build --release -p ja4sensor-query --example gen_log

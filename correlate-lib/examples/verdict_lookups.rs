@@ -3,6 +3,8 @@
 //! difference): what the module adds per request when it looks a client up.
 //!
 //!     verdict_lookups empty|hit|miss N
+//!     verdict_lookups write PATH N     a table of N live verdicts (10.1.x.y), mode 0644, kept
+//!                                      at PATH for httpd to map (scripts/bench/verdict_module.py)
 
 use std::net::IpAddr;
 
@@ -13,6 +15,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kind = args
         .next()
         .ok_or("usage: verdict_lookups empty|hit|miss N")?;
+    if kind == "write" {
+        let path = std::path::PathBuf::from(args.next().ok_or("PATH")?);
+        let n: u32 = args.next().ok_or("N")?.parse()?;
+        let mut w = VerdictWriter::create(&path, DEFAULT_SLOT_COUNT, 0o644, None)?;
+        let now = correlate_lib::unix_now_ns();
+        for i in 0..n {
+            let ip = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+            w.set(
+                &correlate_lib::verdict::VerdictKey::Ip(ip),
+                "block",
+                "flood",
+                now + 3_600_000_000_000,
+                now,
+            )?;
+        }
+        println!("wrote {n} verdicts to {}", path.display());
+        return Ok(());
+    }
     let n: u64 = args.next().ok_or("N")?.parse()?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("t.verdicts");

@@ -44,6 +44,8 @@ pub const DIRECTIVES: &[&str] = &[
     "ReqinLogFlushInterval",
     "ReqinLogMaxFieldLen",
     "ReqinLogTag",
+    "ReqinLogVerdictTable",
+    "ReqinLogClientMap",
     "ReqinLogTestPanic",
 ];
 
@@ -163,6 +165,14 @@ fn parse_absolute_file(arg: &str) -> Result<PathBuf, ConfigError> {
         return Err(ConfigError::IsADirectory(path));
     }
     Ok(path)
+}
+
+/// An absolute path, or `Off`.
+pub fn parse_path_or_off(arg: &str) -> Result<Option<PathBuf>, ConfigError> {
+    if arg.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_absolute_file(arg).map(Some)
 }
 
 /// `On`/`Off`, as httpd's FLAG directives spell it (ffi::entry passes FLAG values as text).
@@ -363,6 +373,10 @@ pub struct Settings {
     pub flush_interval: Option<Duration>,
     /// `ReqinLogMaxFieldLen`.
     pub max_field_len: Option<usize>,
+    /// `ReqinLogVerdictTable`: `Some(None)` is `Off`.
+    pub verdict_table: Option<Option<PathBuf>>,
+    /// `ReqinLogClientMap`: `Some(None)` is `Off`.
+    pub client_map: Option<Option<PathBuf>>,
     /// Testing only: a request for exactly this path makes the log hook panic, to prove the
     /// panic is caught and reported.
     pub test_panic_path: Option<String>,
@@ -401,6 +415,8 @@ impl Settings {
             buffer,
             flush_interval,
             max_field_len,
+            verdict_table,
+            client_map,
             test_panic_path
         )
     }
@@ -529,6 +545,8 @@ impl Settings {
                 }
                 self.flush_interval = Some(d);
             }
+            "ReqinLogVerdictTable" => self.verdict_table = Some(parse_path_or_off(arg)?),
+            "ReqinLogClientMap" => self.client_map = Some(parse_path_or_off(arg)?),
             "ReqinLogMaxFieldLen" => {
                 self.max_field_len = Some(parse_count(arg, MAX_MAX_FIELD_LEN)?)
             }
@@ -611,6 +629,26 @@ impl Settings {
 
     pub fn flush_interval(&self) -> Duration {
         self.flush_interval.unwrap_or(DEFAULT_FLUSH_INTERVAL)
+    }
+
+    /// `ReqinLogVerdictTable`: the detector's verdict table, unless `Off`.
+    pub fn verdict_table(&self) -> Option<&Path> {
+        match &self.verdict_table {
+            Some(v) => v.as_deref(),
+            None => Some(Path::new(correlate_lib::verdict::DEFAULT_VERDICT_PATH)),
+        }
+    }
+
+    /// `ReqinLogClientMap`: the ja4→client mapping file, unless `Off`; `true` when it was
+    /// configured (a missing default file is not worth a warning).
+    pub fn client_map(&self) -> Option<(&Path, bool)> {
+        match &self.client_map {
+            Some(v) => v.as_deref().map(|p| (p, true)),
+            None => Some((
+                Path::new(correlate_lib::clients::DEFAULT_CLIENTS_PATH),
+                false,
+            )),
+        }
     }
 
     /// `ReqinLogMaxFieldLen`: the cap of path, query and host.
@@ -734,6 +772,24 @@ mod tests {
             .apply("ReqinLogRing", &["/a", "/b"], |_| None)
             .unwrap_err();
         assert_eq!(err.to_string(), "expected one argument, got 2 argument(s)");
+    }
+
+    #[test]
+    fn verdict_table_and_client_map_default_to_the_packages_paths_or_off() {
+        let mut s = Settings::default();
+        assert_eq!(
+            s.verdict_table(),
+            Some(Path::new("/dev/shm/ja4sensor.verdicts"))
+        );
+        assert_eq!(s.client_map().map(|(_, set)| set), Some(false));
+        apply(&mut s, "ReqinLogVerdictTable", "Off").unwrap();
+        assert_eq!(s.verdict_table(), None);
+        apply(&mut s, "ReqinLogClientMap", "/etc/ja4sensor/clients.csv").unwrap();
+        assert_eq!(
+            s.client_map(),
+            Some((Path::new("/etc/ja4sensor/clients.csv"), true))
+        );
+        assert!(apply(&mut s, "ReqinLogVerdictTable", "verdicts").is_err());
     }
 
     #[test]

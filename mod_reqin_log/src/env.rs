@@ -11,6 +11,13 @@ use correlate_lib::TlsRecord;
 /// request's connection was joined with a handshake, else `0`.
 pub const REQIN_CORRELATED: &str = "REQIN_CORRELATED";
 
+/// The client family the connection's JA4 belongs to (`ReqinLogClientMap`), `unknown` when the
+/// map has no entry for it; set only when the connection has a JA4 and a map is loaded.
+pub const REQIN_CLIENT: &str = "REQIN_CLIENT";
+/// The detector's verdict for this client (`ReqinLogVerdictTable`) and the rule behind it.
+pub const REQIN_VERDICT: &std::ffi::CStr = c"REQIN_VERDICT";
+pub const REQIN_VERDICT_RULE: &std::ffi::CStr = c"REQIN_VERDICT_RULE";
+
 /// The request's id (`request_id` of its line), for `RequestHeader set X-Request-Id
 /// "%{REQIN_REQUEST_ID}e"`, and its connection's (`conn_id`).
 pub const REQIN_REQUEST_ID: &std::ffi::CStr = c"REQIN_REQUEST_ID";
@@ -29,6 +36,7 @@ pub const FROM_RECORD: &[&str] = &[
     "TCP_WINDOW",
     "TCP_MSS",
     "TCP_OPTIONS",
+    "TCP_OS",
 ];
 
 /// The variables for a request; fingerprint variables only when joined (an absent variable is
@@ -43,7 +51,7 @@ pub fn env_vars(rec: Option<&TlsRecord>) -> Vec<(&'static str, Cow<'_, str>)> {
     };
     let tcp = rec.tcp.as_ref();
     let number = |n: u16| Cow::Owned(itoa::Buffer::new().format(n).to_owned());
-    let values: [(&'static str, Option<Cow<'_, str>>); 11] = [
+    let values: [(&'static str, Option<Cow<'_, str>>); 12] = [
         ("JA4", Some(Cow::Borrowed(&rec.ja4))),
         ("JA4_R", Some(Cow::Borrowed(&rec.ja4_r))),
         ("JA3", Some(Cow::Borrowed(&rec.ja3))),
@@ -58,6 +66,7 @@ pub fn env_vars(rec: Option<&TlsRecord>) -> Vec<(&'static str, Cow<'_, str>)> {
             "TCP_OPTIONS",
             tcp.map(|t| Cow::Borrowed(t.options.as_str())),
         ),
+        ("TCP_OS", Some(Cow::Borrowed(&rec.tcp_os))),
     ];
     v.extend(
         values
@@ -92,6 +101,7 @@ mod tests {
                 window_scale: Some(7),
                 options: "MSS,NOP".into(),
             }),
+            tcp_os: "Linux 3.11 and newer".into(),
             ..TlsRecord::default()
         };
         let vars = env_vars(Some(&rec));

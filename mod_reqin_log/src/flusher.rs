@@ -42,6 +42,8 @@ pub struct Pending {
     pub rules: Arc<correlate_lib::join::JoinRules>,
     pub ring: Arc<RingHandle>,
     pub output: Arc<Output>,
+    /// `ReqinLogClientMap`, for the line's `ja4_client`.
+    pub clients: Option<Arc<correlate_lib::clients::ClientMap>>,
 }
 
 impl Pending {
@@ -56,7 +58,11 @@ impl Pending {
             false,
         ) {
             self.output.stats.add(Counter::CorrelatedLate, 1);
-            let tls = TlsFragment::new(rec, self.snapshot.client, self.snapshot.local);
+            let mut tls = TlsFragment::new(rec, self.snapshot.client, self.snapshot.local);
+            if let Some(map) = self.clients.as_ref().filter(|_| !tls.ja4().is_empty()) {
+                let client = map.client(tls.ja4()).to_owned();
+                tls.add_str(correlate_lib::fields::JA4_CLIENT, &client);
+            }
             with_line(&self.snapshot, Some(&tls), |line| {
                 self.output.write(line, true)
             });

@@ -30,7 +30,7 @@ use correlate_lib::ring::Lookup;
 use correlate_lib::{unix_now_ns, ConnKey, TlsRecord};
 
 use crate::config::{LogTarget, Settings, Verbosity};
-use crate::correlation::{RingEvent, RingHandle};
+use crate::correlation::{ClientVerdict, FileEvent, RingHandle, VerdictHandle};
 use crate::ffi::shm::SharedCounters;
 use crate::ffi::{
     apr_status_t, module_loaded, spawn_without_signals, Conn, ConnEnv, Expr, H2Probe, Level, Pool,
@@ -41,6 +41,8 @@ use crate::ids::{self, Ids as IdSource};
 use crate::record::{self, RequestSnapshot, Text, TlsFragment};
 use crate::sink::{DatagramSink, FileSink};
 use crate::stats::{self, Counter};
+use correlate_lib::clients::ClientMap;
+use correlate_lib::fields;
 
 /// The handler name of the status page: `SetHandler reqin-log-status`.
 pub const STATUS_HANDLER: &CStr = c"reqin-log-status";
@@ -63,6 +65,10 @@ pub struct ServerState {
     unique_id: OnceLock<bool>,
     /// The child's id generator (set by `child_init`, shared by every server of the child).
     ids: OnceLock<Arc<IdSource>>,
+    /// The detector's verdict table (set by `child_init`, one mapping per path).
+    verdicts: OnceLock<Arc<VerdictHandle>>,
+    /// The ja4→client map (`ReqinLogClientMap`), loaded by `post_config` for the generation.
+    clients: OnceLock<Arc<ClientMap>>,
     /// `ReqinLogTag`, in configuration order: the main server's, then the virtual host's own
     /// (which replace a main-server tag of the same key).
     pub tags: Vec<Tag>,
@@ -168,6 +174,8 @@ const SENSOR_STALL_NS: u64 = 1_000_000_000;
 pub struct ConnState {
     /// The connection's id: the root of its requests' ids.
     conn_id: Option<Box<str>>,
+    /// The TCP peer's address, normalised (`::ffff:a.b.c.d` is `a.b.c.d`): the verdict key.
+    client_ip: Option<std::net::IpAddr>,
     /// Unix ns at `pre_connection`.
     accept_ns: u64,
     /// Requests read so far (HTTP/2: streams), for `keepalives`.
@@ -189,12 +197,21 @@ pub struct Joined {
 }
 
 impl Joined {
-    fn new(rec: TlsRecord, primary: Conn<'_>) -> Self {
-        let env = primary.env(&crate::env::env_vars(Some(&rec)));
-        Self {
-            fragment: TlsFragment::new(rec, primary.client_addr(), primary.local_addr()),
-            env,
+    fn new(rec: TlsRecord, primary: Conn<'_>, clients: Option<&ClientMap>) -> Self {
+        // The client family the JA4 belongs to, for httpd.conf rules without the detector.
+        let client = clients
+            .filter(|_| !rec.ja4.is_empty())
+            .map(|m| m.client(&rec.ja4).to_owned());
+        let mut vars = crate::env::env_vars(Some(&rec));
+        if let Some(c) = &client {
+            vars.push((crate::env::REQIN_CLIENT, Cow::Borrowed(c.as_str())));
         }
+        let env = primary.env(&vars);
+        let mut fragment = TlsFragment::new(rec, primary.client_addr(), primary.local_addr());
+        if let Some(c) = &client {
+            fragment.add_str(fields::JA4_CLIENT, c);
+        }
+        Self { fragment, env }
     }
 }
 
@@ -203,6 +220,8 @@ pub struct RequestState {
     /// 1-based position on the connection (`keepalives`, `sequence_number`).
     index: u64,
     request_id: Option<Box<str>>,
+    /// What the detector's verdict table said at `post_read_request`.
+    verdict: OnceLock<ClientVerdict>,
 }
 
 /// The counters in shared memory, the same block for every generation of this httpd parent
@@ -321,6 +340,7 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
     let mut files: HashMap<LogTarget, Arc<FileSink>> = HashMap::new();
     let mut sockets: HashMap<PathBuf, Arc<DatagramSink>> = HashMap::new();
     let mut any = false;
+    let mut client_maps: HashMap<PathBuf, Option<Arc<ClientMap>>> = HashMap::new();
     for server in main.and_following() {
         let Some(state) = server.state::<ServerState>() else {
             continue;
@@ -335,6 +355,30 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
                     path.display()
                 ),
             );
+        }
+        if let Some((path, configured)) = settings.client_map() {
+            let map =
+                client_maps.entry(path.to_path_buf()).or_insert_with(|| {
+                    match ClientMap::load(path) {
+                        Ok(m) => Some(Arc::new(m)),
+                        Err(e) => {
+                            if configured {
+                                server.log(
+                                    Level::Warning,
+                                    0,
+                                    &format!(
+                                        "ReqinLogClientMap {}: {e}; REQIN_CLIENT is not set",
+                                        path.display()
+                                    ),
+                                );
+                            }
+                            None
+                        }
+                    }
+                });
+            if let Some(m) = map {
+                let _ = state.clients.set(Arc::clone(m));
+            }
         }
         let _ = state.tls_probe.set(probe);
         let _ = state.h2_probe.set(h2_probe);
@@ -423,7 +467,7 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
 struct ArcHolder(#[allow(dead_code)] Arc<Stats>);
 
 pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
-    let now = Instant::now();
+    let now_ns = unix_now_ns();
     // A ring cut short under this child's mapping (root's `truncate`) must cost the join, not
     // the child: a SIGBUS there is turned into a zero page and the ring is dropped at its next
     // check. Children, never the parent, which may unload this module with a handler set.
@@ -469,6 +513,7 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
     };
     // One mapping per ring file, shared by every server that uses it.
     let mut rings: HashMap<PathBuf, Arc<RingHandle>> = HashMap::new();
+    let mut verdict_tables: HashMap<PathBuf, Arc<VerdictHandle>> = HashMap::new();
     for server in main.and_following() {
         let Some(state) = server.state::<ServerState>() else {
             continue;
@@ -477,16 +522,30 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
         let ring = rings
             .entry(path.to_path_buf())
             .or_insert_with(|| {
-                let ring = Arc::new(RingHandle::new(path.to_path_buf(), now));
+                let ring = Arc::new(RingHandle::new(path.to_path_buf(), now_ns));
                 if state.output.get().is_some() {
-                    if let Some(event) = ring.attach(now) {
-                        log_ring_event(server, &event);
+                    if let Some(event) = ring.attach(now_ns) {
+                        log_file_event(server, &event);
                     }
                 }
                 ring
             })
             .clone();
         let _ = state.ring.set(ring);
+        if let Some(path) = state.settings.verdict_table() {
+            let table = verdict_tables
+                .entry(path.to_path_buf())
+                .or_insert_with(|| {
+                    let table = Arc::new(VerdictHandle::new(path.to_path_buf(), now_ns));
+                    // Silent when absent: without the detector, nothing changes.
+                    if let Some(event @ FileEvent::Attached { .. }) = table.attach(now_ns) {
+                        log_file_event(server, &event);
+                    }
+                    table
+                })
+                .clone();
+            let _ = state.verdicts.set(table);
+        }
         if let Some(f) = &flusher {
             let _ = state.flusher.set(Arc::clone(f));
         }
@@ -529,6 +588,9 @@ fn new_conn_state(conn: Conn<'_>) -> ConnState {
         .and_then(|s| s.ids.get());
     ConnState {
         conn_id: ids.map(|ids| ids.conn_id().into_boxed_str()),
+        client_ip: conn
+            .client_addr()
+            .map(|a| correlate_lib::record::normalize_ip(a.ip())),
         accept_ns: unix_now_ns(),
         requests: AtomicU64::new(0),
         joined: OnceLock::new(),
@@ -557,6 +619,7 @@ fn request_state<'a>(
         RequestState {
             index,
             request_id: request_id(state, r, cs, index),
+            verdict: OnceLock::new(),
         }
     })
 }
@@ -604,7 +667,7 @@ pub fn lookup_record(
     output: &Output,
     count: bool,
 ) -> Option<TlsRecord> {
-    let (found, _event) = ring.lookup(key, Instant::now());
+    let (found, _event) = ring.lookup(key, unix_now_ns());
     match found {
         Lookup::Hit(rec) => match rules.belongs(&rec, key, accept_ns) {
             Ok(()) => Some(rec),
@@ -684,13 +747,17 @@ fn join<'a>(
     };
     let deadline = Instant::now() + wait;
     loop {
-        let (found, event) = ring.lookup(&key, Instant::now());
+        let (found, event) = ring.lookup(&key, unix_now_ns());
         if let Some(event) = event {
-            log_ring_event(server, &event);
+            log_file_event(server, &event);
         }
         if let Lookup::Hit(rec) = found {
             if rules.belongs(&rec, &key, cs.accept_ns).is_ok() {
-                return Join::Joined(cs.joined.get_or_init(|| Joined::new(rec, primary)));
+                return Join::Joined(
+                    cs.joined.get_or_init(|| {
+                        Joined::new(rec, primary, state.clients.get().map(|c| &**c))
+                    }),
+                );
             }
         }
         if !ring.is_attached() {
@@ -748,7 +815,17 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         Join::Joined(joined) => Some(joined),
         _ => None,
     };
+    let verdict = verdict(state, server, cs, joined);
+    if let Some(v) = verdict.clone() {
+        let _ = rs.verdict.set(v);
+    }
     if state.settings.export_env() {
+        if let Some(v) = &verdict {
+            r.set_env_str(crate::env::REQIN_VERDICT, &v.word);
+            if !v.rule.is_empty() {
+                r.set_env_str(crate::env::REQIN_VERDICT_RULE, &v.rule);
+            }
+        }
         match joined {
             Some(joined) => r.set_conn_env(&joined.env),
             None => r.set_env_c(c"REQIN_CORRELATED", c"0"),
@@ -761,6 +838,24 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         }
     }
     DECLINED
+}
+
+/// The detector's verdict for this request's client: by its TCP peer address first (what the
+/// detector keys on: the line's `src_ip`), then by its JA4 when the connection is joined.
+fn verdict(
+    state: &ServerState,
+    server: Server<'_>,
+    cs: Option<&ConnState>,
+    joined: Option<&Joined>,
+) -> Option<ClientVerdict> {
+    let table = state.verdicts.get()?;
+    let ip = cs?.client_ip?;
+    let ja4 = joined.map(|j| j.fragment.ja4()).filter(|j| !j.is_empty());
+    let (found, event) = table.verdict(ip, ja4, unix_now_ns());
+    if let Some(event) = event {
+        log_file_event(server, &event);
+    }
+    found
 }
 
 pub fn log_transaction(r: Request<'_>) -> c_int {
@@ -785,6 +880,7 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
     let ids = Ids {
         conn_id: cs.and_then(|cs| cs.conn_id.as_deref()),
         request_id: rs.and_then(|rs| rs.request_id.as_deref()),
+        verdict: rs.and_then(|rs| rs.verdict.get()),
     };
     let snapshot = snapshot(state, output, r, conn, index, ids);
     match join(state, server, r, cs, index, Duration::ZERO, true) {
@@ -815,6 +911,7 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
                     rules: Arc::clone(rules),
                     ring,
                     output: Arc::clone(output),
+                    clients: state.clients.get().cloned(),
                 });
                 if let Err(p) = flusher.submit(pending) {
                     output.stats.add(Counter::QueueFull, 1);
@@ -832,6 +929,7 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
 struct Ids<'a> {
     conn_id: Option<&'a str>,
     request_id: Option<&'a str>,
+    verdict: Option<&'a ClientVerdict>,
 }
 
 /// `ReqinLogTag`s that apply to `r`, evaluated now (a failed expression leaves its tag out).
@@ -921,6 +1019,12 @@ fn snapshot<'a>(
         keepalives,
         conn_id: ids.conn_id.map(Cow::Borrowed),
         request_id: ids.request_id.map(Cow::Borrowed),
+        verdict: ids.verdict.map(|v| {
+            (
+                Cow::Borrowed(v.word.as_str()),
+                Cow::Borrowed(v.rule.as_str()),
+            )
+        }),
         stream_id: state.h2_probe.get().and_then(|p| p.stream_id(r)),
         headers,
         tags: tags(state, r),
@@ -972,22 +1076,36 @@ pub fn handler(r: Request<'_>) -> c_int {
     OK
 }
 
-fn log_ring_event(server: Server<'_>, event: &RingEvent) {
+fn log_file_event(server: Server<'_>, event: &FileEvent) {
+    // What a missing file means for the requests.
+    let without = |what: &str| {
+        if what == "ring" {
+            "requests are logged uncorrelated"
+        } else {
+            "no client has a verdict"
+        }
+    };
     match event {
-        RingEvent::Attached { path, generation } => server.log(
+        FileEvent::Attached {
+            what,
+            path,
+            generation,
+        } => server.log(
             Level::Info,
             0,
-            &format!("attached to ring {} (generation {generation})", path.display()),
+            &format!("attached to {what} {} (generation {generation})", path.display()),
         ),
-        RingEvent::Unavailable { path, error } => server.log(
+        FileEvent::Unavailable { what, path, error } => server.log(
             Level::Info,
             0,
             &format!(
-                "ring {} not available ({error}); requests are logged uncorrelated, retrying every second",
-                path.display()
+                "{what} {} not available ({error}); {}, retrying every second",
+                path.display(),
+                without(what)
             ),
         ),
-        RingEvent::ReplacedButUnavailable {
+        FileEvent::ReplacedButUnavailable {
+            what,
             path,
             error,
             mapped_inode,
@@ -995,16 +1113,22 @@ fn log_ring_event(server: Server<'_>, event: &RingEvent) {
             Level::Warning,
             0,
             &format!(
-                "ring {}: the file at this path is no longer the one mapped (inode {mapped_inode}) and does not open ({error}); still reading the sensor's ring mapped before, retrying every second",
+                "{what} {}: the file at this path is no longer the one mapped (inode {mapped_inode}) and does not open ({error}); still reading the {what} mapped before, retrying every second",
                 path.display()
             ),
         ),
-        RingEvent::Damaged { path, error, inode } => server.log(
+        FileEvent::Damaged {
+            what,
+            path,
+            error,
+            inode,
+        } => server.log(
             Level::Warning,
             0,
             &format!(
-                "ring {}: the mapped file (same inode {inode}) was changed in place by something other than the sensor ({error}); it is no longer read, requests are logged uncorrelated until a valid ring opens, retrying every second",
-                path.display()
+                "{what} {}: the mapped file (same inode {inode}) was changed in place by something other than its writer ({error}); it is no longer read, {} until a valid one opens, retrying every second",
+                path.display(),
+                without(what)
             ),
         ),
     }

@@ -146,6 +146,16 @@ static COMMANDS: DirectiveTable<{ DIRECTIVES.len() + 1 }> = DirectiveTable::new:
         usage: c"key value [condition]: adds tag_<key> to the line; value and condition are ap_expr (value may use %{ENV:...}, condition as in <If>)",
     },
     Directive {
+        name: c"ReqinLogVerdictTable",
+        args: Args::Take1,
+        usage: c"absolute path of ja4sensor detect's verdict table, or Off (default /dev/shm/ja4sensor.verdicts): sets REQIN_VERDICT",
+    },
+    Directive {
+        name: c"ReqinLogClientMap",
+        args: Args::Take1,
+        usage: c"ja4->client mapping CSV (ours or FoxIO's ja4plus-mapping.csv), or Off (default /usr/share/ja4sensor/clients.csv when present): sets REQIN_CLIENT",
+    },
+    Directive {
         name: c"ReqinLogTestPanic",
         args: Args::Take1,
         usage: c"testing only: a request for this exact path makes the log hook panic",

@@ -136,6 +136,8 @@ pub struct RequestSnapshot<'a> {
     pub request_id: Option<Cow<'a, str>>,
     /// HTTP/2 stream id.
     pub stream_id: Option<u32>,
+    /// The detector's verdict and its rule, when the table had one for this client.
+    pub verdict: Option<(Cow<'a, str>, Cow<'a, str>)>,
     /// `ReqinLogTag` key and value (`tag_<key>`).
     pub tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// The configured headers present on the request, names as configured, values already
@@ -169,6 +171,9 @@ impl RequestSnapshot<'_> {
             conn_id: own(self.conn_id),
             request_id: own(self.request_id),
             stream_id: self.stream_id,
+            verdict: self
+                .verdict
+                .map(|(w, r)| (Cow::Owned(w.into_owned()), Cow::Owned(r.into_owned()))),
             tags: self
                 .tags
                 .into_iter()
@@ -248,6 +253,8 @@ pub struct TlsFragment {
     /// `,"name":value` for every sensor field the request side does not already carry with the
     /// same value (those it carries with another value as `b_<name>`), `b_timestamp` included.
     json: Vec<u8>,
+    /// Fields added by [`TlsFragment::add_str`], kept to render the fragment again.
+    extra: Vec<(&'static str, String)>,
 }
 
 impl TlsFragment {
@@ -299,12 +306,31 @@ impl TlsFragment {
             local,
             addresses,
             json: merge.out,
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds `,"name":"value"` (a field the module derives from the record, e.g. `ja4_client`).
+    pub fn add_str(&mut self, name: &'static str, value: &str) {
+        self.json.extend_from_slice(b",\"");
+        self.json.extend_from_slice(name.as_bytes());
+        self.json.extend_from_slice(b"\":");
+        let _ = jsonl::write_str(&mut self.json, value);
+        self.extra.push((name, value.to_owned()));
+    }
+
+    /// The record's JA4.
+    pub fn ja4(&self) -> &str {
+        &self.record.ja4
     }
 
     /// The same record's fragment for another pair of addresses.
     fn for_addresses(&self, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
-        Self::new(self.record.clone(), client, local)
+        let mut f = Self::new(self.record.clone(), client, local);
+        for (name, value) in &self.extra {
+            f.add_str(name, value);
+        }
+        f
     }
 }
 
@@ -510,6 +536,12 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
     o.num(fields::SEQUENCE_NUMBER, req.keepalives);
     if let Some(id) = req.stream_id {
         o.num(fields::STREAM_ID, id);
+    }
+    if let Some((word, rule)) = &req.verdict {
+        o.str(fields::VERDICT, word);
+        if !rule.is_empty() {
+            o.str(fields::VERDICT_RULE, rule);
+        }
     }
     if let Some(ip) = &req.useragent_ip {
         o.str(fields::USERAGENT_IP, ip);

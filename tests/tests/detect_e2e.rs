@@ -183,7 +183,6 @@ fn codes(args: &[&str], urls: &[String]) -> Result<Vec<String>> {
 }
 
 #[test]
-#[ignore = "needs mod_reqin_log's verdict lookup (REQIN_VERDICT, the table directive): the lead's part"]
 fn a_flood_is_refused_through_the_verdict_table_until_the_verdict_expires() -> Result<()> {
     let stack = Stack::start_with("event", &[], |root| {
         format!(
@@ -234,12 +233,15 @@ fn a_flood_is_refused_through_the_verdict_table_until_the_verdict_expires() -> R
         "one event for the flood, not one per line: {tripped:?}"
     );
     assert_eq!(tripped[0]["src_ip"], "127.0.0.2");
-    let refused = stack
-        .httpd
-        .log_lines()?
-        .into_iter()
-        .find(|l| l["status"] == 403)
-        .ok_or("a 403 line")?;
+    // Its line is written within ReqinLogFlushInterval.
+    let refused = wait_for(Duration::from_secs(10), "the 403 line", || {
+        stack
+            .httpd
+            .log_lines()
+            .ok()?
+            .into_iter()
+            .find(|l| l["status"] == 403)
+    })?;
     assert_eq!(refused["verdict"], "block");
     assert_eq!(refused["verdict_rule"], "flood");
     // After its expiry (ttl_s 4), the client is served again.

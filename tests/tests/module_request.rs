@@ -290,3 +290,29 @@ fn request_fields_are_capped_and_invalid_bytes_kept_exactly() -> Result<()> {
     assert_eq!(m["reqin_log_fields_not_utf8_total"], 2.0, "{m:?}");
     Ok(())
 }
+
+#[test]
+fn the_client_map_labels_the_connection_for_httpd_rules_without_the_detector() -> Result<()> {
+    let map = workspace_root().join("sensor/detect/data/clients.csv");
+    let conf = format!(
+        "ReqinLogClientMap \"{}\"\n\
+         LoadModule headers_module /usr/lib/apache2/modules/mod_headers.so\n\
+         Header set X-Reqin-Client \"%{{REQIN_CLIENT}}e\"\n",
+        map.display()
+    );
+    let stack = Stack::start("event", &conf)?;
+    let h = &stack.httpd;
+    let out = curl_output(&["--http1.1", "-D", "-", "-o", "/dev/null", &h.https_url("/")])?;
+    assert!(
+        out.to_ascii_lowercase().contains("x-reqin-client: curl"),
+        "curl's JA4 is curl's in the shipped map: {out}"
+    );
+    let line = last_line_with_path(h, "/")?;
+    assert!(bool_field(&line, "correlated")?, "{line}");
+    assert_eq!(str_field(&line, "ja4_client")?, "curl");
+    // openssl s_client is another family.
+    openssl_get(h.tls_port, "/index.html")?;
+    let line = last_line_with_path(h, "/index.html")?;
+    assert_ne!(str_field(&line, "ja4_client")?, "curl", "{line}");
+    Ok(())
+}

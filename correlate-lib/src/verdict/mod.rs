@@ -991,6 +991,37 @@ impl VerdictReader {
         }
     }
 
+    /// The inode of the mapped file.
+    pub fn inode(&self) -> u64 {
+        self.identity.1
+    }
+
+    /// What is wrong with the mapped file itself: cut shorter than the mapping (a SIGBUS the
+    /// ring's guard turned into zero pages, or a smaller file at the same inode) or its header
+    /// overwritten in place. The detector never does either (a new table is a new file).
+    pub fn damage(&self) -> Option<VerdictError> {
+        let words = self.map.words();
+        let mapped = (words.len() as u64).saturating_mul(8);
+        let same = fs::metadata(&self.path)
+            .ok()
+            .filter(|m| (m.dev(), m.ino()) == self.identity);
+        if self.map.faulted() || same.as_ref().is_some_and(|m| m.len() < mapped) {
+            return Some(VerdictError::Truncated {
+                path: self.path.clone(),
+                len: same.map_or(0, |m| m.len()),
+                needed: mapped,
+            });
+        }
+        if load_word(words, layout::W_MAGIC) != layout::MAGIC
+            || load_word(words, layout::W_GENERATION) != self.generation
+        {
+            return Some(VerdictError::BadMagic {
+                path: self.path.clone(),
+            });
+        }
+        None
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation
     }
