@@ -342,7 +342,14 @@ fn a_ring_changed_in_place_or_replaced_by_garbage_is_reported_as_what_it_is() ->
         slot_size: 1024,
     };
     let _w = RingWriter::create(&ring, cfg, 0o644, None)?;
-    let h = Httpd::start(root.path(), &ring, &HttpdOptions::default())?;
+    // One child: the one whose mapping each fault meets (each child reports what it sees).
+    let opts = HttpdOptions {
+        extra_conf: "StartServers 1\nServerLimit 1\nThreadsPerChild 25\nMinSpareThreads 1\n\
+                     MaxSpareThreads 25\nMaxRequestWorkers 25\n"
+            .into(),
+        ..HttpdOptions::default()
+    };
+    let h = Httpd::start(root.path(), &ring, &opts)?;
     curl(&["--http1.1"], &[h.https_url("/")])?;
     // Random bytes over the header, same inode (not what a sensor ever does).
     let f = fs::OpenOptions::new().write(true).open(&ring)?;
