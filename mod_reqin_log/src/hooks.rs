@@ -667,7 +667,12 @@ pub fn lookup_record(
     output: &Output,
     count: bool,
 ) -> Option<TlsRecord> {
-    let (found, _event) = ring.lookup(key, unix_now_ns());
+    let (found, event) = ring.lookup(key, unix_now_ns());
+    if let Some(event) = event {
+        // The flusher looks up most often: what it sees must reach the error log too.
+        let (level, msg) = file_event_message(&event);
+        output.log.log(level, 0, &msg);
+    }
     match found {
         Lookup::Hit(rec) => match rules.belongs(&rec, key, accept_ns) {
             Ok(()) => Some(rec),
@@ -1077,6 +1082,12 @@ pub fn handler(r: Request<'_>) -> c_int {
 }
 
 fn log_file_event(server: Server<'_>, event: &FileEvent) {
+    let (level, msg) = file_event_message(event);
+    server.log(level, 0, &msg);
+}
+
+/// The error-log line for something a child saw of the ring or the verdict table.
+fn file_event_message(event: &FileEvent) -> (Level, String) {
     // What a missing file means for the requests.
     let without = |what: &str| {
         if what == "ring" {
@@ -1090,15 +1101,13 @@ fn log_file_event(server: Server<'_>, event: &FileEvent) {
             what,
             path,
             generation,
-        } => server.log(
+        } => (
             Level::Info,
-            0,
-            &format!("attached to {what} {} (generation {generation})", path.display()),
+            format!("attached to {what} {} (generation {generation})", path.display()),
         ),
-        FileEvent::Unavailable { what, path, error } => server.log(
+        FileEvent::Unavailable { what, path, error } => (
             Level::Info,
-            0,
-            &format!(
+            format!(
                 "{what} {} not available ({error}); {}, retrying every second",
                 path.display(),
                 without(what)
@@ -1109,10 +1118,9 @@ fn log_file_event(server: Server<'_>, event: &FileEvent) {
             path,
             error,
             mapped_inode,
-        } => server.log(
+        } => (
             Level::Warning,
-            0,
-            &format!(
+            format!(
                 "{what} {}: the file at this path is no longer the one mapped (inode {mapped_inode}) and does not open ({error}); still reading the {what} mapped before, retrying every second",
                 path.display()
             ),
@@ -1122,10 +1130,9 @@ fn log_file_event(server: Server<'_>, event: &FileEvent) {
             path,
             error,
             inode,
-        } => server.log(
+        } => (
             Level::Warning,
-            0,
-            &format!(
+            format!(
                 "{what} {}: the mapped file (same inode {inode}) was changed in place by something other than its writer ({error}); it is no longer read, {} until a valid one opens, retrying every second",
                 path.display(),
                 without(what)

@@ -379,7 +379,8 @@ fn a_ring_changed_in_place_or_replaced_by_garbage_is_reported_as_what_it_is() ->
         curl(&["--http1.1"], &[h.https_url("/")]).ok()?;
         let log = h.error_log_text();
         log.contains("no longer the one mapped").then_some(log)
-    })?;
+    })
+    .map_err(|e| format!("{e}: {}", h.error_log_text()))?;
     assert!(log.contains("bad magic"), "{log}");
     assert_eq!(h.crashed_children(), Vec::<String>::new());
     Ok(())
