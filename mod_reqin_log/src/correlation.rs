@@ -11,7 +11,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub struct RingHandle {
     /// Milliseconds after `epoch` before which nobody re-opens or re-checks the ring.
     next_check_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The mapped ring's file is no longer at the path, and none opens there.
+    file_gone: AtomicBool,
 }
 
 impl RingHandle {
@@ -70,6 +72,7 @@ impl RingHandle {
             epoch: now,
             next_check_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            file_gone: AtomicBool::new(false),
         }
     }
 
@@ -127,6 +130,13 @@ impl RingHandle {
 
     pub fn is_attached(&self) -> bool {
         self.current().is_some()
+    }
+
+    /// Whether the file of the mapped ring was removed or replaced by one that does not open
+    /// (checked once per [`RING_RECHECK`]): with a stalled sensor, nothing will write the
+    /// mapping again.
+    pub fn file_gone(&self) -> bool {
+        self.file_gone.load(Ordering::Relaxed)
     }
 
     fn current(&self) -> Option<Arc<RingReader>> {
@@ -189,6 +199,7 @@ impl RingHandle {
                 let generation =
                     catch_unwind(AssertUnwindSafe(|| reader.generation())).unwrap_or(0);
                 *self.reader.write().unwrap_or_else(PoisonError::into_inner) = Some(reader);
+                self.file_gone.store(false, Ordering::Relaxed);
                 *self
                     .last_error
                     .lock()
@@ -199,6 +210,8 @@ impl RingHandle {
                 })
             }
             Err(error) => {
+                self.file_gone
+                    .store(mapped_inode.is_some(), Ordering::Relaxed);
                 let mut last = self
                     .last_error
                     .lock()

@@ -4,66 +4,93 @@
 //! request is served. README.md ("Environment variables") documents the same table.
 
 use std::borrow::Cow;
+use std::ffi::CStr;
 
 use correlate_lib::TlsRecord;
 
+use crate::record::FragmentMeta;
+
 /// Always set when the module is on for the server and `ReqinLogExportEnv` is On: `1` when the
-/// request's connection was joined with a handshake, else `0`.
-pub const REQIN_CORRELATED: &str = "REQIN_CORRELATED";
+/// request has a fingerprint (its connection was joined with a handshake, or a trusted proxy
+/// sent one), else `0`.
+pub const REQIN_CORRELATED: &CStr = c"REQIN_CORRELATED";
 
 /// The request's id (`request_id` of its line), for `RequestHeader set X-Request-Id
 /// "%{REQIN_REQUEST_ID}e"`, and its connection's (`conn_id`).
-pub const REQIN_REQUEST_ID: &std::ffi::CStr = c"REQIN_REQUEST_ID";
-pub const REQIN_CONN_ID: &std::ffi::CStr = c"REQIN_CONN_ID";
+pub const REQIN_REQUEST_ID: &CStr = c"REQIN_REQUEST_ID";
+pub const REQIN_CONN_ID: &CStr = c"REQIN_CONN_ID";
+
+/// Where the fingerprint came from: `sensor`, `inline` or `upstream` (only when there is one).
+pub const REQIN_FINGERPRINT_SOURCE: &CStr = c"REQIN_FINGERPRINT_SOURCE";
+
+/// `ReqinLogJA4Plus On`: JA4T of the connection's SYN, JA4H of the request and its raw form
+/// (cookie values redacted unless `ReqinLogRedactHeaders -Cookie`).
+pub const JA4T: &CStr = c"JA4T";
+pub const JA4H: &CStr = c"JA4H";
+pub const JA4H_R: &CStr = c"JA4H_R";
+
+pub const JA4: &CStr = c"JA4";
+pub const JA4_R: &CStr = c"JA4_R";
+pub const JA3: &CStr = c"JA3";
+pub const JA3_HASH: &CStr = c"JA3_HASH";
 
 /// Every variable set from a joined record, in the README's order.
-pub const FROM_RECORD: &[&str] = &[
-    "JA4",
-    "JA4_R",
-    "JA3",
-    "JA3_HASH",
-    "TLS_SNI",
-    "TLS_ALPN",
-    "TLS_VERSION",
-    "TCP_TTL",
-    "TCP_WINDOW",
-    "TCP_MSS",
-    "TCP_OPTIONS",
+pub const FROM_RECORD: &[&CStr] = &[
+    JA4,
+    JA4_R,
+    JA3,
+    JA3_HASH,
+    c"TLS_SNI",
+    c"TLS_ALPN",
+    c"TLS_VERSION",
+    c"TCP_TTL",
+    c"TCP_WINDOW",
+    c"TCP_MSS",
+    c"TCP_OPTIONS",
 ];
 
 /// The variables for a request; fingerprint variables only when joined (an absent variable is
-/// what `%{JA4}e` and `SetEnvIf` already treat as "unknown"). Empty values are not set.
-pub fn env_vars(rec: Option<&TlsRecord>) -> Vec<(&'static str, Cow<'_, str>)> {
-    let mut v = vec![(
+/// what `%{JA4}e` and `SetEnvIf` already treat as "unknown"). Empty values are not set. The
+/// names are static: httpd keeps the pointers, only the values are copied.
+pub fn env_vars<'a>(
+    joined: Option<(&'a TlsRecord, &'a FragmentMeta)>,
+) -> Vec<(&'static CStr, Cow<'a, str>)> {
+    let mut v = Vec::with_capacity(FROM_RECORD.len() + 3);
+    v.push((
         REQIN_CORRELATED,
-        Cow::Borrowed(if rec.is_some() { "1" } else { "0" }),
-    )];
-    let Some(rec) = rec else {
+        Cow::Borrowed(if joined.is_some() { "1" } else { "0" }),
+    ));
+    let Some((rec, meta)) = joined else {
         return v;
     };
     let tcp = rec.tcp.as_ref();
     let number = |n: u16| Cow::Owned(itoa::Buffer::new().format(n).to_owned());
-    let values: [(&'static str, Option<Cow<'_, str>>); 11] = [
-        ("JA4", Some(Cow::Borrowed(&rec.ja4))),
-        ("JA4_R", Some(Cow::Borrowed(&rec.ja4_r))),
-        ("JA3", Some(Cow::Borrowed(&rec.ja3))),
-        ("JA3_HASH", Some(Cow::Borrowed(&rec.ja3_hash))),
-        ("TLS_SNI", Some(Cow::Borrowed(&rec.tls_sni))),
-        ("TLS_ALPN", Some(Cow::Borrowed(&rec.tls_alpn))),
-        ("TLS_VERSION", Some(Cow::Borrowed(&rec.tls_version))),
-        ("TCP_TTL", rec.ip.map(|ip| number(u16::from(ip.ttl)))),
-        ("TCP_WINDOW", tcp.map(|t| number(t.window_size))),
-        ("TCP_MSS", tcp.filter(|t| t.mss != 0).map(|t| number(t.mss))),
-        (
-            "TCP_OPTIONS",
-            tcp.map(|t| Cow::Borrowed(t.options.as_str())),
-        ),
+    let values: [Option<Cow<'_, str>>; 11] = [
+        Some(Cow::Borrowed(&rec.ja4)),
+        Some(Cow::Borrowed(&rec.ja4_r)),
+        Some(Cow::Borrowed(&rec.ja3)),
+        Some(Cow::Borrowed(&rec.ja3_hash)),
+        Some(Cow::Borrowed(&rec.tls_sni)),
+        Some(Cow::Borrowed(&rec.tls_alpn)),
+        Some(Cow::Borrowed(&rec.tls_version)),
+        rec.ip.map(|ip| number(u16::from(ip.ttl))),
+        tcp.map(|t| number(t.window_size)),
+        tcp.filter(|t| t.mss != 0).map(|t| number(t.mss)),
+        tcp.map(|t| Cow::Borrowed(t.options.as_str())),
     ];
     v.extend(
-        values
-            .into_iter()
-            .filter_map(|(k, val)| val.filter(|s| !s.is_empty()).map(|s| (k, s))),
+        FROM_RECORD
+            .iter()
+            .zip(values)
+            .filter_map(|(k, val)| val.filter(|s| !s.is_empty()).map(|s| (*k, s))),
     );
+    v.push((
+        REQIN_FINGERPRINT_SOURCE,
+        Cow::Borrowed(meta.source.as_str()),
+    ));
+    if let Some(ja4t) = &meta.ja4t {
+        v.push((JA4T, Cow::Borrowed(ja4t.as_str())));
+    }
     v
 }
 
@@ -94,11 +121,16 @@ mod tests {
             }),
             ..TlsRecord::default()
         };
-        let vars = env_vars(Some(&rec));
-        let names: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
+        let meta = FragmentMeta::of(crate::record::Source::Inline);
+        let vars = env_vars(Some((&rec, &meta)));
+        let names: Vec<&CStr> = vars.iter().map(|(k, _)| *k).collect();
         assert_eq!(names[0], REQIN_CORRELATED);
-        assert_eq!(&names[1..], FROM_RECORD);
-        assert!(vars.contains(&("TCP_TTL", "64".into())));
+        assert_eq!(&names[1..names.len() - 1], FROM_RECORD);
+        assert!(vars.contains(&(c"TCP_TTL", "64".into())));
+        assert_eq!(
+            vars.last(),
+            Some(&(REQIN_FINGERPRINT_SOURCE, Cow::Borrowed("inline")))
+        );
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //! - `child_init` (each child) attaches to the sensor's ring and starts the orphan flusher;
 //! - `pre_connection` (REALLY_FIRST, primary connections only) records the accept time: a
 //!   handshake joins the connection only if its SYN is inside the window around it;
-//! - `post_read_request` (REALLY_FIRST) numbers the request on its connection, looks the
-//!   4-tuple up (caching a hit on the connection: keep-alive requests and HTTP/2 streams share
-//!   their primary connection's handshake) and exports the fingerprint as environment variables;
+//! - mod_ssl's `pre_handshake` captures the SYN and the ClientHello for inline mode
+//!   ([`crate::inline`]);
+//! - `post_read_request` (REALLY_FIRST) numbers the request on its connection, screens a
+//!   proxy's fingerprint headers ([`crate::upstream`]), decides the fingerprint
+//!   ([`crate::source`]: caching it on the connection, so keep-alive requests and HTTP/2 streams
+//!   share their primary connection's handshake) and exports it as environment variables;
 //! - `log_transaction` writes the line now when the join is decided, else hands it to the
 //!   flusher;
 //! - `handler` serves `SetHandler reqin-log-status` (Prometheus text).
@@ -25,22 +28,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use correlate_lib::join::{JoinRules, NoJoin};
-use correlate_lib::ring::Lookup;
-use correlate_lib::{unix_now_ns, ConnKey, TlsRecord};
+use correlate_lib::join::JoinRules;
+use correlate_lib::{unix_now_ns, TlsRecord};
 
 use crate::config::{LogTarget, Settings, Verbosity};
 use crate::correlation::{RingEvent, RingHandle};
+use crate::ffi::openssl::{HelloSlot, HoldsHello};
 use crate::ffi::shm::SharedCounters;
+use crate::ffi::socket::ClientSocket;
 use crate::ffi::{
     apr_status_t, module_loaded, spawn_without_signals, Conn, ConnEnv, Expr, H2Probe, Level, Pool,
     Request, Server, ServerHandle, TlsProbe, DECLINED, OK,
 };
-use crate::flusher::{Flusher, Pending};
+use crate::flusher::{BothPending, Flusher, Pending};
 use crate::ids::{self, Ids as IdSource};
-use crate::record::{self, RequestSnapshot, Text, TlsFragment};
+use crate::inline::{Capture, InlineGeneration};
+use crate::record::{
+    self, FragmentMeta, LineFingerprint, OrphanReason, RequestSnapshot, Text, TlsFragment,
+};
 use crate::sink::{DatagramSink, FileSink};
+use crate::source::{self, Decision, Wait};
 use crate::stats::{self, Counter};
+use crate::upstream::{Screened, Upstream, UpstreamValues};
 
 /// The handler name of the status page: `SetHandler reqin-log-status`.
 pub const STATUS_HANDLER: &CStr = c"reqin-log-status";
@@ -50,14 +59,14 @@ pub const STATUS_HANDLER: &CStr = c"reqin-log-status";
 pub struct ServerState {
     pub settings: Settings,
     /// Set by `post_config` when this server logs.
-    output: OnceLock<Arc<Output>>,
+    pub(crate) output: OnceLock<Arc<Output>>,
     /// The generation's counters, shared by every server (set by `post_config`).
     stats: OnceLock<Arc<Stats>>,
-    rules: OnceLock<Arc<JoinRules>>,
-    /// Set by `child_init` (children only).
-    ring: OnceLock<Arc<RingHandle>>,
+    pub(crate) rules: OnceLock<Arc<JoinRules>>,
+    /// Set by `child_init` (children only), for servers whose mode reads the ring.
+    pub(crate) ring: OnceLock<Arc<RingHandle>>,
     flusher: OnceLock<Arc<Flusher>>,
-    tls_probe: OnceLock<TlsProbe>,
+    pub(crate) tls_probe: OnceLock<TlsProbe>,
     h2_probe: OnceLock<H2Probe>,
     /// mod_unique_id is loaded: its `UNIQUE_ID` is the request id.
     unique_id: OnceLock<bool>,
@@ -66,6 +75,11 @@ pub struct ServerState {
     /// `ReqinLogTag`, in configuration order: the main server's, then the virtual host's own
     /// (which replace a main-server tag of the same key).
     pub tags: Vec<Tag>,
+    /// The generation's inline capture (set by `post_config` on every server when one of them
+    /// fingerprints inline or both).
+    inline: OnceLock<Arc<InlineGeneration>>,
+    /// `ReqinLogTrustedProxy` (set by `post_config`).
+    upstream: OnceLock<Option<Upstream>>,
 }
 
 /// One `ReqinLogTag key value [condition]`.
@@ -85,6 +99,11 @@ pub enum TagValue {
 }
 
 impl ServerState {
+    /// What inline capture needs in this generation, when a server fingerprints inline.
+    pub fn inline_generation(&self) -> Option<&InlineGeneration> {
+        self.inline.get().map(Arc::as_ref)
+    }
+
     /// A virtual host's state: its directives over the main server's, fresh runtime slots.
     pub fn merged(base: &ServerState, add: &ServerState) -> ServerState {
         let mut tags: Vec<Tag> = base
@@ -160,49 +179,102 @@ impl ModuleLog for Logger {
     }
 }
 
-/// A sensor whose watermark is this far behind the clock is not waited for (see `join`).
-const SENSOR_STALL_NS: u64 = 1_000_000_000;
-
 /// The module's state for one client connection (the primary one: HTTP/2 streams use their
 /// master's), owned by the connection pool.
 pub struct ConnState {
     /// The connection's id: the root of its requests' ids.
     conn_id: Option<Box<str>>,
     /// Unix ns at `pre_connection`.
-    accept_ns: u64,
+    pub(crate) accept_ns: u64,
     /// Requests read so far (HTTP/2: streams), for `keepalives`.
     requests: AtomicU64,
-    /// The sensor's record of this connection's handshake, once found.
-    joined: OnceLock<Joined>,
+    /// The connection's final record, once decided: the sensor's (`sensor`), or `both`'s merge
+    /// of the inline one with the sensor's.
+    pub(crate) joined: OnceLock<Joined>,
     /// A request of this connection already waited the full lookup wait in vain: later ones
     /// look once and do not wait again (the handshake preceded the first request).
-    waited_in_vain: AtomicBool,
+    pub(crate) waited_in_vain: AtomicBool,
+    /// What httpd captured of the handshake (inline, both).
+    capture: Capture,
+    /// The record built from it, or why there is none (inline, both).
+    pub(crate) inline: OnceLock<Result<Joined, OrphanReason>>,
+}
+
+impl ConnState {
+    pub fn capture(&self) -> &Capture {
+        &self.capture
+    }
+}
+
+impl HoldsHello for ConnState {
+    fn hello_slot(&self) -> &HelloSlot {
+        self.capture.hello_slot()
+    }
+}
+
+/// Whether a line's inline values were checked against the sensor's (`both`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Not `both`'s business (sensor or inline alone).
+    None,
+    Agree,
+    Disagree,
+    /// `both`, but no sensor record to compare with.
+    Unchecked,
 }
 
 /// A connection joined with its handshake: what every request on it reuses.
 pub struct Joined {
-    /// The sensor's half of each line.
+    /// The connection's half of each line.
     fragment: TlsFragment,
     /// The environment variables (`REQIN_CORRELATED=1` and the fingerprint), in the
     /// connection's pool.
     env: ConnEnv,
+    /// `both`: whether the sensor agreed.
+    check: Check,
 }
 
 impl Joined {
-    fn new(rec: TlsRecord, primary: Conn<'_>) -> Self {
-        let env = primary.env(&crate::env::env_vars(Some(&rec)));
+    pub fn new(rec: TlsRecord, meta: FragmentMeta, primary: Conn<'_>, check: Check) -> Self {
+        Self::rendered(rec, meta, primary, check, None)
+    }
+
+    /// As [`Joined::new`]; `tls_json`: the record's TLS fields already rendered
+    /// ([`record::tls_json`]).
+    pub fn rendered(
+        rec: TlsRecord,
+        meta: FragmentMeta,
+        primary: Conn<'_>,
+        check: Check,
+        tls_json: Option<&[u8]>,
+    ) -> Self {
+        let env = primary.env(&crate::env::env_vars(Some((&rec, &meta))));
+        let (client, local) = (primary.client_addr(), primary.local_addr());
+        let fragment = match tls_json {
+            Some(json) => TlsFragment::with_tls_json(rec, meta, client, local, json),
+            None => TlsFragment::new(rec, meta, client, local),
+        };
         Self {
-            fragment: TlsFragment::new(rec, primary.client_addr(), primary.local_addr()),
+            fragment,
             env,
+            check,
         }
+    }
+
+    pub fn fragment(&self) -> &TlsFragment {
+        &self.fragment
     }
 }
 
 /// The module's state for one request, owned by the request pool.
 pub struct RequestState {
     /// 1-based position on the connection (`keepalives`, `sequence_number`).
-    index: u64,
+    pub(crate) index: u64,
     request_id: Option<Box<str>>,
+    /// A proxy's fingerprint headers, screened at `post_read_request`.
+    pub(crate) upstream: Screened,
+    /// `ReqinLogJA4Plus On`: JA4H and its raw form, of the request as the client sent it.
+    ja4h: Option<(String, String)>,
 }
 
 /// The counters in shared memory, the same block for every generation of this httpd parent
@@ -235,10 +307,24 @@ pub struct Output {
 }
 
 impl Output {
-    /// Writes one finished line to every sink; counts it. `lines_written` counts lines in the
-    /// file (when the server has a `ReqinLogFile`; buffered ones when their write succeeds),
-    /// else lines the socket took.
-    pub fn write(&self, line: &[u8], correlated: bool) {
+    /// Writes one finished line to every sink; counts it, with its fingerprint's source or
+    /// orphan reason, and `both`'s check. `lines_written` counts lines in the file (when the
+    /// server has a `ReqinLogFile`; buffered ones when their write succeeds), else lines the
+    /// socket took.
+    pub fn write(&self, line: &[u8], fp: LineFingerprint<'_>, check: Check) {
+        let correlated = fp.correlated();
+        if let Some(source) = fp.source() {
+            self.stats.add(Counter::of_source(source), 1);
+        }
+        if let Some(reason) = fp.reason() {
+            self.stats.add(Counter::of_reason(reason), 1);
+        }
+        match check {
+            Check::None => {}
+            Check::Agree => self.stats.add(Counter::CrossCheckAgree, 1),
+            Check::Disagree => self.stats.add(Counter::CrossCheckDisagree, 1),
+            Check::Unchecked => self.stats.add(Counter::CrossCheckUnchecked, 1),
+        }
         if let Some(file) = &self.file {
             let outcome = file.write_line(line, self.damage_epoch());
             self.count(outcome);
@@ -270,6 +356,11 @@ impl Output {
         if let Some(file) = &self.file {
             self.count(file.flush(now, force, self.damage_epoch()));
         }
+    }
+
+    /// The error log of the server this output belongs to.
+    pub fn logger(&self) -> Logger {
+        self.log
     }
 
     /// How many lines any child left damaged in a file: a change tells every writer to check
@@ -317,6 +408,15 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
             }
         },
     });
+    // Inline capture: set up for the whole generation when any server fingerprints inline.
+    // Reported on the real start and on restarts, not in the configuration pre-check pass.
+    let report = main.parent_lifetime_pool().is_some();
+    let captures = main.and_following().any(|s| {
+        s.state::<ServerState>()
+            .is_some_and(|st| st.settings.logs() && st.settings.fingerprint().captures())
+    });
+    crate::inline::configure_listeners(main, captures, report);
+    let inline = captures.then(|| Arc::new(InlineGeneration::load(main, report)));
     // Virtual hosts inheriting the main server's sinks share its descriptor.
     let mut files: HashMap<LogTarget, Arc<FileSink>> = HashMap::new();
     let mut sockets: HashMap<PathBuf, Arc<DatagramSink>> = HashMap::new();
@@ -341,6 +441,10 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
         let _ = state.unique_id.set(unique_id);
         let _ = state.stats.set(Arc::clone(&stats));
         let _ = state.rules.set(Arc::new(settings.join_rules()));
+        let _ = state.upstream.set(Upstream::from_settings(settings));
+        if let Some(generation) = &inline {
+            let _ = state.inline.set(Arc::clone(generation));
+        }
         if !settings.logs() {
             continue;
         }
@@ -463,6 +567,13 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
         let Some(state) = server.state::<ServerState>() else {
             continue;
         };
+        if let Some(f) = &flusher {
+            let _ = state.flusher.set(Arc::clone(f));
+        }
+        if !state.settings.fingerprint().uses_ring() {
+            // `ReqinLogFingerprint inline`: no ring, nothing of the sensor's is touched.
+            continue;
+        }
         let path = state.settings.ring_path();
         let ring = rings
             .entry(path.to_path_buf())
@@ -477,9 +588,6 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
             })
             .clone();
         let _ = state.ring.set(ring);
-        if let Some(f) = &flusher {
-            let _ = state.flusher.set(Arc::clone(f));
-        }
     }
     pchild.own(ChildOwner { flusher, outputs });
 }
@@ -505,14 +613,14 @@ impl Drop for ChildOwner {
     }
 }
 
-pub fn pre_connection(conn: Conn<'_>) {
+pub fn pre_connection(conn: Conn<'_>, socket: Option<ClientSocket>) {
     if conn.is_secondary() {
         return;
     }
-    let _ = conn.state_or_init(|| new_conn_state(conn));
+    let _ = conn.state_or_init(|| new_conn_state(conn, socket));
 }
 
-fn new_conn_state(conn: Conn<'_>) -> ConnState {
+fn new_conn_state(conn: Conn<'_>, socket: Option<ClientSocket>) -> ConnState {
     let ids = conn
         .base_server()
         .and_then(|s| s.state::<ServerState>())
@@ -523,6 +631,8 @@ fn new_conn_state(conn: Conn<'_>) -> ConnState {
         requests: AtomicU64::new(0),
         joined: OnceLock::new(),
         waited_in_vain: AtomicBool::new(false),
+        capture: Capture::new(socket),
+        inline: OnceLock::new(),
     }
 }
 
@@ -532,7 +642,7 @@ fn conn_state<'a>(conn: Conn<'a>) -> Option<&'a ConnState> {
     let primary = conn.primary();
     match primary.state::<ConnState>() {
         Some(s) => Some(s),
-        None if !conn.is_secondary() => primary.state_or_init(|| new_conn_state(primary)),
+        None if !conn.is_secondary() => primary.state_or_init(|| new_conn_state(primary, None)),
         None => None,
     }
 }
@@ -544,11 +654,59 @@ fn request_state<'a>(
 ) -> Option<&'a RequestState> {
     r.state_or_init(|| {
         let index = cs.map_or(1, |cs| cs.requests.fetch_add(1, Ordering::Relaxed) + 1);
+        // JA4H first: the request as the client sent it, forged headers included.
+        let ja4h = ja4h(state, r);
         RequestState {
             index,
             request_id: request_id(state, r, cs, index),
+            upstream: screen_upstream(state, r),
+            ja4h,
         }
     })
+}
+
+/// A proxy's fingerprint headers: used from a trusted proxy, removed from anyone else.
+fn screen_upstream(state: &ServerState, r: Request<'_>) -> Screened {
+    let Some(Some(upstream)) = state.upstream.get() else {
+        return Screened::NotConfigured;
+    };
+    let peer = r
+        .connection()
+        .and_then(|c| c.primary().client_addr())
+        .map(|a| a.ip());
+    let screened = upstream.screen(peer, |name| r.header(name), |name| r.remove_header(name));
+    if let Some(output) = state.output.get() {
+        match &screened {
+            Screened::Untrusted { removed } => {
+                output.stats.add(Counter::UpstreamHeadersRemoved, *removed)
+            }
+            Screened::TrustedWithout { invalid } => {
+                output.stats.add(Counter::UpstreamHeadersInvalid, *invalid)
+            }
+            _ => {}
+        }
+    }
+    screened
+}
+
+/// `ReqinLogJA4Plus On`: JA4H of a request that has a request line.
+#[cfg(feature = "foxio")]
+fn ja4h(state: &ServerState, r: Request<'_>) -> Option<(String, String)> {
+    if !state.settings.ja4plus() || !r.has_request_line() {
+        return None;
+    }
+    let method = r.method_bytes()?;
+    Some(crate::ja4plus::ja4h(
+        method,
+        r.proto_num(),
+        r.headers_in(),
+        state.settings.is_redacted("Cookie"),
+    ))
+}
+
+#[cfg(not(feature = "foxio"))]
+fn ja4h(_state: &ServerState, _r: Request<'_>) -> Option<(String, String)> {
+    None
 }
 
 /// mod_unique_id's `UNIQUE_ID` when it is loaded (generated now through httpd's log-id hook,
@@ -571,142 +729,7 @@ fn request_id(
     Some(id.into_boxed_str())
 }
 
-/// The outcome of trying to join a request with its connection's handshake.
-enum Join<'a> {
-    Joined(&'a Joined),
-    /// Decided: no handshake will ever join this request.
-    Never,
-    /// Not in the ring yet; the sensor may still publish it.
-    NotYet {
-        key: ConnKey,
-        accept_ns: u64,
-        ring: Arc<RingHandle>,
-    },
-}
-
-/// Looks `key` up and checks the record belongs to the connection accepted at `accept_ns`.
-/// `count`: whether a miss is final enough to count.
-pub fn lookup_record(
-    ring: &RingHandle,
-    rules: &JoinRules,
-    key: &ConnKey,
-    accept_ns: u64,
-    output: &Output,
-    count: bool,
-) -> Option<TlsRecord> {
-    let (found, _event) = ring.lookup(key, Instant::now());
-    match found {
-        Lookup::Hit(rec) => match rules.belongs(&rec, key, accept_ns) {
-            Ok(()) => Some(rec),
-            Err(_) => {
-                if count {
-                    output.stats.add(Counter::ForeignRecords, 1);
-                }
-                None
-            }
-        },
-        Lookup::Miss => None,
-        Lookup::Torn => {
-            if count {
-                output.stats.add(Counter::TornReads, 1);
-            }
-            None
-        }
-    }
-}
-
-/// Tries to join `r` now, waiting up to `wait` while the sensor has not yet processed the
-/// packets up to the request's arrival.
-fn join<'a>(
-    state: &ServerState,
-    server: Server<'_>,
-    r: Request<'_>,
-    cs: Option<&'a ConnState>,
-    index: u64,
-    wait: Duration,
-    count: bool,
-) -> Join<'a> {
-    let (Some(output), Some(rules), Some(conn)) =
-        (state.output.get(), state.rules.get(), r.connection())
-    else {
-        return Join::Never;
-    };
-    if let Some(joined) = cs.and_then(|cs| cs.joined.get()) {
-        // The connection was joined by an earlier request: it is TLS and its 4-tuple was
-        // admitted then; only this request's position can still rule it out.
-        return match rules.admits_position(index) {
-            Ok(()) => Join::Joined(joined),
-            Err(_) => Join::Never,
-        };
-    }
-    let primary = conn.primary();
-    let tls = state
-        .tls_probe
-        .get()
-        .and_then(|p| p.is_tls(primary))
-        .unwrap_or(false);
-    if !tls {
-        return Join::Never;
-    }
-    let (Some(client), Some(local), Some(cs)) = (primary.client_addr(), primary.local_addr(), cs)
-    else {
-        return Join::Never;
-    };
-    let key = ConnKey::new(client, local);
-    if let Err(why) = rules.admits(&key, index) {
-        if count {
-            match why {
-                NoJoin::ExcludedSource => output.stats.add(Counter::ExcludedSource, 1),
-                NoJoin::ExcludedPort => output.stats.add(Counter::ExcludedPort, 1),
-                NoJoin::NotFirstRequest => {}
-            }
-        }
-        return Join::Never;
-    }
-    let Some(ring) = state.ring.get() else {
-        return Join::Never;
-    };
-    let arrival_ns = arrival_ns(r);
-    let wait = if cs.waited_in_vain.load(Ordering::Relaxed) {
-        Duration::ZERO
-    } else {
-        wait
-    };
-    let deadline = Instant::now() + wait;
-    loop {
-        let (found, event) = ring.lookup(&key, Instant::now());
-        if let Some(event) = event {
-            log_ring_event(server, &event);
-        }
-        if let Lookup::Hit(rec) = found {
-            if rules.belongs(&rec, &key, cs.accept_ns).is_ok() {
-                return Join::Joined(cs.joined.get_or_init(|| Joined::new(rec, primary)));
-            }
-        }
-        if !ring.is_attached() {
-            // No sensor at all: every request is an orphan, at once.
-            return Join::Never;
-        }
-        let watermark = ring.watermark();
-        // A live sensor moves its watermark at least every 100 ms, idle or not; one that has not
-        // for a second is stopped or hung, and waiting for it would only slow every request.
-        let stalled = watermark.saturating_add(SENSOR_STALL_NS) < unix_now_ns();
-        let timed_out = Instant::now() >= deadline;
-        if timed_out && !wait.is_zero() {
-            cs.waited_in_vain.store(true, Ordering::Relaxed);
-        }
-        if watermark >= arrival_ns || timed_out || stalled {
-            return Join::NotYet {
-                key,
-                accept_ns: cs.accept_ns,
-                ring: Arc::clone(ring),
-            };
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn arrival_ns(r: Request<'_>) -> u64 {
+pub fn arrival_ns(r: Request<'_>) -> u64 {
     u64::try_from(r.request_time_us())
         .unwrap_or(0)
         .saturating_mul(1000)
@@ -726,31 +749,52 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
     let Some(rs) = request_state(state, r, cs) else {
         return DECLINED;
     };
-    let joined = match join(
+    let decision = source::decide(
         state,
         server,
         r,
         cs,
-        rs.index,
+        rs,
         state.settings.lookup_wait(),
         false,
-    ) {
-        Join::Joined(joined) => Some(joined),
-        _ => None,
-    };
+    );
     if state.settings.export_env() {
-        match joined {
-            Some(joined) => r.set_conn_env(&joined.env),
-            None => r.set_env_c(c"REQIN_CORRELATED", c"0"),
-        }
+        export_env(r, &decision);
         if let Some(id) = &rs.request_id {
             r.set_env_str(crate::env::REQIN_REQUEST_ID, id);
         }
         if let Some(id) = cs.and_then(|cs| cs.conn_id.as_deref()) {
             r.set_env_str(crate::env::REQIN_CONN_ID, id);
         }
+        if let Some((ja4h, ja4h_r)) = &rs.ja4h {
+            r.set_env_str(crate::env::JA4H, ja4h);
+            r.set_env_str(crate::env::JA4H_R, ja4h_r);
+        }
     }
     DECLINED
+}
+
+/// The fingerprint's environment variables (`REQIN_CORRELATED=0` without one).
+fn export_env(r: Request<'_>, decision: &Decision<'_>) {
+    match decision {
+        Decision::Joined(joined)
+        | Decision::Unchecked(joined)
+        | Decision::InlineAwaiting { inline: joined, .. } => r.set_conn_env(&joined.env),
+        Decision::Upstream(values) => {
+            r.set_env_c(crate::env::REQIN_CORRELATED, c"1");
+            if let Some(v) = &values.ja4 {
+                r.set_env_str(crate::env::JA4, v);
+            }
+            if let Some(v) = &values.ja3_hash {
+                r.set_env_str(crate::env::JA3_HASH, v);
+            }
+            r.set_env_str(
+                crate::env::REQIN_FINGERPRINT_SOURCE,
+                record::Source::Upstream.as_str(),
+            );
+        }
+        Decision::NotYet(_) | Decision::Never(_) => r.set_env_c(crate::env::REQIN_CORRELATED, c"0"),
+    }
 }
 
 pub fn log_transaction(r: Request<'_>) -> c_int {
@@ -776,46 +820,112 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
         conn_id: cs.and_then(|cs| cs.conn_id.as_deref()),
         request_id: rs.and_then(|rs| rs.request_id.as_deref()),
     };
-    let snapshot = snapshot(state, output, r, conn, index, ids);
-    match join(state, server, r, cs, index, Duration::ZERO, true) {
-        Join::Joined(joined) => record::with_line(&snapshot, Some(&joined.fragment), |line| {
-            output.write(line, true)
-        }),
-        Join::Never => record::with_line(&snapshot, None, |line| output.write(line, false)),
-        Join::NotYet {
-            key,
-            accept_ns,
-            ring,
-        } => {
-            let arrival_ns = arrival_ns(r);
-            let orphan_now = |snapshot: &RequestSnapshot<'_>| {
-                output.stats.add(Counter::RingMisses, 1);
-                record::with_line(snapshot, None, |line| output.write(line, false));
-            };
-            if ring.watermark() >= arrival_ns {
-                // The sensor has processed every packet up to the request: no hello is coming.
-                orphan_now(&snapshot);
-            } else if let (Some(flusher), Some(rules)) = (state.flusher.get(), state.rules.get()) {
-                let pending = Box::new(Pending {
-                    snapshot: snapshot.into_owned(),
-                    key,
-                    accept_ns,
-                    arrival_ns,
-                    deadline: Instant::now() + state.settings.orphan_delay(),
-                    rules: Arc::clone(rules),
-                    ring,
-                    output: Arc::clone(output),
-                });
-                if let Err(p) = flusher.submit(pending) {
-                    output.stats.add(Counter::QueueFull, 1);
-                    orphan_now(&p.snapshot);
-                }
-            } else {
-                orphan_now(&snapshot);
-            }
+    let snapshot = snapshot(state, output, r, conn, index, ids, rs);
+    let Some(rs) = rs else {
+        let fp = LineFingerprint::Orphan(OrphanReason::NoConnection);
+        record::with_line(&snapshot, fp, |line| output.write(line, fp, Check::None));
+        return OK;
+    };
+    let write = |snapshot: &RequestSnapshot<'_>, fp: LineFingerprint<'_>, check: Check| {
+        record::with_line(snapshot, fp, |line| output.write(line, fp, check))
+    };
+    match source::decide(state, server, r, cs, rs, Duration::ZERO, true) {
+        Decision::Joined(joined) => write(
+            &snapshot,
+            LineFingerprint::Connection(&joined.fragment),
+            joined.check,
+        ),
+        Decision::Unchecked(joined) => write(
+            &snapshot,
+            LineFingerprint::Connection(&joined.fragment),
+            Check::Unchecked,
+        ),
+        Decision::Upstream(values) => write(&snapshot, upstream_fingerprint(values), Check::None),
+        Decision::Never(reason) => write(&snapshot, LineFingerprint::Orphan(reason), Check::None),
+        Decision::NotYet(wait) => wait_for_sensor(state, output, r, snapshot, wait, None, rs),
+        Decision::InlineAwaiting { inline, wait } => {
+            wait_for_sensor(state, output, r, snapshot, wait, Some(inline), rs)
         }
     }
     OK
+}
+
+fn upstream_fingerprint(values: &UpstreamValues) -> LineFingerprint<'_> {
+    LineFingerprint::Upstream {
+        ja4: values.ja4.as_deref(),
+        ja3_hash: values.ja3_hash.as_deref(),
+    }
+}
+
+/// A line whose connection's record the sensor may still publish: written now if the sensor
+/// has processed every packet up to the request (nothing is coming), else handed to the
+/// flusher, which writes it when the record arrives or the orphan delay ends. `inline`
+/// (`both`): what the line carries if the sensor's record does not come.
+fn wait_for_sensor(
+    state: &ServerState,
+    output: &Arc<Output>,
+    r: Request<'_>,
+    snapshot: RequestSnapshot<'_>,
+    wait: Wait,
+    inline: Option<&Joined>,
+    rs: &RequestState,
+) {
+    let arrival_ns = arrival_ns(r);
+    let untrusted = matches!(rs.upstream, Screened::Untrusted { removed } if removed > 0);
+    let now = |snapshot: &RequestSnapshot<'_>, reason: OrphanReason| match inline {
+        Some(joined) => record::with_line(
+            snapshot,
+            LineFingerprint::Connection(&joined.fragment),
+            |line| {
+                output.write(
+                    line,
+                    LineFingerprint::Connection(&joined.fragment),
+                    Check::Unchecked,
+                )
+            },
+        ),
+        None => {
+            output.stats.add(Counter::RingMisses, 1);
+            let reason = if untrusted {
+                OrphanReason::UpstreamUntrusted
+            } else {
+                reason
+            };
+            let fp = LineFingerprint::Orphan(reason);
+            record::with_line(snapshot, fp, |line| output.write(line, fp, Check::None));
+        }
+    };
+    if wait.ring.watermark() >= arrival_ns {
+        // The sensor has processed every packet up to the request: no hello is coming.
+        now(&snapshot, OrphanReason::NotInRing);
+        return;
+    }
+    let (Some(flusher), Some(rules)) = (state.flusher.get(), state.rules.get()) else {
+        now(&snapshot, source::ring_reason(&wait.ring));
+        return;
+    };
+    let pending = Box::new(Pending {
+        snapshot: snapshot.into_owned(),
+        key: wait.key,
+        accept_ns: wait.accept_ns,
+        arrival_ns,
+        deadline: Instant::now() + state.settings.orphan_delay(),
+        rules: Arc::clone(rules),
+        ring: wait.ring,
+        output: Arc::clone(output),
+        ja4plus: state.settings.ja4plus(),
+        untrusted_upstream: untrusted,
+        both: inline.map(|joined| {
+            Box::new(BothPending {
+                inline: joined.fragment.clone(),
+                generation: state.inline.get().cloned(),
+            })
+        }),
+    });
+    if let Err(p) = flusher.submit(pending) {
+        output.stats.add(Counter::QueueFull, 1);
+        now(&p.snapshot, source::ring_reason(&p.ring));
+    }
 }
 
 /// A request's correlation ids, as its line carries them.
@@ -852,6 +962,7 @@ fn snapshot<'a>(
     conn: Option<Conn<'_>>,
     keepalives: u64,
     ids: Ids<'a>,
+    rs: Option<&'a RequestState>,
 ) -> RequestSnapshot<'a> {
     // Without a request line, method/path/protocol are httpd's placeholders, not the client's.
     let line = r.has_request_line();
@@ -914,6 +1025,9 @@ fn snapshot<'a>(
         stream_id: state.h2_probe.get().and_then(|p| p.stream_id(r)),
         headers,
         tags: tags(state, r),
+        ja4h: rs
+            .and_then(|rs| rs.ja4h.as_ref())
+            .map(|(h, raw)| (Cow::Borrowed(h.as_str()), Cow::Borrowed(raw.as_str()))),
     }
 }
 
@@ -962,7 +1076,7 @@ pub fn handler(r: Request<'_>) -> c_int {
     OK
 }
 
-fn log_ring_event(server: Server<'_>, event: &RingEvent) {
+pub fn log_ring_event(server: Server<'_>, event: &RingEvent) {
     match event {
         RingEvent::Attached { path, generation } => server.log(
             Level::Info,

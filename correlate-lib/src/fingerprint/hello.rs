@@ -48,7 +48,7 @@ const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 
 /// The fields of a ClientHello that the fingerprints and the sensor record use. Lists keep wire
 /// order and GREASE values; the fingerprint code decides what to drop.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ClientHello {
     /// The body's `legacy_version` (not the record-layer version).
     pub legacy_version: u16,
