@@ -381,6 +381,10 @@ pub struct FragmentMeta {
     pub partial: Option<OrphanReason>,
     /// JA4T of the record's SYN (`ReqinLogJA4Plus On`).
     pub ja4t: Option<String>,
+    /// The record has the sensor's own fields (a sensor record, or `both`'s merge): its
+    /// `sensor_id` is written even when empty, as in every sensor line; a record httpd made
+    /// alone has none.
+    pub sensor_fields: bool,
 }
 
 impl FragmentMeta {
@@ -389,6 +393,7 @@ impl FragmentMeta {
             source,
             partial: None,
             ja4t: None,
+            sensor_fields: source == Source::Sensor,
         }
     }
 }
@@ -487,7 +492,7 @@ impl TlsFragment {
                 value,
                 renamed: false,
             }),
-            skip_empty_sensor_id: meta.source != Source::Sensor,
+            skip_empty_sensor_id: !meta.sensor_fields,
             skip_tls: tls_json.is_some(),
             out: Vec::with_capacity(1024),
             key: Vec::with_capacity(32),

@@ -216,6 +216,7 @@ pub fn fragment_meta(
         source,
         partial,
         ja4t: ja4t(ja4plus, rec),
+        sensor_fields: source == Source::Sensor,
     }
 }
 
@@ -420,7 +421,10 @@ pub fn merge_parts(
             ),
         );
     }
-    let meta = inline.meta().clone();
+    let meta = FragmentMeta {
+        sensor_fields: true,
+        ..inline.meta().clone()
+    };
     let check = if differ.is_empty() {
         Check::Agree
     } else {

@@ -401,7 +401,7 @@ pub fn render_html(value: impl Fn(Counter) -> u64, ring: Option<&RingStatus>, no
     out.push_str("</table>\n<h2>ja4sensor</h2>\n");
     match ring {
         None => out.push_str(
-            "<p class=\"bad\">This child has no sensor ring mapped: requests are logged uncorrelated.</p>\n",
+            "<p class=\"bad\">This child has no sensor ring mapped: requests of <code>ReqinLogFingerprint sensor</code> and <code>both</code> servers have no sensor record (<code>inline</code> needs none).</p>\n",
         ),
         Some(ring) => {
             out.push_str("<table><tr><th>field</th><th>value</th></tr>\n");
