@@ -3,7 +3,6 @@
 //! `SetEnvIf JA4 ...`, CGI scripts and `mod_proxy` backends can use the fingerprint while the
 //! request is served. README.md ("Environment variables") documents the same table.
 
-use std::borrow::Cow;
 use std::ffi::CStr;
 
 use correlate_lib::TlsRecord;
@@ -49,47 +48,61 @@ pub const FROM_RECORD: &[&CStr] = &[
     c"TCP_OPTIONS",
 ];
 
+/// A variable's value: borrowed from the record, or a number formatted on the stack.
+pub enum EnvValue<'a> {
+    Text(&'a str),
+    Number(itoa::Buffer, u16),
+}
+
+impl EnvValue<'_> {
+    pub fn as_str(&mut self) -> &str {
+        match self {
+            EnvValue::Text(s) => s,
+            EnvValue::Number(buf, n) => buf.format(*n),
+        }
+    }
+}
+
 /// The variables for a request; fingerprint variables only when joined (an absent variable is
 /// what `%{JA4}e` and `SetEnvIf` already treat as "unknown"). Empty values are not set. The
-/// names are static: httpd keeps the pointers, only the values are copied.
+/// names are static: httpd keeps the pointers, only the values are copied. Nothing is
+/// allocated but the list.
 pub fn env_vars<'a>(
     joined: Option<(&'a TlsRecord, &'a FragmentMeta)>,
-) -> Vec<(&'static CStr, Cow<'a, str>)> {
+) -> Vec<(&'static CStr, EnvValue<'a>)> {
     let mut v = Vec::with_capacity(FROM_RECORD.len() + 3);
     v.push((
         REQIN_CORRELATED,
-        Cow::Borrowed(if joined.is_some() { "1" } else { "0" }),
+        EnvValue::Text(if joined.is_some() { "1" } else { "0" }),
     ));
     let Some((rec, meta)) = joined else {
         return v;
     };
     let tcp = rec.tcp.as_ref();
-    let number = |n: u16| Cow::Owned(itoa::Buffer::new().format(n).to_owned());
-    let values: [Option<Cow<'_, str>>; 11] = [
-        Some(Cow::Borrowed(&rec.ja4)),
-        Some(Cow::Borrowed(&rec.ja4_r)),
-        Some(Cow::Borrowed(&rec.ja3)),
-        Some(Cow::Borrowed(&rec.ja3_hash)),
-        Some(Cow::Borrowed(&rec.tls_sni)),
-        Some(Cow::Borrowed(&rec.tls_alpn)),
-        Some(Cow::Borrowed(&rec.tls_version)),
+    let number = |n: u16| EnvValue::Number(itoa::Buffer::new(), n);
+    let values: [Option<EnvValue<'_>>; 11] = [
+        Some(EnvValue::Text(&rec.ja4)),
+        Some(EnvValue::Text(&rec.ja4_r)),
+        Some(EnvValue::Text(&rec.ja3)),
+        Some(EnvValue::Text(&rec.ja3_hash)),
+        Some(EnvValue::Text(&rec.tls_sni)),
+        Some(EnvValue::Text(&rec.tls_alpn)),
+        Some(EnvValue::Text(&rec.tls_version)),
         rec.ip.map(|ip| number(u16::from(ip.ttl))),
         tcp.map(|t| number(t.window_size)),
         tcp.filter(|t| t.mss != 0).map(|t| number(t.mss)),
-        tcp.map(|t| Cow::Borrowed(t.options.as_str())),
+        tcp.map(|t| EnvValue::Text(t.options.as_str())),
     ];
-    v.extend(
-        FROM_RECORD
-            .iter()
-            .zip(values)
-            .filter_map(|(k, val)| val.filter(|s| !s.is_empty()).map(|s| (*k, s))),
-    );
+    v.extend(FROM_RECORD.iter().zip(values).filter_map(|(k, val)| {
+        val.filter(|s| !matches!(s, EnvValue::Text(t) if t.is_empty()))
+            .map(|s| (*k, s))
+    }));
     v.push((
         REQIN_FINGERPRINT_SOURCE,
-        Cow::Borrowed(meta.source.as_str()),
+        EnvValue::Text(meta.source.as_str()),
     ));
     if let Some(ja4t) = &meta.ja4t {
-        v.push((JA4T, Cow::Borrowed(ja4t.as_str())));
+        v.push((JA4T, EnvValue::Text(ja4t.as_str())));
     }
     v
 }
@@ -122,19 +135,26 @@ mod tests {
             ..TlsRecord::default()
         };
         let meta = FragmentMeta::of(crate::record::Source::Inline);
-        let vars = env_vars(Some((&rec, &meta)));
+        let vars: Vec<(&CStr, String)> = env_vars(Some((&rec, &meta)))
+            .into_iter()
+            .map(|(k, mut v)| (k, v.as_str().to_owned()))
+            .collect();
         let names: Vec<&CStr> = vars.iter().map(|(k, _)| *k).collect();
         assert_eq!(names[0], REQIN_CORRELATED);
         assert_eq!(&names[1..names.len() - 1], FROM_RECORD);
         assert!(vars.contains(&(c"TCP_TTL", "64".into())));
         assert_eq!(
             vars.last(),
-            Some(&(REQIN_FINGERPRINT_SOURCE, Cow::Borrowed("inline")))
+            Some(&(REQIN_FINGERPRINT_SOURCE, "inline".to_owned()))
         );
     }
 
     #[test]
     fn orphan_gets_only_the_flag() {
-        assert_eq!(env_vars(None), vec![(REQIN_CORRELATED, Cow::Borrowed("0"))]);
+        let vars: Vec<(&CStr, String)> = env_vars(None)
+            .into_iter()
+            .map(|(k, mut v)| (k, v.as_str().to_owned()))
+            .collect();
+        assert_eq!(vars, vec![(REQIN_CORRELATED, "0".to_owned())]);
     }
 }

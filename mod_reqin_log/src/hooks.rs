@@ -248,7 +248,7 @@ impl Joined {
         check: Check,
         tls_json: Option<&[u8]>,
     ) -> Self {
-        let env = primary.env(&crate::env::env_vars(Some((&rec, &meta))));
+        let env = primary.env(crate::env::env_vars(Some((&rec, &meta))), |v| v.as_str());
         let (client, local) = (primary.client_addr(), primary.local_addr());
         let fragment = match tls_json {
             Some(json) => TlsFragment::with_tls_json(rec, meta, client, local, json),

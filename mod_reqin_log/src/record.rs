@@ -642,18 +642,18 @@ impl serde::ser::SerializeMap for Merge {
 
     fn serialize_key<T: ?Sized + serde::Serialize>(&mut self, key: &T) -> Result<(), Self::Error> {
         self.key.clear();
-        jsonl::write_key(&mut self.key, key)
+        jsonl::key_text(&mut self.key, key)
     }
 
     fn serialize_value<T: ?Sized + serde::Serialize>(
         &mut self,
         value: &T,
     ) -> Result<(), Self::Error> {
-        // The key without its quotes (field names need no escaping).
-        let name = self
-            .key
-            .get(1..self.key.len().saturating_sub(1))
-            .unwrap_or_default();
+        // The key as is: the record's keys are names of `fields`, which need no escaping.
+        let name = self.key.as_slice();
+        debug_assert!(name
+            .iter()
+            .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\'));
         let class = classify(name);
         match class {
             // The module's id of the connection is the line's `conn_id` (the root of its
@@ -687,8 +687,8 @@ impl serde::ser::SerializeMap for Merge {
         }
         self.out.extend_from_slice(b",\"");
         self.out.extend_from_slice(prefix);
-        self.out.extend_from_slice(&self.key[1..]);
-        self.out.push(b':');
+        self.out.extend_from_slice(&self.key);
+        self.out.extend_from_slice(b"\":");
         self.out.extend_from_slice(&self.value);
         Ok(())
     }

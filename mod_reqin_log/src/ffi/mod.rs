@@ -489,7 +489,11 @@ impl<'a> Conn<'a> {
 
     /// Copies the values of `vars` into this connection's pool once, for
     /// [`Request::set_conn_env`]; the names are static and kept as they are.
-    pub fn env<V: AsRef<str>>(&self, vars: &[(&'static CStr, V)]) -> ConnEnv {
+    pub fn env<V>(
+        &self,
+        vars: impl IntoIterator<Item = (&'static CStr, V)>,
+        mut value: impl FnMut(&mut V) -> &str,
+    ) -> ConnEnv {
         let dup = |s: &str| {
             if s.contains('\0') {
                 let c = to_cstring(s);
@@ -506,8 +510,8 @@ impl<'a> Conn<'a> {
         ConnEnv {
             conn: self.raw,
             vars: vars
-                .iter()
-                .map(|(name, value)| (name.as_ptr(), dup(value.as_ref())))
+                .into_iter()
+                .map(|(name, mut v)| (name.as_ptr(), dup(value(&mut v))))
                 .filter(|(_, v)| !v.is_null())
                 .collect(),
         }
