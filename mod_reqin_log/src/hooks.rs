@@ -239,19 +239,19 @@ impl Joined {
         Self::rendered(rec, meta, primary, check, None)
     }
 
-    /// As [`Joined::new`]; `tls_json`: the record's TLS fields already rendered
-    /// ([`record::tls_json`]).
+    /// As [`Joined::new`]; `parts`: the record's TLS fields and SYN fields already rendered
+    /// ([`record::tls_json`], [`record::syn_json`]).
     pub fn rendered(
         rec: TlsRecord,
         meta: FragmentMeta,
         primary: Conn<'_>,
         check: Check,
-        tls_json: Option<&[u8]>,
+        parts: Option<(&[u8], Option<&[u8]>)>,
     ) -> Self {
         let env = primary.env(crate::env::env_vars(Some((&rec, &meta))), |v| v.as_str());
         let (client, local) = (primary.client_addr(), primary.local_addr());
-        let fragment = match tls_json {
-            Some(json) => TlsFragment::with_tls_json(rec, meta, client, local, json),
+        let fragment = match parts {
+            Some((tls, syn)) => TlsFragment::with_parts(rec, meta, client, local, tls, syn),
             None => TlsFragment::new(rec, meta, client, local),
         };
         Self {

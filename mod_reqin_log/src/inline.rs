@@ -19,9 +19,9 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use correlate_lib::fingerprint::hello::{self, ClientHello, MAX_HELLO_BYTES};
+use correlate_lib::fingerprint::hello::{self, HelloError, MAX_HELLO_BYTES};
 use correlate_lib::fingerprint::os::{OsDatabase, OsGuess};
-use correlate_lib::fingerprint::syn::{P0fTraits, SynTraits};
+use correlate_lib::fingerprint::syn::SynTraits;
 use correlate_lib::fingerprint::{self, syn, TlsFingerprint, Transport};
 use correlate_lib::{ConnKey, TlsRecord};
 
@@ -49,39 +49,43 @@ const MEMO_ENTRIES: usize = 256;
 
 /// Results of a pure function of `K` a child has computed, so a client that sends what an
 /// earlier connection of the child sent costs a hash and a lookup. The key is the complete
-/// input (a parsed [`ClientHello`] holds exactly what JA4 and JA3 read; the OS guess reads only
-/// [`OsKey`]), so a hit is the function's own result. Bounded: full, it starts over. The lock
-/// is held for a lookup or an insert, never for a computation.
+/// input (a hello's [`hello::hello_key`]: every byte its parse reads; the OS guess reads only
+/// [`OsKey`]), compared whole, so a hit is the function's own result. Bounded: full, it starts
+/// over. The lock is held for a lookup or an insert, never for a computation.
 struct Memo<K, V> {
     hasher: foldhash::quality::RandomState,
-    map: Mutex<HashMap<u64, (K, V)>>,
+    /// By the key's hash (already a good one: the map's own hasher only spreads it).
+    map: Mutex<HashMap<u64, (K, V), foldhash::fast::RandomState>>,
 }
 
 impl<K: Hash + Eq, V: Clone> Memo<K, V> {
     fn new() -> Self {
         Self {
             hasher: foldhash::quality::RandomState::default(),
-            map: Mutex::new(HashMap::with_capacity(MEMO_ENTRIES)),
+            map: Mutex::new(HashMap::with_capacity_and_hasher(
+                MEMO_ENTRIES,
+                foldhash::fast::RandomState::default(),
+            )),
         }
     }
 
-    fn get_or(&self, key: K, compute: impl FnOnce(&K) -> V) -> V {
+    fn get_or<E>(&self, key: K, compute: impl FnOnce(&K) -> Result<V, E>) -> Result<V, E> {
         let hash = self.hasher.hash_one(&key);
         if let Some((k, v)) = self.lock().get(&hash) {
             if *k == key {
-                return v.clone();
+                return Ok(v.clone());
             }
         }
-        let value = compute(&key);
+        let value = compute(&key)?;
         let mut map = self.lock();
         if map.len() >= MEMO_ENTRIES {
             map.clear();
         }
         map.insert(hash, (key, value.clone()));
-        value
+        Ok(value)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (K, V)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (K, V), foldhash::fast::RandomState>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -92,24 +96,19 @@ pub struct KnownHello {
     pub json: Vec<u8>,
 }
 
-/// What [`OsDatabase::guess`] reads of a SYN: p0f's traits, the TTL, the window and its scale.
-#[derive(PartialEq, Eq, Hash)]
-struct OsKey {
-    p0f: P0fTraits,
-    ttl: u8,
-    window: u16,
-    window_scale: Option<u8>,
+/// What the line takes from a SYN shape: the OS guess and the SYN's fields as the fragment
+/// writes them ([`crate::record::syn_json`]).
+pub struct KnownSyn {
+    guess: Option<OsGuess>,
+    pub json: Vec<u8>,
 }
 
-impl OsKey {
-    fn of(syn: &SynTraits) -> Self {
-        Self {
-            p0f: syn.p0f,
-            ttl: syn.ip.ttl,
-            window: syn.tcp.window_size,
-            window_scale: syn.tcp.window_scale,
-        }
-    }
+/// A SYN without its IP id, the one trait that changes from one connection of a client to the
+/// next: the key of what [`KnownSyn`] holds, which depends on nothing else.
+fn syn_shape(syn: &SynTraits) -> SynTraits {
+    let mut shape = syn.clone();
+    shape.ip.id = 0;
+    shape
 }
 
 /// What a configuration generation that fingerprints inline needs, shared by its servers.
@@ -121,8 +120,8 @@ pub struct InlineGeneration {
     /// Disagreements logged so far by this child (each child has its own copy after fork).
     disagreements_logged: AtomicU32,
     /// The child's fingerprints of the hellos and SYNs it has seen.
-    hellos: Memo<ClientHello, Arc<KnownHello>>,
-    oses: Memo<OsKey, OsGuess>,
+    hellos: Memo<Vec<u8>, Arc<KnownHello>>,
+    syns: Memo<SynTraits, Arc<KnownSyn>>,
 }
 
 impl InlineGeneration {
@@ -154,32 +153,56 @@ impl InlineGeneration {
             os,
             disagreements_logged: AtomicU32::new(0),
             hellos: Memo::new(),
-            oses: Memo::new(),
+            syns: Memo::new(),
         }
     }
 
-    /// The TLS fingerprint of a parsed hello (correlate-lib's, remembered).
-    fn tls(&self, hello: ClientHello) -> Arc<KnownHello> {
-        self.hellos.get_or(hello, |h| {
-            let fingerprint = TlsFingerprint::of(h, Transport::Tcp);
-            let json = crate::record::tls_json(&TlsRecord {
-                tls_version: fingerprint.tls_version.clone(),
-                tls_sni: fingerprint.sni.clone().unwrap_or_default(),
-                tls_alpn: fingerprint.tls_alpn.clone(),
-                ja4: fingerprint.ja4.clone(),
-                ja4_r: fingerprint.ja4_r.clone(),
-                ja3: fingerprint.ja3.clone(),
-                ja3_hash: fingerprint.ja3_hash.clone(),
-                ..TlsRecord::default()
-            });
-            Arc::new(KnownHello { fingerprint, json })
-        })
+    /// The TLS fingerprint of a ClientHello message (correlate-lib's `fingerprint_client_hello`,
+    /// remembered by the message's [`hello::hello_key`]).
+    fn tls(&self, message: &[u8]) -> Result<Arc<KnownHello>, HelloError> {
+        match hello::hello_key(message) {
+            Some(key) => self.hellos.get_or(key, |_| Self::known(message)),
+            None => Self::known(message),
+        }
     }
 
-    /// The OS guess of a SYN (correlate-lib's, remembered); `None` without the database.
-    fn os_guess(&self, syn: &SynTraits) -> Option<OsGuess> {
-        let db = self.os.as_ref()?;
-        Some(self.oses.get_or(OsKey::of(syn), |_| db.guess(syn)))
+    fn known(message: &[u8]) -> Result<Arc<KnownHello>, HelloError> {
+        let parsed = hello::parse_handshake_message(message)?;
+        let fingerprint = TlsFingerprint::of(&parsed, Transport::Tcp);
+        let json = crate::record::tls_json(&TlsRecord {
+            tls_version: fingerprint.tls_version.clone(),
+            tls_sni: fingerprint.sni.clone().unwrap_or_default(),
+            tls_alpn: fingerprint.tls_alpn.clone(),
+            ja4: fingerprint.ja4.clone(),
+            ja4_r: fingerprint.ja4_r.clone(),
+            ja3: fingerprint.ja3.clone(),
+            ja3_hash: fingerprint.ja3_hash.clone(),
+            ..TlsRecord::default()
+        });
+        Ok(Arc::new(KnownHello { fingerprint, json }))
+    }
+
+    /// The OS guess of a SYN (correlate-lib's; `None` without the database) and its rendered
+    /// fields, remembered by the SYN's shape.
+    fn syn(&self, syn: &SynTraits) -> Arc<KnownSyn> {
+        let known = |_: &SynTraits| {
+            let guess = self.os.as_ref().map(|db| db.guess(syn));
+            let json = crate::record::syn_json(&TlsRecord {
+                ip: Some(syn.ip),
+                tcp: Some(syn.tcp.clone()),
+                tcp_os: guess
+                    .as_ref()
+                    .and_then(|g| g.label.clone())
+                    .unwrap_or_default(),
+                tcp_os_distance: guess.as_ref().map(|g| g.distance),
+                ..TlsRecord::default()
+            });
+            Ok::<_, std::convert::Infallible>(Arc::new(KnownSyn { guess, json }))
+        };
+        match self.syns.get_or(syn_shape(syn), known) {
+            Ok(k) => k,
+            Err(never) => match never {},
+        }
     }
 
     /// True for the first [`DISAGREEMENTS_LOGGED`] calls of this child.
@@ -287,34 +310,49 @@ pub fn pre_handshake(conn: Conn<'_>, tls: TlsConn<'_>, is_proxy: bool) {
     }
 }
 
-/// The record of a connection from its capture: `Err` when there is no usable ClientHello;
-/// with the reason the SYN's fields are missing, if they are, and the hello's rendered fields.
+/// A connection's record as [`fingerprint`] builds it.
+pub struct Fingerprinted {
+    pub record: TlsRecord,
+    /// Why the SYN's fields are missing, if they are.
+    pub partial: Option<OrphanReason>,
+    pub hello: Arc<KnownHello>,
+    pub syn: Option<Arc<KnownSyn>>,
+}
+
+/// The record of a connection from its capture: `Err` when there is no usable ClientHello.
 pub fn fingerprint(
     generation: &InlineGeneration,
     capture: &Capture,
     key: ConnKey,
     accept_ns: u64,
-) -> Result<(TlsRecord, Option<OrphanReason>, Arc<KnownHello>), OrphanReason> {
+) -> Result<Fingerprinted, OrphanReason> {
     let message = match capture.hello.take() {
         CapturedHello::Message(m) => m,
         CapturedHello::None => return Err(OrphanReason::HelloNotCaptured),
         CapturedHello::TooLong { .. } => return Err(OrphanReason::HelloUnparsable),
     };
-    // `fingerprint_client_hello`'s two steps, the second remembered.
-    let hello =
-        hello::parse_handshake_message(&message).map_err(|_| OrphanReason::HelloUnparsable)?;
-    let known = generation.tls(hello);
-    let (syn, partial) = match capture.syn.get() {
+    let known = generation
+        .tls(&message)
+        .map_err(|_| OrphanReason::HelloUnparsable)?;
+    let (syn, partial, known_syn) = match capture.syn.get() {
         Some(SynCapture::Saved(bytes)) => match syn::parse_syn(bytes) {
-            // The SYN's time is not known inline: no `syn_to_clienthello_ms`.
-            Ok(traits) => (Some((0, traits)), None),
-            Err(_) => (None, Some(OrphanReason::SynUnparsable)),
+            Ok(traits) => {
+                let known = generation.syn(&traits);
+                // The SYN's time is not known inline: no `syn_to_clienthello_ms`.
+                (Some((0, traits)), None, Some(known))
+            }
+            Err(_) => (None, Some(OrphanReason::SynUnparsable), None),
         },
-        Some(SynCapture::NotSaved) | None => (None, Some(OrphanReason::SynNotSaved)),
+        Some(SynCapture::NotSaved) | None => (None, Some(OrphanReason::SynNotSaved), None),
     };
-    let guess = syn.as_ref().and_then(|(_, s)| generation.os_guess(s));
+    let guess = known_syn.as_ref().and_then(|k| k.guess.clone());
     // The accept time stands in for the hello's (`b_timestamp`).
     let record =
         fingerprint::connection_record(key, accept_ns, syn, known.fingerprint.clone(), guess, "");
-    Ok((record, partial, known))
+    Ok(Fingerprinted {
+        record,
+        partial,
+        hello: known,
+        syn: known_syn,
+    })
 }

@@ -410,6 +410,36 @@ const TLS_FIELDS: [&str; 7] = [
     fields::JA3_HASH,
 ];
 
+/// The record fields of the SYN alone, but its IP id (the one that changes from connection to
+/// connection of a client): what [`syn_json`] renders once for every connection of the same
+/// client stack. `(ip_meta_*, tcp_meta_*, tcp_os, tcp_os_distance)`.
+fn is_syn_field(name: &[u8]) -> bool {
+    const TTL: &[u8] = fields::IP_META_TTL.as_bytes();
+    const TOTAL_LENGTH: &[u8] = fields::IP_META_TOTAL_LENGTH.as_bytes();
+    const DF: &[u8] = fields::IP_META_DF.as_bytes();
+    const WINDOW: &[u8] = fields::TCP_META_WINDOW_SIZE.as_bytes();
+    const MSS: &[u8] = fields::TCP_META_MSS.as_bytes();
+    const SCALE: &[u8] = fields::TCP_META_WINDOW_SCALE.as_bytes();
+    const OPTIONS: &[u8] = fields::TCP_META_OPTIONS.as_bytes();
+    const OS: &[u8] = fields::TCP_OS.as_bytes();
+    const DISTANCE: &[u8] = fields::TCP_OS_DISTANCE.as_bytes();
+    matches!(
+        name,
+        TTL | TOTAL_LENGTH | DF | WINDOW | MSS | SCALE | OPTIONS | OS | DISTANCE
+    )
+}
+
+/// `,"ip_meta_ttl":…,"tcp_os_distance":…`: a record's SYN fields but `ip_meta_id`, as its
+/// fragment writes them (the record's own serialization, filtered), for
+/// [`TlsFragment::with_parts`].
+pub fn syn_json(rec: &TlsRecord) -> Vec<u8> {
+    let mut merge = Merge::new(None, None, false);
+    merge.only_syn = true;
+    // Writing strings and numbers into a Vec cannot fail.
+    let _ = rec.serialize_fields(&mut merge);
+    merge.out
+}
+
 /// `,"tls_version":…,"ja3_hash":…`: the [`TLS_FIELDS`] of a record as its fragment writes
 /// them, for [`TlsFragment::with_tls_json`].
 pub fn tls_json(rec: &TlsRecord) -> Vec<u8> {
@@ -443,19 +473,21 @@ impl TlsFragment {
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
     ) -> Self {
-        Self::render(rec, meta, client, local, None)
+        Self::render(rec, meta, client, local, None, None)
     }
 
     /// As [`TlsFragment::new`], with the record's TLS fields already rendered by [`tls_json`]
-    /// (the same hello of an earlier connection): only the rest is rendered again.
-    pub fn with_tls_json(
+    /// (the same hello of an earlier connection), and its SYN fields by [`syn_json`] (the same
+    /// SYN): only the rest is rendered again.
+    pub fn with_parts(
         rec: TlsRecord,
         meta: FragmentMeta,
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
         tls_json: &[u8],
+        syn_json: Option<&[u8]>,
     ) -> Self {
-        Self::render(rec, meta, client, local, Some(tls_json))
+        Self::render(rec, meta, client, local, Some(tls_json), syn_json)
     }
 
     fn render(
@@ -464,43 +496,14 @@ impl TlsFragment {
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
         tls_json: Option<&[u8]>,
+        syn_json: Option<&[u8]>,
     ) -> Self {
-        let text = |f: &dyn Fn(&mut Vec<u8>)| {
-            let mut v = Vec::with_capacity(48);
-            f(&mut v);
-            v
-        };
-        let ip = |a: SocketAddr| {
-            text(&|v| {
-                v.push(b'"');
-                push_ip(v, a.ip());
-                v.push(b'"');
-            })
-        };
-        let port = |a: SocketAddr| {
-            text(&|v| v.extend_from_slice(itoa::Buffer::new().format(a.port()).as_bytes()))
-        };
-        let mut merge = Merge {
-            request: [
-                (fields::SRC_IP, client.map(ip)),
-                (fields::SRC_PORT, client.map(port)),
-                (fields::DST_IP, local.map(ip)),
-                (fields::DST_PORT, local.map(port)),
-            ]
-            .map(|(name, value)| RequestField {
-                name,
-                value,
-                renamed: false,
-            }),
-            skip_empty_sensor_id: !meta.sensor_fields,
-            skip_tls: tls_json.is_some(),
-            out: Vec::with_capacity(1024),
-            key: Vec::with_capacity(32),
-            value: Vec::with_capacity(512),
-        };
+        let mut merge = Merge::new(client, local, meta.sensor_fields);
+        merge.skip_tls = tls_json.is_some();
+        merge.skip_syn = syn_json.is_some();
         // Writing strings and numbers into a Vec cannot fail.
         let _ = rec.serialize_fields(&mut merge);
-        if let Some(json) = tls_json {
+        for json in [tls_json, syn_json].into_iter().flatten() {
             merge.out.extend_from_slice(json);
         }
         for (name, value) in [
@@ -583,6 +586,8 @@ enum FieldClass {
     /// One of the request side's address fields (index into `Merge::request`).
     Request(usize),
     Tls,
+    /// A SYN field but `ip_meta_id` ([`syn_json`]).
+    Syn,
     Other,
 }
 
@@ -610,7 +615,49 @@ fn classify(name: &[u8]) -> FieldClass {
         DST_IP => FieldClass::Request(2),
         DST_PORT => FieldClass::Request(3),
         TLS_VERSION | TLS_SNI | TLS_ALPN | JA4 | JA4_R | JA3 | JA3_HASH => FieldClass::Tls,
+        other if is_syn_field(other) => FieldClass::Syn,
         _ => FieldClass::Other,
+    }
+}
+
+impl Merge {
+    /// A merge against the request side's addresses.
+    fn new(client: Option<SocketAddr>, local: Option<SocketAddr>, sensor_fields: bool) -> Self {
+        let text = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut v = Vec::with_capacity(48);
+            f(&mut v);
+            v
+        };
+        let ip = |a: SocketAddr| {
+            text(&|v| {
+                v.push(b'"');
+                push_ip(v, a.ip());
+                v.push(b'"');
+            })
+        };
+        let port = |a: SocketAddr| {
+            text(&|v| v.extend_from_slice(itoa::Buffer::new().format(a.port()).as_bytes()))
+        };
+        Merge {
+            request: [
+                (fields::SRC_IP, client.map(ip)),
+                (fields::SRC_PORT, client.map(port)),
+                (fields::DST_IP, local.map(ip)),
+                (fields::DST_PORT, local.map(port)),
+            ]
+            .map(|(name, value)| RequestField {
+                name,
+                value,
+                renamed: false,
+            }),
+            skip_empty_sensor_id: !sensor_fields,
+            skip_tls: false,
+            skip_syn: false,
+            only_syn: false,
+            out: Vec::with_capacity(1024),
+            key: Vec::with_capacity(32),
+            value: Vec::with_capacity(512),
+        }
     }
 }
 
@@ -630,6 +677,10 @@ struct Merge {
     skip_empty_sensor_id: bool,
     /// The TLS fields are rendered elsewhere ([`tls_json`]).
     skip_tls: bool,
+    /// The SYN fields but `ip_meta_id` are rendered elsewhere ([`syn_json`]).
+    skip_syn: bool,
+    /// Only those are written ([`syn_json`] itself).
+    only_syn: bool,
     out: Vec<u8>,
     /// The current key and value, as JSON text.
     key: Vec<u8>,
@@ -660,7 +711,10 @@ impl serde::ser::SerializeMap for Merge {
             // request ids); the sensor's flow id (`ip:port-ip:port`) says nothing the address
             // fields do not.
             FieldClass::Drop => return Ok(()),
-            FieldClass::Tls if self.skip_tls => return Ok(()),
+            FieldClass::Tls if self.skip_tls || self.only_syn => return Ok(()),
+            FieldClass::Syn if self.skip_syn => return Ok(()),
+            FieldClass::Syn => {}
+            _ if self.only_syn => return Ok(()),
             _ => {}
         }
         self.value.clear();
@@ -1343,7 +1397,16 @@ mod tests {
             ..curl_record()
         };
         let json = tls_json(&rec);
-        let again = TlsFragment::with_tls_json(rec.clone(), sensor(), req.client, req.local, &json);
+        let syn = syn_json(&rec);
+        assert!(!String::from_utf8_lossy(&syn).contains("ip_meta_id"));
+        let again = TlsFragment::with_parts(
+            rec.clone(),
+            sensor(),
+            req.client,
+            req.local,
+            &json,
+            Some(&syn),
+        );
         let whole = TlsFragment::new(rec, sensor(), req.client, req.local);
         let (a, b) = (
             parse(&log_line(&req, LineFingerprint::Connection(&again))),
@@ -1353,6 +1416,8 @@ mod tests {
         assert_eq!(a["tls_sni"], "wei\"rd\\sni\u{1}");
         let text = String::from_utf8(log_line(&req, LineFingerprint::Connection(&again))).unwrap();
         assert_eq!(text.matches("\"ja4\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"ip_meta_ttl\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"ip_meta_id\"").count(), 1, "{text}");
     }
 
     #[test]

@@ -304,15 +304,23 @@ fn inline_record<'a>(
         let generation = state
             .inline_generation()
             .ok_or(OrphanReason::HelloNotCaptured)?;
-        let (rec, partial, known) =
-            crate::inline::fingerprint(generation, cs.capture(), *key, cs.accept_ns)?;
-        let meta = fragment_meta(state.settings.ja4plus(), Source::Inline, partial, &rec);
+        let f = crate::inline::fingerprint(generation, cs.capture(), *key, cs.accept_ns)?;
+        let meta = fragment_meta(
+            state.settings.ja4plus(),
+            Source::Inline,
+            f.partial,
+            &f.record,
+        );
+        let parts = (
+            f.hello.json.as_slice(),
+            f.syn.as_ref().map(|s| s.json.as_slice()),
+        );
         Ok(Joined::rendered(
-            rec,
+            f.record,
             meta,
             *primary,
             Check::None,
-            Some(&known.json),
+            Some(parts),
         ))
     })
 }

@@ -216,7 +216,7 @@ pub struct P0fTraits {
 }
 
 /// Everything the parse of one SYN yields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SynTraits {
     pub ip: IpMeta,
     pub tcp: TcpMeta,

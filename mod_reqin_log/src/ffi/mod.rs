@@ -495,7 +495,8 @@ impl<'a> Conn<'a> {
         mut value: impl FnMut(&mut V) -> &str,
     ) -> ConnEnv {
         let dup = |s: &str| {
-            if s.contains('\0') {
+            // memchr: the values include JA4_R and JA3, hundreds of bytes each.
+            if memchr::memchr(0, s.as_bytes()).is_some() {
                 let c = to_cstring(s);
                 // SAFETY: the connection's pool is live for this call; apr_pstrdup copies `c`.
                 return unsafe { sys::apr_pstrdup(self.raw.pool, c.as_ptr()) as *const c_char };
@@ -892,7 +893,7 @@ impl<'a> Request<'a> {
 
     /// `r->subprocess_env[name] = value`, the value copied into the request's pool.
     pub fn set_env_str(&self, name: &'static CStr, value: &str) {
-        if self.raw.subprocess_env.is_null() || value.contains('\0') {
+        if self.raw.subprocess_env.is_null() || memchr::memchr(0, value.as_bytes()).is_some() {
             return;
         }
         // SAFETY: a live table of the request; the value is copied into the request's pool
