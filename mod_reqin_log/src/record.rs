@@ -437,7 +437,7 @@ pub fn syn_json(rec: &TlsRecord) -> Vec<u8> {
     merge.only_syn = true;
     // Writing strings and numbers into a Vec cannot fail.
     let _ = rec.serialize_fields(&mut merge);
-    merge.out
+    std::mem::take(&mut merge.out)
 }
 
 /// `,"tls_version":…,"ja3_hash":…`: the [`TLS_FIELDS`] of a record as its fragment writes
@@ -501,10 +501,19 @@ impl TlsFragment {
         let mut merge = Merge::new(client, local, meta.sensor_fields);
         merge.skip_tls = tls_json.is_some();
         merge.skip_syn = syn_json.is_some();
-        // Writing strings and numbers into a Vec cannot fail.
-        let _ = rec.serialize_fields(&mut merge);
-        for json in [tls_json, syn_json].into_iter().flatten() {
-            merge.out.extend_from_slice(json);
+        match (tls_json, syn_json) {
+            (Some(tls), Some(syn)) => {
+                merge.connection_fields(&rec);
+                merge.out.extend_from_slice(tls);
+                merge.out.extend_from_slice(syn);
+            }
+            _ => {
+                // Writing strings and numbers into a Vec cannot fail.
+                let _ = rec.serialize_fields(&mut merge);
+                for json in [tls_json, syn_json].into_iter().flatten() {
+                    merge.out.extend_from_slice(json);
+                }
+            }
         }
         for (name, value) in [
             (fields::FINGERPRINT_SOURCE, Some(meta.source.as_str())),
@@ -539,7 +548,7 @@ impl TlsFragment {
             client,
             local,
             addresses,
-            json: merge.out,
+            json: std::mem::take(&mut merge.out),
         }
     }
 
@@ -655,8 +664,26 @@ impl Merge {
             skip_syn: false,
             only_syn: false,
             out: Vec::with_capacity(1024),
-            key: Vec::with_capacity(32),
-            value: Vec::with_capacity(512),
+            key: SCRATCH.with(|s| s.take().0),
+            value: SCRATCH.with(|s| s.take().1),
+        }
+    }
+}
+
+thread_local! {
+    /// [`Merge`]'s key and value buffers, kept by each thread between fragments.
+    static SCRATCH: Cell<(Vec<u8>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+impl Drop for Merge {
+    fn drop(&mut self) {
+        // A buffer a hostile record made large is not kept.
+        if self.value.capacity() <= KEPT_CAPACITY {
+            let (key, value) = (
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.value),
+            );
+            let _ = SCRATCH.try_with(|s| s.set((key, value)));
         }
     }
 }
@@ -719,19 +746,31 @@ impl serde::ser::SerializeMap for Merge {
         }
         self.value.clear();
         jsonl::write_value(&mut self.value, value)?;
+        self.write_entry(class);
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl Merge {
+    /// Writes the entry in `key` and `value` (its JSON text) by the merge rule.
+    fn write_entry(&mut self, class: FieldClass) {
         let mut prefix: &[u8] = b"";
         match class {
             // A record httpd made itself: no sensor said anything.
             FieldClass::SensorId
                 if self.skip_empty_sensor_id && self.value.as_slice() == b"\"\"" =>
             {
-                return Ok(())
+                return
             }
             FieldClass::Timestamp => prefix = fields::PREFIX_B.as_bytes(),
             FieldClass::Request(i) => {
                 if let Some(f) = self.request.get_mut(i).filter(|f| f.value.is_some()) {
                     if f.value.as_deref() == Some(self.value.as_slice()) {
-                        return Ok(());
+                        return;
                     }
                     f.renamed = true;
                     prefix = fields::PREFIX_B.as_bytes();
@@ -744,13 +783,66 @@ impl serde::ser::SerializeMap for Merge {
         self.out.extend_from_slice(&self.key);
         self.out.extend_from_slice(b"\":");
         self.out.extend_from_slice(&self.value);
-        Ok(())
     }
 
-    fn end(self) -> Result<(), Self::Error> {
-        Ok(())
+    /// One field written without serde: its name, and its value's JSON text from `value`.
+    fn field(&mut self, name: &'static str, value: impl FnOnce(&mut Vec<u8>)) {
+        self.key.clear();
+        self.key.extend_from_slice(name.as_bytes());
+        let class = classify(name.as_bytes());
+        self.value.clear();
+        value(&mut self.value);
+        self.write_entry(class);
+    }
+
+    /// The record's fields that change from one connection to the next (the 4-tuple, the IP
+    /// id, the times) and `sensor_id`: with [`tls_json`] and [`syn_json`], every field of
+    /// [`TlsRecord::serialize_fields`] (a unit test keeps the two lists in step), written
+    /// directly rather than through serde for each connection.
+    fn connection_fields(&mut self, rec: &TlsRecord) {
+        let number = |n: u64| {
+            move |v: &mut Vec<u8>| v.extend_from_slice(itoa::Buffer::new().format(n).as_bytes())
+        };
+        let ip = |a: std::net::IpAddr| {
+            move |v: &mut Vec<u8>| {
+                v.push(b'"');
+                push_ip(v, a);
+                v.push(b'"');
+            }
+        };
+        if let Some(k) = &rec.key {
+            self.field(fields::SRC_IP, ip(k.src.ip()));
+            self.field(fields::SRC_PORT, number(u64::from(k.src.port())));
+            self.field(fields::DST_IP, ip(k.dst.ip()));
+            self.field(fields::DST_PORT, number(u64::from(k.dst.port())));
+        }
+        if let Some(meta) = &rec.ip {
+            self.field(fields::IP_META_ID, number(u64::from(meta.id)));
+        }
+        self.field(fields::SENSOR_ID, |v| {
+            let _ = jsonl::write_str(v, &rec.sensor_id);
+        });
+        if let Some(ms) = rec.syn_to_clienthello_ms() {
+            self.field(fields::SYN_TO_CLIENTHELLO_MS, number(ms));
+        }
+        self.field(fields::TIMESTAMP, number(rec.hello_time_ns));
     }
 }
+
+/// The fields [`Merge::connection_fields`] writes, for the test that keeps it in step with
+/// the record's own serialization.
+#[cfg(test)]
+const CONNECTION_FIELDS: [&str; 9] = [
+    fields::SRC_IP,
+    fields::SRC_PORT,
+    fields::DST_IP,
+    fields::DST_PORT,
+    fields::IP_META_ID,
+    fields::CONN_ID,
+    fields::SENSOR_ID,
+    fields::SYN_TO_CLIENTHELLO_MS,
+    fields::TIMESTAMP,
+];
 
 /// A JSON object being written into a byte buffer.
 struct Object<'b> {
@@ -1390,34 +1482,101 @@ mod tests {
     }
 
     #[test]
-    fn tls_fields_rendered_once_give_the_same_line() {
-        let req = get_request();
-        let rec = TlsRecord {
-            tls_sni: "wei\"rd\\sni\u{1}".into(),
+    fn the_fields_rendered_apart_are_every_field_of_the_record() {
+        let full = TlsRecord {
+            tcp_os: "Linux 3.11 and newer".into(),
+            tcp_os_distance: Some(0),
             ..curl_record()
         };
-        let json = tls_json(&rec);
-        let syn = syn_json(&rec);
-        assert!(!String::from_utf8_lossy(&syn).contains("ip_meta_id"));
-        let again = TlsFragment::with_parts(
-            rec.clone(),
-            sensor(),
-            req.client,
-            req.local,
-            &json,
-            Some(&syn),
+        assert!(full.syn_to_clienthello_ms().is_some() && full.key.is_some());
+        let Value::Object(all) = serde_json::to_value(full.json()).unwrap() else {
+            unreachable!()
+        };
+        let mut ours: Vec<&str> = TLS_FIELDS.to_vec();
+        ours.extend(CONNECTION_FIELDS);
+        let syn: Vec<String> = all
+            .keys()
+            .filter(|k| is_syn_field(k.as_bytes()))
+            .cloned()
+            .collect();
+        ours.extend(syn.iter().map(String::as_str));
+        let mut ours: Vec<String> = ours.into_iter().map(str::to_owned).collect();
+        ours.sort();
+        let mut theirs: Vec<String> = all.keys().cloned().collect();
+        theirs.sort();
+        assert_eq!(
+            ours, theirs,
+            "a record field that is neither TLS, SYN nor a connection field: render it in Merge::connection_fields"
         );
-        let whole = TlsFragment::new(rec, sensor(), req.client, req.local);
-        let (a, b) = (
-            parse(&log_line(&req, LineFingerprint::Connection(&again))),
-            parse(&log_line(&req, LineFingerprint::Connection(&whole))),
-        );
-        assert_eq!(a, b);
-        assert_eq!(a["tls_sni"], "wei\"rd\\sni\u{1}");
-        let text = String::from_utf8(log_line(&req, LineFingerprint::Connection(&again))).unwrap();
-        assert_eq!(text.matches("\"ja4\"").count(), 1, "{text}");
-        assert_eq!(text.matches("\"ip_meta_ttl\"").count(), 1, "{text}");
-        assert_eq!(text.matches("\"ip_meta_id\"").count(), 1, "{text}");
+        assert_eq!(syn.len(), 9, "every SYN field but the IP id: {syn:?}");
+    }
+
+    #[test]
+    fn tls_fields_rendered_once_give_the_same_line() {
+        let inline = FragmentMeta {
+            partial: Some(OrphanReason::SynNotSaved),
+            ja4t: Some("65495_2-4-8-1-3_65495_7".into()),
+            ..FragmentMeta::of(Source::Inline)
+        };
+        for (meta, sensor_id, client) in [
+            (sensor(), "lab", None),
+            (inline.clone(), "", None),
+            // A dual-stack listener's view of the client: a_/b_ on both paths.
+            (
+                inline,
+                "",
+                Some("[::ffff:127.0.0.1]:50000".parse().unwrap()),
+            ),
+        ] {
+            let mut req = get_request();
+            if client.is_some() {
+                req.client = client;
+            }
+            let rec = TlsRecord {
+                tls_sni: "wei\"rd\\sni\u{1}".into(),
+                tcp_os: "Linux 3.11 and newer".into(),
+                tcp_os_distance: Some(0),
+                sensor_id: sensor_id.into(),
+                ..curl_record()
+            };
+            let json = tls_json(&rec);
+            let syn = syn_json(&rec);
+            assert!(!String::from_utf8_lossy(&syn).contains("ip_meta_id"));
+            let again = TlsFragment::with_parts(
+                rec.clone(),
+                meta.clone(),
+                req.client,
+                req.local,
+                &json,
+                Some(&syn),
+            );
+            let whole = TlsFragment::new(rec, meta, req.client, req.local);
+            let (a, b) = (
+                parse(&log_line(&req, LineFingerprint::Connection(&again))),
+                parse(&log_line(&req, LineFingerprint::Connection(&whole))),
+            );
+            assert_eq!(a, b);
+            assert_eq!(a["tls_sni"], "wei\"rd\\sni\u{1}");
+            let text =
+                String::from_utf8(log_line(&req, LineFingerprint::Connection(&again))).unwrap();
+            for once in [
+                "\"ja4\"",
+                "\"ip_meta_ttl\"",
+                "\"ip_meta_id\"",
+                "\"src_port\"",
+            ] {
+                assert_eq!(text.matches(once).count(), 1, "{once}: {text}");
+            }
+            assert_eq!(
+                a.get("sensor_id").is_some(),
+                !sensor_id.is_empty(),
+                "{text}"
+            );
+            if client.is_some() {
+                assert_eq!(a["a_src_ip"], "::ffff:127.0.0.1", "{text}");
+                assert_eq!(a["b_src_ip"], "127.0.0.1", "{text}");
+            }
+        }
     }
 
     #[test]
