@@ -619,6 +619,9 @@ mod tests {
                 if k1 == k2 {
                     proptest::prop_assert_eq!(parse_handshake_message(&msg), parse_handshake_message(&other));
                 }
+                // The key itself parses like its message (only unread bytes differ).
+                proptest::prop_assert_eq!(parse_handshake_message(&k2), parse_handshake_message(&other));
+                proptest::prop_assert_eq!(hello_key(&k2), Some(k2));
             }
         }
     }
