@@ -9,6 +9,9 @@ deps:
 
 build: deps
 	$(CARGO) build --workspace --all-targets
+	# The module with JA4T/JA4H (cargo feature `foxio`), for tests/tests/module_inline.rs; its own
+	# target dir, so the default module (and the packages) stay without it.
+	$(CARGO) build -p mod_reqin_log --features foxio --target-dir target/foxio
 
 release: deps
 	$(CARGO) build --release -p mod_reqin_log -p ja4sensor -p reqin-shipper
@@ -21,11 +24,13 @@ test: build lint
 	# against FoxIO's published vectors so the feature stays correct.
 	$(CARGO) test -p correlate-lib --features foxio
 	$(CARGO) test -p ja4sensor --features foxio --test foxio_corpus
+	$(CARGO) test -p mod_reqin_log --features foxio --target-dir target/foxio
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p correlate-lib -p ja4sensor --all-targets --features correlate-lib/foxio,ja4sensor/foxio -- -D warnings
+	$(CARGO) clippy -p mod_reqin_log --all-targets --features foxio --target-dir target/foxio -- -D warnings
 
 demo: release
 	./scripts/demo.sh

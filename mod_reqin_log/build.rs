@@ -101,6 +101,10 @@ fn main() {
         "apr_status_t",
         "ap_unixd_mpm_retained_data",
         "ap_expr_info_t",
+        "ap_listen_rec",
+        "apr_array_header_t",
+        "apr_table_entry_t",
+        "apr_os_sock_t",
     ] {
         bindings = bindings.allowlist_type(ty);
     }
@@ -141,6 +145,10 @@ fn main() {
         "ap_expr_str_exec",
         "ap_find_linked_module",
         "ap_run_generate_log_id",
+        "apr_optional_hook_add",
+        "apr_os_sock_get",
+        "ap_get_conn_socket",
+        "apr_table_unset",
     ] {
         bindings = bindings.allowlist_function(func);
     }
@@ -159,6 +167,8 @@ fn main() {
         "AP_SQ_MAIN_STATE",
         "AP_SQ_MS_CREATE_PRE_CONFIG",
         "AP_EXPR_FLAG_.*",
+        "ap_listeners",
+        "ap_num_listen_buckets",
     ] {
         bindings = bindings.allowlist_var(var);
     }

@@ -90,6 +90,49 @@ pub const RAW_SUFFIX: &str = "_raw";
 pub const FINGERPRINT_SOURCE: &str = "fingerprint_source";
 pub const ORPHAN_REASON: &str = "orphan_reason";
 
+/// The values of [`FINGERPRINT_SOURCE`].
+pub mod fingerprint_source {
+    /// The `ja4sensor` sidecar's ring record (packet capture).
+    pub const SENSOR: &str = "sensor";
+    /// httpd itself: `TCP_SAVED_SYN` and the ClientHello from OpenSSL's message callback.
+    pub const INLINE: &str = "inline";
+    /// A trusted proxy's fingerprint headers (CloudFront-Viewer-JA4-Fingerprint...).
+    pub const UPSTREAM: &str = "upstream";
+}
+
+/// The values of [`ORPHAN_REASON`]: why a line carries no fingerprint (`syn_not_saved`,
+/// `syn_unparsable`: why an inline line carries the TLS fields but not the SYN's).
+pub mod orphan_reason {
+    /// Not a TLS connection.
+    pub const NO_TLS: &str = "no_tls";
+    /// `ReqinLogExcludeSource` / `ReqinLogIncludePorts`.
+    pub const EXCLUDED: &str = "excluded";
+    /// `ReqinLogMatchMode one_to_one`: only the connection's first request is joined.
+    pub const NOT_FIRST_REQUEST: &str = "not_first_request";
+    /// No ring mapped (the file is missing, unreadable, damaged, or of another version).
+    pub const RING_MISSING: &str = "ring_missing";
+    /// A ring is mapped, but the sensor's watermark is over a second old (stopped, hung).
+    pub const SENSOR_DOWN: &str = "sensor_down";
+    /// The sensor was live and had processed the packets up to the request: no record of
+    /// this connection (missed, or the record belongs to an earlier connection).
+    pub const NOT_IN_RING: &str = "not_in_ring";
+    /// Inline: no ClientHello reached OpenSSL's message callback (mod_ssl without the
+    /// `pre_handshake` hook, libssl not found).
+    pub const HELLO_NOT_CAPTURED: &str = "hello_not_captured";
+    /// Inline: the ClientHello did not parse, or was over the size limit.
+    pub const HELLO_UNPARSABLE: &str = "hello_unparsable";
+    /// Inline: the kernel kept no SYN (a SYN cookie, a listener without `TCP_SAVE_SYN`).
+    pub const SYN_NOT_SAVED: &str = "syn_not_saved";
+    /// Inline: the saved SYN did not parse.
+    pub const SYN_UNPARSABLE: &str = "syn_unparsable";
+    /// A fingerprint header came from a peer that is not a `ReqinLogTrustedProxy`: removed.
+    pub const UPSTREAM_UNTRUSTED: &str = "upstream_untrusted";
+    /// A trusted proxy sent no (valid) fingerprint header.
+    pub const UPSTREAM_MISSING: &str = "upstream_missing";
+    /// httpd gave the connection no addresses.
+    pub const NO_CONNECTION: &str = "no_connection";
+}
+
 // The client's OS as its SYN suggests it (p0f-style signatures), and hops from the initial TTL.
 pub const TCP_OS: &str = "tcp_os";
 pub const TCP_OS_DISTANCE: &str = "tcp_os_distance";

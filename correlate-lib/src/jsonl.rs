@@ -63,7 +63,10 @@ impl SerializeMap for MapWriter<'_> {
             self.out.push(b',');
         }
         self.first = false;
-        key.serialize(KeyWriter(self.out))
+        key.serialize(KeyWriter {
+            out: self.out,
+            quoted: true,
+        })
     }
 
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
@@ -80,7 +83,14 @@ impl SerializeMap for MapWriter<'_> {
 /// A map key as [`MapWriter`] writes it (quoted): for writers that arrange the entries
 /// themselves.
 pub fn write_key<T: ?Sized + Serialize>(out: &mut Vec<u8>, key: &T) -> Result<(), Error> {
-    key.serialize(KeyWriter(out))
+    key.serialize(KeyWriter { out, quoted: true })
+}
+
+/// A map key's text, as is (no quotes, no escaping), appended to `out`: for writers that
+/// compare a key with known field names before they write it (the names of [`crate::fields`]
+/// need no escaping; such a writer checks that the key it writes is one of them).
+pub fn key_text<T: ?Sized + Serialize>(out: &mut Vec<u8>, key: &T) -> Result<(), Error> {
+    key.serialize(KeyWriter { out, quoted: false })
 }
 
 /// A scalar value as [`MapWriter`] writes it; nested values are refused.
@@ -244,7 +254,11 @@ impl<'a> Serializer for ValueWriter<'a> {
 
 /// Writes a map key: a string, as serde_json requires (it also quotes integer keys; no record
 /// has one).
-struct KeyWriter<'a>(&'a mut Vec<u8>);
+struct KeyWriter<'a> {
+    out: &'a mut Vec<u8>,
+    /// Quoted and escaped as JSON, or the text as is ([`key_text`]).
+    quoted: bool,
+}
 
 impl Serializer for KeyWriter<'_> {
     type Ok = ();
@@ -258,7 +272,12 @@ impl Serializer for KeyWriter<'_> {
     type SerializeStructVariant = Impossible<(), Error>;
 
     fn serialize_str(self, v: &str) -> Result<(), Error> {
-        write_str(self.0, v)
+        if self.quoted {
+            write_str(self.out, v)
+        } else {
+            self.out.extend_from_slice(v.as_bytes());
+            Ok(())
+        }
     }
 
     fn serialize_bool(self, _v: bool) -> Result<(), Error> {
@@ -318,7 +337,7 @@ impl Serializer for KeyWriter<'_> {
         _index: u32,
         variant: &'static str,
     ) -> Result<(), Error> {
-        write_str(self.0, variant)
+        self.serialize_str(variant)
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(
         self,

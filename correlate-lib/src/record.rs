@@ -87,7 +87,7 @@ fn as_v6_octets(ip: IpAddr) -> [u8; 16] {
 }
 
 /// IP-layer traits of the client's SYN (not of the ClientHello packet).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct IpMeta {
     pub ttl: u8,
     pub total_length: u16,
@@ -98,7 +98,7 @@ pub struct IpMeta {
 }
 
 /// TCP-layer traits of the client's SYN.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TcpMeta {
     pub window_size: u16,
     /// 0 when the SYN carried no MSS option (sentinel omits the field then).

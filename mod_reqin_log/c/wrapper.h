@@ -14,3 +14,6 @@
 #include <http_connection.h>
 #include <ap_expr.h>
 #include <unixd.h>
+#include <ap_listen.h>
+#include <apr_portable.h>
+#include <apr_optional_hooks.h>

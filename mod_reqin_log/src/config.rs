@@ -47,6 +47,10 @@ pub const DIRECTIVES: &[&str] = &[
     "ReqinLogVerdictTable",
     "ReqinLogClientMap",
     "ReqinLogTestPanic",
+    "ReqinLogFingerprint",
+    "ReqinLogTrustedProxy",
+    "ReqinLogProxyHeader",
+    "ReqinLogJA4Plus",
 ];
 
 /// The C module's default: at most 25 configured headers per line.
@@ -92,6 +96,76 @@ pub const DEFAULT_REDACTED: &[&str] = &[
 ];
 /// What a redacted header's value is replaced with.
 pub const REDACTED_VALUE: &str = "[REDACTED]";
+
+/// `ReqinLogFingerprint`: where a TLS connection's fingerprint comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FingerprintMode {
+    /// The `ja4sensor` sidecar's ring (the default: what every earlier version did).
+    #[default]
+    Sensor,
+    /// httpd itself: `TCP_SAVED_SYN` and OpenSSL's message callback; no sensor, no ring.
+    Inline,
+    /// Inline values, checked against the sensor's ring record, whose own fields
+    /// (`sensor_id`, `syn_to_clienthello_ms`) the line keeps.
+    Both,
+}
+
+impl FingerprintMode {
+    pub fn parse(arg: &str) -> Result<Self, ConfigError> {
+        match arg.trim().to_ascii_lowercase().as_str() {
+            "sensor" => Ok(Self::Sensor),
+            "inline" => Ok(Self::Inline),
+            "both" => Ok(Self::Both),
+            _ => Err(ConfigError::Expected {
+                what: "sensor, inline or both",
+                got: arg.to_owned(),
+            }),
+        }
+    }
+
+    /// Whether lines of this mode read the sensor's ring.
+    pub fn uses_ring(self) -> bool {
+        self != Self::Inline
+    }
+
+    /// Whether httpd captures the SYN and the ClientHello itself.
+    pub fn captures(self) -> bool {
+        self != Self::Sensor
+    }
+}
+
+/// A line field a trusted proxy's header fills (`ReqinLogProxyHeader <field> <header>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamField {
+    Ja4,
+    Ja3Hash,
+}
+
+impl UpstreamField {
+    pub const ALL: [UpstreamField; 2] = [UpstreamField::Ja4, UpstreamField::Ja3Hash];
+
+    pub fn parse(arg: &str) -> Result<Self, ConfigError> {
+        match arg.trim().to_ascii_lowercase().as_str() {
+            "ja4" => Ok(Self::Ja4),
+            "ja3_hash" => Ok(Self::Ja3Hash),
+            _ => Err(ConfigError::Expected {
+                what: "ja4 or ja3_hash",
+                got: arg.to_owned(),
+            }),
+        }
+    }
+
+    /// The header CloudFront sends the field in, the default of `ReqinLogProxyHeader`.
+    pub fn default_header(self) -> &'static str {
+        match self {
+            Self::Ja4 => "CloudFront-Viewer-JA4-Fingerprint",
+            Self::Ja3Hash => "CloudFront-Viewer-JA3-Fingerprint",
+        }
+    }
+}
+
+/// `ReqinLogTrustedProxy` and the header of each field (`ReqinLogProxyHeader`).
+pub type UpstreamSettings<'a> = (&'a [IpNet], Vec<(UpstreamField, &'a str)>);
 
 /// Where the JSON lines go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -165,6 +239,17 @@ fn parse_absolute_file(arg: &str) -> Result<PathBuf, ConfigError> {
         return Err(ConfigError::IsADirectory(path));
     }
     Ok(path)
+}
+
+/// An IP address or a CIDR (`ReqinLogExcludeSource`, `ReqinLogTrustedProxy`).
+pub fn parse_net(arg: &str) -> Result<IpNet, ConfigError> {
+    let arg = arg.trim();
+    arg.parse::<IpNet>()
+        .or_else(|_| arg.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| ConfigError::Expected {
+            what: "an IP address or CIDR such as 10.0.0.0/8",
+            got: arg.to_owned(),
+        })
 }
 
 /// An absolute path, or `Off`.
@@ -380,6 +465,14 @@ pub struct Settings {
     /// Testing only: a request for exactly this path makes the log hook panic, to prove the
     /// panic is caught and reported.
     pub test_panic_path: Option<String>,
+    /// `ReqinLogFingerprint`.
+    pub fingerprint: Option<FingerprintMode>,
+    /// `ReqinLogTrustedProxy`: peers whose fingerprint headers are believed.
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    /// `ReqinLogProxyHeader`: the header of each field set here (the others keep their default).
+    pub proxy_headers: Option<Vec<(UpstreamField, String)>>,
+    /// `ReqinLogJA4Plus`.
+    pub ja4plus: Option<bool>,
 }
 
 macro_rules! merge {
@@ -417,7 +510,11 @@ impl Settings {
             max_field_len,
             verdict_table,
             client_map,
-            test_panic_path
+            test_panic_path,
+            fingerprint,
+            trusted_proxies,
+            proxy_headers,
+            ja4plus
         )
     }
 
@@ -440,6 +537,20 @@ impl Settings {
                     got: args.len(),
                 }),
             };
+        }
+        if directive == "ReqinLogProxyHeader" {
+            let [field, header] = args else {
+                return Err(ConfigError::ArgCount {
+                    what: "a field (ja4 or ja3_hash) and a header name",
+                    got: args.len(),
+                });
+            };
+            let field = UpstreamField::parse(field)?;
+            let header = parse_header_name(header.trim())?;
+            let list = self.proxy_headers.get_or_insert_with(Vec::new);
+            list.retain(|(f, _)| *f != field);
+            list.push((field, header));
+            return Ok(());
         }
         let arg = match args {
             [one] => *one,
@@ -496,14 +607,7 @@ impl Settings {
                     )
             }
             "ReqinLogExcludeSource" => {
-                let arg = arg.trim();
-                let net = arg
-                    .parse::<IpNet>()
-                    .or_else(|_| arg.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| ConfigError::Expected {
-                        what: "an IP address or CIDR such as 10.0.0.0/8",
-                        got: arg.to_owned(),
-                    })?;
+                let net = parse_net(arg)?;
                 self.exclude_source.get_or_insert_with(Vec::new).push(net);
             }
             "ReqinLogIncludePorts" => {
@@ -549,6 +653,21 @@ impl Settings {
             "ReqinLogClientMap" => self.client_map = Some(parse_path_or_off(arg)?),
             "ReqinLogMaxFieldLen" => {
                 self.max_field_len = Some(parse_count(arg, MAX_MAX_FIELD_LEN)?)
+            }
+            "ReqinLogFingerprint" => self.fingerprint = Some(FingerprintMode::parse(arg)?),
+            "ReqinLogTrustedProxy" => {
+                let net = parse_net(arg)?;
+                self.trusted_proxies.get_or_insert_with(Vec::new).push(net);
+            }
+            "ReqinLogJA4Plus" => {
+                let on = parse_flag(arg)?;
+                if on && !cfg!(feature = "foxio") {
+                    return Err(ConfigError::Expected {
+                        what: "Off: this mod_reqin_log was built without JA4T/JA4H (cargo feature foxio, FoxIO License 1.1)",
+                        got: arg.to_owned(),
+                    });
+                }
+                self.ja4plus = Some(on);
             }
             "ReqinLogTestPanic" => {
                 let path = arg.trim();
@@ -663,6 +782,34 @@ impl Settings {
             Some(set) => set.contains(&lower),
             None => DEFAULT_REDACTED.contains(&lower.as_str()),
         }
+    }
+
+    /// `ReqinLogFingerprint` (default `sensor`: see the README for why).
+    pub fn fingerprint(&self) -> FingerprintMode {
+        self.fingerprint.unwrap_or_default()
+    }
+
+    /// `ReqinLogJA4Plus` (default Off; only a build with the cargo feature `foxio` accepts On).
+    pub fn ja4plus(&self) -> bool {
+        self.ja4plus.unwrap_or(false)
+    }
+
+    /// The trusted proxies and the header of each upstream field; `None` without
+    /// `ReqinLogTrustedProxy` (no header is then trusted, and none is removed).
+    pub fn upstream(&self) -> Option<UpstreamSettings<'_>> {
+        let proxies = self.trusted_proxies.as_deref().filter(|p| !p.is_empty())?;
+        let set = self.proxy_headers.as_deref().unwrap_or(&[]);
+        let headers = UpstreamField::ALL
+            .iter()
+            .map(|f| {
+                let name = set
+                    .iter()
+                    .find(|(g, _)| g == f)
+                    .map_or(f.default_header(), |(_, h)| h.as_str());
+                (*f, name)
+            })
+            .collect();
+        Some((proxies, headers))
     }
 
     pub fn join_rules(&self) -> JoinRules {

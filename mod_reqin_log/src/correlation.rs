@@ -12,7 +12,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -121,6 +121,9 @@ pub struct Attached<R: SharedFile> {
     /// Milliseconds after `epoch` before which nobody re-opens or re-checks the file.
     next_check_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The mapped file is no longer at the path, and none opens there: with a stalled writer,
+    /// nothing will write the mapping again.
+    file_gone: AtomicBool,
 }
 
 /// The sensor's ring, as a child sees it.
@@ -136,7 +139,14 @@ impl<R: SharedFile> Attached<R> {
             epoch_ms: now_ns / 1_000_000,
             next_check_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            file_gone: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the mapped file was removed or replaced by one that does not open (checked
+    /// once per [`RING_RECHECK`]).
+    pub fn file_gone(&self) -> bool {
+        self.file_gone.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -243,6 +253,7 @@ impl<R: SharedFile> Attached<R> {
                 let generation = reader.generation();
                 *self.reader.write().unwrap_or_else(PoisonError::into_inner) =
                     Some(Arc::new(reader));
+                self.file_gone.store(false, Ordering::Relaxed);
                 *self
                     .last_error
                     .lock()
@@ -258,6 +269,8 @@ impl<R: SharedFile> Attached<R> {
                     Ok(Err(e)) => e,
                     _ => format!("the {what} reader panicked while opening it"),
                 };
+                self.file_gone
+                    .store(mapped_inode.is_some(), Ordering::Relaxed);
                 if !self.set_error(&error) {
                     return None;
                 }

@@ -3,76 +3,118 @@
 //! `SetEnvIf JA4 ...`, CGI scripts and `mod_proxy` backends can use the fingerprint while the
 //! request is served. README.md ("Environment variables") documents the same table.
 
-use std::borrow::Cow;
+use std::ffi::CStr;
 
 use correlate_lib::TlsRecord;
 
-/// Always set when the module is on for the server and `ReqinLogExportEnv` is On: `1` when the
-/// request's connection was joined with a handshake, else `0`.
-pub const REQIN_CORRELATED: &str = "REQIN_CORRELATED";
+use crate::record::FragmentMeta;
 
-/// The client family the connection's JA4 belongs to (`ReqinLogClientMap`), `unknown` when the
-/// map has no entry for it; set only when the connection has a JA4 and a map is loaded.
-pub const REQIN_CLIENT: &str = "REQIN_CLIENT";
-/// The detector's verdict for this client (`ReqinLogVerdictTable`) and the rule behind it.
-pub const REQIN_VERDICT: &std::ffi::CStr = c"REQIN_VERDICT";
-pub const REQIN_VERDICT_RULE: &std::ffi::CStr = c"REQIN_VERDICT_RULE";
+/// Always set when the module is on for the server and `ReqinLogExportEnv` is On: `1` when the
+/// request has a fingerprint (its connection was joined with a handshake, or a trusted proxy
+/// sent one), else `0`.
+pub const REQIN_CORRELATED: &CStr = c"REQIN_CORRELATED";
 
 /// The request's id (`request_id` of its line), for `RequestHeader set X-Request-Id
 /// "%{REQIN_REQUEST_ID}e"`, and its connection's (`conn_id`).
-pub const REQIN_REQUEST_ID: &std::ffi::CStr = c"REQIN_REQUEST_ID";
-pub const REQIN_CONN_ID: &std::ffi::CStr = c"REQIN_CONN_ID";
+pub const REQIN_REQUEST_ID: &CStr = c"REQIN_REQUEST_ID";
+pub const REQIN_CONN_ID: &CStr = c"REQIN_CONN_ID";
+/// The client family the connection's JA4 belongs to (`ReqinLogClientMap`), `unknown` when the
+/// map has no entry for it; set only when the connection has a JA4 and a map is loaded.
+pub const REQIN_CLIENT: &CStr = c"REQIN_CLIENT";
+/// The detector's verdict for this client (`ReqinLogVerdictTable`) and the rule behind it.
+pub const REQIN_VERDICT: &CStr = c"REQIN_VERDICT";
+pub const REQIN_VERDICT_RULE: &CStr = c"REQIN_VERDICT_RULE";
+
+/// Where the fingerprint came from: `sensor`, `inline` or `upstream` (only when there is one).
+pub const REQIN_FINGERPRINT_SOURCE: &CStr = c"REQIN_FINGERPRINT_SOURCE";
+
+/// `ReqinLogJA4Plus On`: JA4T of the connection's SYN, JA4H of the request and its raw form
+/// (cookie values redacted unless `ReqinLogRedactHeaders -Cookie`).
+pub const JA4T: &CStr = c"JA4T";
+pub const JA4H: &CStr = c"JA4H";
+pub const JA4H_R: &CStr = c"JA4H_R";
+
+pub const JA4: &CStr = c"JA4";
+pub const JA4_R: &CStr = c"JA4_R";
+pub const JA3: &CStr = c"JA3";
+pub const JA3_HASH: &CStr = c"JA3_HASH";
 
 /// Every variable set from a joined record, in the README's order.
-pub const FROM_RECORD: &[&str] = &[
-    "JA4",
-    "JA4_R",
-    "JA3",
-    "JA3_HASH",
-    "TLS_SNI",
-    "TLS_ALPN",
-    "TLS_VERSION",
-    "TCP_TTL",
-    "TCP_WINDOW",
-    "TCP_MSS",
-    "TCP_OPTIONS",
-    "TCP_OS",
+pub const FROM_RECORD: &[&CStr] = &[
+    JA4,
+    JA4_R,
+    JA3,
+    JA3_HASH,
+    c"TLS_SNI",
+    c"TLS_ALPN",
+    c"TLS_VERSION",
+    c"TCP_TTL",
+    c"TCP_WINDOW",
+    c"TCP_MSS",
+    c"TCP_OPTIONS",
+    c"TCP_OS",
 ];
 
+/// A variable's value: borrowed from the record, or a number formatted on the stack.
+pub enum EnvValue<'a> {
+    Text(&'a str),
+    Number(itoa::Buffer, u16),
+}
+
+impl EnvValue<'_> {
+    pub fn as_str(&mut self) -> &str {
+        match self {
+            EnvValue::Text(s) => s,
+            EnvValue::Number(buf, n) => buf.format(*n),
+        }
+    }
+}
+
 /// The variables for a request; fingerprint variables only when joined (an absent variable is
-/// what `%{JA4}e` and `SetEnvIf` already treat as "unknown"). Empty values are not set.
-pub fn env_vars(rec: Option<&TlsRecord>) -> Vec<(&'static str, Cow<'_, str>)> {
-    let mut v = vec![(
+/// what `%{JA4}e` and `SetEnvIf` already treat as "unknown"). Empty values are not set. The
+/// names are static: httpd keeps the pointers, only the values are copied. Nothing is
+/// allocated but the list.
+pub fn env_vars<'a>(
+    joined: Option<(&'a TlsRecord, &'a FragmentMeta)>,
+) -> Vec<(&'static CStr, EnvValue<'a>)> {
+    let mut v = Vec::with_capacity(FROM_RECORD.len() + 3);
+    v.push((
         REQIN_CORRELATED,
-        Cow::Borrowed(if rec.is_some() { "1" } else { "0" }),
-    )];
-    let Some(rec) = rec else {
+        EnvValue::Text(if joined.is_some() { "1" } else { "0" }),
+    ));
+    let Some((rec, meta)) = joined else {
         return v;
     };
     let tcp = rec.tcp.as_ref();
-    let number = |n: u16| Cow::Owned(itoa::Buffer::new().format(n).to_owned());
-    let values: [(&'static str, Option<Cow<'_, str>>); 12] = [
-        ("JA4", Some(Cow::Borrowed(&rec.ja4))),
-        ("JA4_R", Some(Cow::Borrowed(&rec.ja4_r))),
-        ("JA3", Some(Cow::Borrowed(&rec.ja3))),
-        ("JA3_HASH", Some(Cow::Borrowed(&rec.ja3_hash))),
-        ("TLS_SNI", Some(Cow::Borrowed(&rec.tls_sni))),
-        ("TLS_ALPN", Some(Cow::Borrowed(&rec.tls_alpn))),
-        ("TLS_VERSION", Some(Cow::Borrowed(&rec.tls_version))),
-        ("TCP_TTL", rec.ip.map(|ip| number(u16::from(ip.ttl)))),
-        ("TCP_WINDOW", tcp.map(|t| number(t.window_size))),
-        ("TCP_MSS", tcp.filter(|t| t.mss != 0).map(|t| number(t.mss))),
-        (
-            "TCP_OPTIONS",
-            tcp.map(|t| Cow::Borrowed(t.options.as_str())),
-        ),
-        ("TCP_OS", Some(Cow::Borrowed(&rec.tcp_os))),
+    let number = |n: u16| EnvValue::Number(itoa::Buffer::new(), n);
+    let values: [Option<EnvValue<'_>>; 12] = [
+        Some(EnvValue::Text(&rec.ja4)),
+        Some(EnvValue::Text(&rec.ja4_r)),
+        Some(EnvValue::Text(&rec.ja3)),
+        Some(EnvValue::Text(&rec.ja3_hash)),
+        Some(EnvValue::Text(&rec.tls_sni)),
+        Some(EnvValue::Text(&rec.tls_alpn)),
+        Some(EnvValue::Text(&rec.tls_version)),
+        rec.ip.map(|ip| number(u16::from(ip.ttl))),
+        tcp.map(|t| number(t.window_size)),
+        tcp.filter(|t| t.mss != 0).map(|t| number(t.mss)),
+        tcp.map(|t| EnvValue::Text(t.options.as_str())),
+        Some(EnvValue::Text(&rec.tcp_os)),
     ];
-    v.extend(
-        values
-            .into_iter()
-            .filter_map(|(k, val)| val.filter(|s| !s.is_empty()).map(|s| (k, s))),
-    );
+    v.extend(FROM_RECORD.iter().zip(values).filter_map(|(k, val)| {
+        val.filter(|s| !matches!(s, EnvValue::Text(t) if t.is_empty()))
+            .map(|s| (*k, s))
+    }));
+    v.push((
+        REQIN_FINGERPRINT_SOURCE,
+        EnvValue::Text(meta.source.as_str()),
+    ));
+    if let Some(ja4t) = &meta.ja4t {
+        v.push((JA4T, EnvValue::Text(ja4t.as_str())));
+    }
+    if let Some(client) = &meta.client {
+        v.push((REQIN_CLIENT, EnvValue::Text(client.as_str())));
+    }
     v
 }
 
@@ -104,15 +146,27 @@ mod tests {
             tcp_os: "Linux 3.11 and newer".into(),
             ..TlsRecord::default()
         };
-        let vars = env_vars(Some(&rec));
-        let names: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
+        let meta = FragmentMeta::of(crate::record::Source::Inline);
+        let vars: Vec<(&CStr, String)> = env_vars(Some((&rec, &meta)))
+            .into_iter()
+            .map(|(k, mut v)| (k, v.as_str().to_owned()))
+            .collect();
+        let names: Vec<&CStr> = vars.iter().map(|(k, _)| *k).collect();
         assert_eq!(names[0], REQIN_CORRELATED);
-        assert_eq!(&names[1..], FROM_RECORD);
-        assert!(vars.contains(&("TCP_TTL", "64".into())));
+        assert_eq!(&names[1..names.len() - 1], FROM_RECORD);
+        assert!(vars.contains(&(c"TCP_TTL", "64".into())));
+        assert_eq!(
+            vars.last(),
+            Some(&(REQIN_FINGERPRINT_SOURCE, "inline".to_owned()))
+        );
     }
 
     #[test]
     fn orphan_gets_only_the_flag() {
-        assert_eq!(env_vars(None), vec![(REQIN_CORRELATED, Cow::Borrowed("0"))]);
+        let vars: Vec<(&CStr, String)> = env_vars(None)
+            .into_iter()
+            .map(|(k, mut v)| (k, v.as_str().to_owned()))
+            .collect();
+        assert_eq!(vars, vec![(REQIN_CORRELATED, "0".to_owned())]);
     }
 }

@@ -19,8 +19,12 @@ use correlate_lib::ConnKey;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use crate::correlation::RingHandle;
-use crate::hooks::{lookup_record, Output};
-use crate::record::{with_line, RequestSnapshot, TlsFragment};
+use crate::hooks::{Check, Output};
+use crate::inline::InlineGeneration;
+use crate::record::{
+    with_line, LineFingerprint, OrphanReason, RequestSnapshot, Source, TlsFragment,
+};
+use crate::source::{fragment_meta, lookup_record, merge_parts, ring_reason};
 use crate::stats::Counter;
 
 /// How often pending lines are re-checked.
@@ -42,8 +46,20 @@ pub struct Pending {
     pub rules: Arc<correlate_lib::join::JoinRules>,
     pub ring: Arc<RingHandle>,
     pub output: Arc<Output>,
+    /// `ReqinLogJA4Plus On`: a record found late gets its JA4T.
+    pub ja4plus: bool,
     /// `ReqinLogClientMap`, for the line's `ja4_client`.
     pub clients: Option<Arc<correlate_lib::clients::ClientMap>>,
+    /// The request sent fingerprint headers that were removed (`upstream_untrusted`).
+    pub untrusted_upstream: bool,
+    /// `ReqinLogFingerprint both`: the inline half, checked against the sensor's record.
+    pub both: Option<Box<BothPending>>,
+}
+
+/// `both`: what a line waiting for the sensor carries when the record does not come.
+pub struct BothPending {
+    pub inline: TlsFragment,
+    pub generation: Option<Arc<InlineGeneration>>,
 }
 
 impl Pending {
@@ -58,24 +74,56 @@ impl Pending {
             false,
         ) {
             self.output.stats.add(Counter::CorrelatedLate, 1);
-            let mut tls = TlsFragment::new(rec, self.snapshot.client, self.snapshot.local);
-            if let Some(map) = self.clients.as_ref().filter(|_| !tls.ja4().is_empty()) {
-                let client = map.client(tls.ja4()).to_owned();
-                tls.add_str(correlate_lib::fields::JA4_CLIENT, &client);
-            }
-            with_line(&self.snapshot, Some(&tls), |line| {
-                self.output.write(line, true)
-            });
+            let (rec, meta, check) = match &self.both {
+                Some(both) => merge_parts(
+                    both.generation.as_deref(),
+                    self.output.logger(),
+                    &both.inline,
+                    &rec,
+                ),
+                None => {
+                    let meta = fragment_meta(
+                        self.ja4plus,
+                        self.clients.as_deref(),
+                        Source::Sensor,
+                        None,
+                        &rec,
+                    );
+                    (rec, meta, Check::None)
+                }
+            };
+            let tls = TlsFragment::new(rec, meta, self.snapshot.client, self.snapshot.local);
+            self.write(LineFingerprint::Connection(&tls), check);
             return true;
         }
         let seen_everything = self.ring.watermark() >= self.arrival_ns;
         if force || seen_everything || Instant::now() >= self.deadline {
-            self.output.stats.add(Counter::RingMisses, 1);
-            self.output.stats.add(Counter::OrphansDelayed, 1);
-            with_line(&self.snapshot, None, |line| self.output.write(line, false));
+            match &self.both {
+                Some(both) => {
+                    self.write(LineFingerprint::Connection(&both.inline), Check::Unchecked)
+                }
+                None => {
+                    self.output.stats.add(Counter::RingMisses, 1);
+                    self.output.stats.add(Counter::OrphansDelayed, 1);
+                    let reason = if self.untrusted_upstream {
+                        OrphanReason::UpstreamUntrusted
+                    } else if seen_everything {
+                        OrphanReason::NotInRing
+                    } else {
+                        ring_reason(&self.ring)
+                    };
+                    self.write(LineFingerprint::Orphan(reason), Check::None);
+                }
+            }
             return true;
         }
         false
+    }
+
+    fn write(&self, fp: LineFingerprint<'_>, check: Check) {
+        with_line(&self.snapshot, fp, |line| {
+            self.output.write(line, fp, check)
+        });
     }
 }
 

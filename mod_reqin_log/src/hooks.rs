@@ -7,9 +7,12 @@
 //! - `child_init` (each child) attaches to the sensor's ring and starts the orphan flusher;
 //! - `pre_connection` (REALLY_FIRST, primary connections only) records the accept time: a
 //!   handshake joins the connection only if its SYN is inside the window around it;
-//! - `post_read_request` (REALLY_FIRST) numbers the request on its connection, looks the
-//!   4-tuple up (caching a hit on the connection: keep-alive requests and HTTP/2 streams share
-//!   their primary connection's handshake) and exports the fingerprint as environment variables;
+//! - mod_ssl's `pre_handshake` captures the SYN and the ClientHello for inline mode
+//!   ([`crate::inline`]);
+//! - `post_read_request` (REALLY_FIRST) numbers the request on its connection, screens a
+//!   proxy's fingerprint headers ([`crate::upstream`]), decides the fingerprint
+//!   ([`crate::source`]: caching it on the connection, so keep-alive requests and HTTP/2 streams
+//!   share their primary connection's handshake) and exports it as environment variables;
 //! - `log_transaction` writes the line now when the join is decided, else hands it to the
 //!   flusher;
 //! - `handler` serves `SetHandler reqin-log-status` (Prometheus text).
@@ -25,24 +28,29 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use correlate_lib::join::{JoinRules, NoJoin};
-use correlate_lib::ring::Lookup;
-use correlate_lib::{unix_now_ns, ConnKey, TlsRecord};
+use correlate_lib::join::JoinRules;
+use correlate_lib::{unix_now_ns, TlsRecord};
 
 use crate::config::{LogTarget, Settings, Verbosity};
 use crate::correlation::{ClientVerdict, FileEvent, RingHandle, VerdictHandle};
+use crate::ffi::openssl::{HelloSlot, HoldsHello};
 use crate::ffi::shm::SharedCounters;
+use crate::ffi::socket::ClientSocket;
 use crate::ffi::{
     apr_status_t, module_loaded, spawn_without_signals, Conn, ConnEnv, Expr, H2Probe, Level, Pool,
     Request, Server, ServerHandle, TlsProbe, DECLINED, OK,
 };
-use crate::flusher::{Flusher, Pending};
+use crate::flusher::{BothPending, Flusher, Pending};
 use crate::ids::{self, Ids as IdSource};
-use crate::record::{self, RequestSnapshot, Text, TlsFragment};
+use crate::inline::{Capture, InlineGeneration};
+use crate::record::{
+    self, FragmentMeta, LineFingerprint, OrphanReason, RequestSnapshot, Text, TlsFragment,
+};
 use crate::sink::{DatagramSink, FileSink};
+use crate::source::{self, Decision, Wait};
 use crate::stats::{self, Counter};
+use crate::upstream::{Screened, Upstream, UpstreamValues};
 use correlate_lib::clients::ClientMap;
-use correlate_lib::fields;
 
 /// The handler name of the status page: `SetHandler reqin-log-status`.
 pub const STATUS_HANDLER: &CStr = c"reqin-log-status";
@@ -52,26 +60,31 @@ pub const STATUS_HANDLER: &CStr = c"reqin-log-status";
 pub struct ServerState {
     pub settings: Settings,
     /// Set by `post_config` when this server logs.
-    output: OnceLock<Arc<Output>>,
+    pub(crate) output: OnceLock<Arc<Output>>,
     /// The generation's counters, shared by every server (set by `post_config`).
     stats: OnceLock<Arc<Stats>>,
-    rules: OnceLock<Arc<JoinRules>>,
-    /// Set by `child_init` (children only).
-    ring: OnceLock<Arc<RingHandle>>,
+    pub(crate) rules: OnceLock<Arc<JoinRules>>,
+    /// Set by `child_init` (children only), for servers whose mode reads the ring.
+    pub(crate) ring: OnceLock<Arc<RingHandle>>,
     flusher: OnceLock<Arc<Flusher>>,
-    tls_probe: OnceLock<TlsProbe>,
+    pub(crate) tls_probe: OnceLock<TlsProbe>,
     h2_probe: OnceLock<H2Probe>,
     /// mod_unique_id is loaded: its `UNIQUE_ID` is the request id.
     unique_id: OnceLock<bool>,
     /// The child's id generator (set by `child_init`, shared by every server of the child).
     ids: OnceLock<Arc<IdSource>>,
+    /// `ReqinLogTag`, in configuration order: the main server's, then the virtual host's own
+    /// (which replace a main-server tag of the same key).
+    pub tags: Vec<Tag>,
+    /// The generation's inline capture (set by `post_config` on every server when one of them
+    /// fingerprints inline or both).
+    inline: OnceLock<Arc<InlineGeneration>>,
+    /// `ReqinLogTrustedProxy` (set by `post_config`).
+    upstream: OnceLock<Option<Upstream>>,
     /// The detector's verdict table (set by `child_init`, one mapping per path).
     verdicts: OnceLock<Arc<VerdictHandle>>,
     /// The ja4→client map (`ReqinLogClientMap`), loaded by `post_config` for the generation.
     clients: OnceLock<Arc<ClientMap>>,
-    /// `ReqinLogTag`, in configuration order: the main server's, then the virtual host's own
-    /// (which replace a main-server tag of the same key).
-    pub tags: Vec<Tag>,
 }
 
 /// One `ReqinLogTag key value [condition]`.
@@ -91,6 +104,16 @@ pub enum TagValue {
 }
 
 impl ServerState {
+    /// What inline capture needs in this generation, when a server fingerprints inline.
+    pub fn inline_generation(&self) -> Option<&InlineGeneration> {
+        self.inline.get().map(Arc::as_ref)
+    }
+
+    /// `ReqinLogClientMap`, when one loaded.
+    pub fn clients(&self) -> Option<&ClientMap> {
+        self.clients.get().map(Arc::as_ref)
+    }
+
     /// A virtual host's state: its directives over the main server's, fresh runtime slots.
     pub fn merged(base: &ServerState, add: &ServerState) -> ServerState {
         let mut tags: Vec<Tag> = base
@@ -166,9 +189,6 @@ impl ModuleLog for Logger {
     }
 }
 
-/// A sensor whose watermark is this far behind the clock is not waited for (see `join`).
-const SENSOR_STALL_NS: u64 = 1_000_000_000;
-
 /// The module's state for one client connection (the primary one: HTTP/2 streams use their
 /// master's), owned by the connection pool.
 pub struct ConnState {
@@ -177,49 +197,96 @@ pub struct ConnState {
     /// The TCP peer's address, normalised (`::ffff:a.b.c.d` is `a.b.c.d`): the verdict key.
     client_ip: Option<std::net::IpAddr>,
     /// Unix ns at `pre_connection`.
-    accept_ns: u64,
+    pub(crate) accept_ns: u64,
     /// Requests read so far (HTTP/2: streams), for `keepalives`.
     requests: AtomicU64,
-    /// The sensor's record of this connection's handshake, once found.
-    joined: OnceLock<Joined>,
+    /// The connection's final record, once decided: the sensor's (`sensor`), or `both`'s merge
+    /// of the inline one with the sensor's.
+    pub(crate) joined: OnceLock<Joined>,
     /// A request of this connection already waited the full lookup wait in vain: later ones
     /// look once and do not wait again (the handshake preceded the first request).
-    waited_in_vain: AtomicBool,
+    pub(crate) waited_in_vain: AtomicBool,
+    /// What httpd captured of the handshake (inline, both).
+    capture: Capture,
+    /// The record built from it, or why there is none (inline, both).
+    pub(crate) inline: OnceLock<Result<Joined, OrphanReason>>,
+}
+
+impl ConnState {
+    pub fn capture(&self) -> &Capture {
+        &self.capture
+    }
+}
+
+impl HoldsHello for ConnState {
+    fn hello_slot(&self) -> &HelloSlot {
+        self.capture.hello_slot()
+    }
+}
+
+/// Whether a line's inline values were checked against the sensor's (`both`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Not `both`'s business (sensor or inline alone).
+    None,
+    Agree,
+    Disagree,
+    /// `both`, but no sensor record to compare with.
+    Unchecked,
 }
 
 /// A connection joined with its handshake: what every request on it reuses.
 pub struct Joined {
-    /// The sensor's half of each line.
+    /// The connection's half of each line.
     fragment: TlsFragment,
     /// The environment variables (`REQIN_CORRELATED=1` and the fingerprint), in the
     /// connection's pool.
     env: ConnEnv,
+    /// `both`: whether the sensor agreed.
+    check: Check,
 }
 
 impl Joined {
-    fn new(rec: TlsRecord, primary: Conn<'_>, clients: Option<&ClientMap>) -> Self {
-        // The client family the JA4 belongs to, for httpd.conf rules without the detector.
-        let client = clients
-            .filter(|_| !rec.ja4.is_empty())
-            .map(|m| m.client(&rec.ja4).to_owned());
-        let mut vars = crate::env::env_vars(Some(&rec));
-        if let Some(c) = &client {
-            vars.push((crate::env::REQIN_CLIENT, Cow::Borrowed(c.as_str())));
+    pub fn new(rec: TlsRecord, meta: FragmentMeta, primary: Conn<'_>, check: Check) -> Self {
+        Self::rendered(rec, meta, primary, check, None)
+    }
+
+    /// As [`Joined::new`]; `parts`: the record's TLS fields and SYN fields already rendered
+    /// ([`record::tls_json`], [`record::syn_json`]).
+    pub fn rendered(
+        rec: TlsRecord,
+        meta: FragmentMeta,
+        primary: Conn<'_>,
+        check: Check,
+        parts: Option<(&[u8], Option<&[u8]>)>,
+    ) -> Self {
+        let env = primary.env(crate::env::env_vars(Some((&rec, &meta))), |v| v.as_str());
+        let (client, local) = (primary.client_addr(), primary.local_addr());
+        let fragment = match parts {
+            Some((tls, syn)) => TlsFragment::with_parts(rec, meta, client, local, tls, syn),
+            None => TlsFragment::new(rec, meta, client, local),
+        };
+        Self {
+            fragment,
+            env,
+            check,
         }
-        let env = primary.env(&vars);
-        let mut fragment = TlsFragment::new(rec, primary.client_addr(), primary.local_addr());
-        if let Some(c) = &client {
-            fragment.add_str(fields::JA4_CLIENT, c);
-        }
-        Self { fragment, env }
+    }
+
+    pub fn fragment(&self) -> &TlsFragment {
+        &self.fragment
     }
 }
 
 /// The module's state for one request, owned by the request pool.
 pub struct RequestState {
     /// 1-based position on the connection (`keepalives`, `sequence_number`).
-    index: u64,
+    pub(crate) index: u64,
     request_id: Option<Box<str>>,
+    /// A proxy's fingerprint headers, screened at `post_read_request`.
+    pub(crate) upstream: Screened,
+    /// `ReqinLogJA4Plus On`: JA4H and its raw form, of the request as the client sent it.
+    ja4h: Option<(String, String)>,
     /// What the detector's verdict table said at `post_read_request`.
     verdict: OnceLock<ClientVerdict>,
 }
@@ -254,10 +321,24 @@ pub struct Output {
 }
 
 impl Output {
-    /// Writes one finished line to every sink; counts it. `lines_written` counts lines in the
-    /// file (when the server has a `ReqinLogFile`; buffered ones when their write succeeds),
-    /// else lines the socket took.
-    pub fn write(&self, line: &[u8], correlated: bool) {
+    /// Writes one finished line to every sink; counts it, with its fingerprint's source or
+    /// orphan reason, and `both`'s check. `lines_written` counts lines in the file (when the
+    /// server has a `ReqinLogFile`; buffered ones when their write succeeds), else lines the
+    /// socket took.
+    pub fn write(&self, line: &[u8], fp: LineFingerprint<'_>, check: Check) {
+        let correlated = fp.correlated();
+        if let Some(source) = fp.source() {
+            self.stats.add(Counter::of_source(source), 1);
+        }
+        if let Some(reason) = fp.reason() {
+            self.stats.add(Counter::of_reason(reason), 1);
+        }
+        match check {
+            Check::None => {}
+            Check::Agree => self.stats.add(Counter::CrossCheckAgree, 1),
+            Check::Disagree => self.stats.add(Counter::CrossCheckDisagree, 1),
+            Check::Unchecked => self.stats.add(Counter::CrossCheckUnchecked, 1),
+        }
         if let Some(file) = &self.file {
             let outcome = file.write_line(line, self.damage_epoch());
             self.count(outcome);
@@ -289,6 +370,11 @@ impl Output {
         if let Some(file) = &self.file {
             self.count(file.flush(now, force, self.damage_epoch()));
         }
+    }
+
+    /// The error log of the server this output belongs to.
+    pub fn logger(&self) -> Logger {
+        self.log
     }
 
     /// How many lines any child left damaged in a file: a change tells every writer to check
@@ -336,6 +422,15 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
             }
         },
     });
+    // Inline capture: set up for the whole generation when any server fingerprints inline.
+    // Reported on the real start and on restarts, not in the configuration pre-check pass.
+    let report = main.parent_lifetime_pool().is_some();
+    let captures = main.and_following().any(|s| {
+        s.state::<ServerState>()
+            .is_some_and(|st| st.settings.logs() && st.settings.fingerprint().captures())
+    });
+    crate::inline::configure_listeners(main, captures, report);
+    let inline = captures.then(|| Arc::new(InlineGeneration::load(main, report)));
     // Virtual hosts inheriting the main server's sinks share its descriptor.
     let mut files: HashMap<LogTarget, Arc<FileSink>> = HashMap::new();
     let mut sockets: HashMap<PathBuf, Arc<DatagramSink>> = HashMap::new();
@@ -385,6 +480,10 @@ pub fn post_config(pconf: Pool<'_>, _ptemp: Pool<'_>, main: Server<'_>) -> c_int
         let _ = state.unique_id.set(unique_id);
         let _ = state.stats.set(Arc::clone(&stats));
         let _ = state.rules.set(Arc::new(settings.join_rules()));
+        let _ = state.upstream.set(Upstream::from_settings(settings));
+        if let Some(generation) = &inline {
+            let _ = state.inline.set(Arc::clone(generation));
+        }
         if !settings.logs() {
             continue;
         }
@@ -518,20 +617,9 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
         let Some(state) = server.state::<ServerState>() else {
             continue;
         };
-        let path = state.settings.ring_path();
-        let ring = rings
-            .entry(path.to_path_buf())
-            .or_insert_with(|| {
-                let ring = Arc::new(RingHandle::new(path.to_path_buf(), now_ns));
-                if state.output.get().is_some() {
-                    if let Some(event) = ring.attach(now_ns) {
-                        log_file_event(server, &event);
-                    }
-                }
-                ring
-            })
-            .clone();
-        let _ = state.ring.set(ring);
+        if let Some(f) = &flusher {
+            let _ = state.flusher.set(Arc::clone(f));
+        }
         if let Some(path) = state.settings.verdict_table() {
             let table = verdict_tables
                 .entry(path.to_path_buf())
@@ -546,9 +634,24 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
                 .clone();
             let _ = state.verdicts.set(table);
         }
-        if let Some(f) = &flusher {
-            let _ = state.flusher.set(Arc::clone(f));
+        if !state.settings.fingerprint().uses_ring() {
+            // `ReqinLogFingerprint inline`: no ring, nothing of the sensor's is touched.
+            continue;
         }
+        let path = state.settings.ring_path();
+        let ring = rings
+            .entry(path.to_path_buf())
+            .or_insert_with(|| {
+                let ring = Arc::new(RingHandle::new(path.to_path_buf(), now_ns));
+                if state.output.get().is_some() {
+                    if let Some(event) = ring.attach(now_ns) {
+                        log_file_event(server, &event);
+                    }
+                }
+                ring
+            })
+            .clone();
+        let _ = state.ring.set(ring);
     }
     pchild.own(ChildOwner { flusher, outputs });
 }
@@ -574,14 +677,14 @@ impl Drop for ChildOwner {
     }
 }
 
-pub fn pre_connection(conn: Conn<'_>) {
+pub fn pre_connection(conn: Conn<'_>, socket: Option<ClientSocket>) {
     if conn.is_secondary() {
         return;
     }
-    let _ = conn.state_or_init(|| new_conn_state(conn));
+    let _ = conn.state_or_init(|| new_conn_state(conn, socket));
 }
 
-fn new_conn_state(conn: Conn<'_>) -> ConnState {
+fn new_conn_state(conn: Conn<'_>, socket: Option<ClientSocket>) -> ConnState {
     let ids = conn
         .base_server()
         .and_then(|s| s.state::<ServerState>())
@@ -595,6 +698,8 @@ fn new_conn_state(conn: Conn<'_>) -> ConnState {
         requests: AtomicU64::new(0),
         joined: OnceLock::new(),
         waited_in_vain: AtomicBool::new(false),
+        capture: Capture::new(socket),
+        inline: OnceLock::new(),
     }
 }
 
@@ -604,7 +709,7 @@ fn conn_state<'a>(conn: Conn<'a>) -> Option<&'a ConnState> {
     let primary = conn.primary();
     match primary.state::<ConnState>() {
         Some(s) => Some(s),
-        None if !conn.is_secondary() => primary.state_or_init(|| new_conn_state(primary)),
+        None if !conn.is_secondary() => primary.state_or_init(|| new_conn_state(primary, None)),
         None => None,
     }
 }
@@ -616,12 +721,60 @@ fn request_state<'a>(
 ) -> Option<&'a RequestState> {
     r.state_or_init(|| {
         let index = cs.map_or(1, |cs| cs.requests.fetch_add(1, Ordering::Relaxed) + 1);
+        // JA4H first: the request as the client sent it, forged headers included.
+        let ja4h = ja4h(state, r);
         RequestState {
             index,
             request_id: request_id(state, r, cs, index),
+            upstream: screen_upstream(state, r),
+            ja4h,
             verdict: OnceLock::new(),
         }
     })
+}
+
+/// A proxy's fingerprint headers: used from a trusted proxy, removed from anyone else.
+fn screen_upstream(state: &ServerState, r: Request<'_>) -> Screened {
+    let Some(Some(upstream)) = state.upstream.get() else {
+        return Screened::NotConfigured;
+    };
+    let peer = r
+        .connection()
+        .and_then(|c| c.primary().client_addr())
+        .map(|a| a.ip());
+    let screened = upstream.screen(peer, |name| r.header(name), |name| r.remove_header(name));
+    if let Some(output) = state.output.get() {
+        match &screened {
+            Screened::Untrusted { removed } => {
+                output.stats.add(Counter::UpstreamHeadersRemoved, *removed)
+            }
+            Screened::TrustedWithout { invalid } => {
+                output.stats.add(Counter::UpstreamHeadersInvalid, *invalid)
+            }
+            _ => {}
+        }
+    }
+    screened
+}
+
+/// `ReqinLogJA4Plus On`: JA4H of a request that has a request line.
+#[cfg(feature = "foxio")]
+fn ja4h(state: &ServerState, r: Request<'_>) -> Option<(String, String)> {
+    if !state.settings.ja4plus() || !r.has_request_line() {
+        return None;
+    }
+    let method = r.method_bytes()?;
+    Some(crate::ja4plus::ja4h(
+        method,
+        r.proto_num(),
+        r.headers_in(),
+        state.settings.is_redacted("Cookie"),
+    ))
+}
+
+#[cfg(not(feature = "foxio"))]
+fn ja4h(_state: &ServerState, _r: Request<'_>) -> Option<(String, String)> {
+    None
 }
 
 /// mod_unique_id's `UNIQUE_ID` when it is loaded (generated now through httpd's log-id hook,
@@ -644,151 +797,7 @@ fn request_id(
     Some(id.into_boxed_str())
 }
 
-/// The outcome of trying to join a request with its connection's handshake.
-enum Join<'a> {
-    Joined(&'a Joined),
-    /// Decided: no handshake will ever join this request.
-    Never,
-    /// Not in the ring yet; the sensor may still publish it.
-    NotYet {
-        key: ConnKey,
-        accept_ns: u64,
-        ring: Arc<RingHandle>,
-    },
-}
-
-/// Looks `key` up and checks the record belongs to the connection accepted at `accept_ns`.
-/// `count`: whether a miss is final enough to count.
-pub fn lookup_record(
-    ring: &RingHandle,
-    rules: &JoinRules,
-    key: &ConnKey,
-    accept_ns: u64,
-    output: &Output,
-    count: bool,
-) -> Option<TlsRecord> {
-    let (found, event) = ring.lookup(key, unix_now_ns());
-    if let Some(event) = event {
-        // The flusher looks up most often: what it sees must reach the error log too.
-        let (level, msg) = file_event_message(&event);
-        output.log.log(level, 0, &msg);
-    }
-    match found {
-        Lookup::Hit(rec) => match rules.belongs(&rec, key, accept_ns) {
-            Ok(()) => Some(rec),
-            Err(_) => {
-                if count {
-                    output.stats.add(Counter::ForeignRecords, 1);
-                }
-                None
-            }
-        },
-        Lookup::Miss => None,
-        Lookup::Torn => {
-            if count {
-                output.stats.add(Counter::TornReads, 1);
-            }
-            None
-        }
-    }
-}
-
-/// Tries to join `r` now, waiting up to `wait` while the sensor has not yet processed the
-/// packets up to the request's arrival.
-fn join<'a>(
-    state: &ServerState,
-    server: Server<'_>,
-    r: Request<'_>,
-    cs: Option<&'a ConnState>,
-    index: u64,
-    wait: Duration,
-    count: bool,
-) -> Join<'a> {
-    let (Some(output), Some(rules), Some(conn)) =
-        (state.output.get(), state.rules.get(), r.connection())
-    else {
-        return Join::Never;
-    };
-    if let Some(joined) = cs.and_then(|cs| cs.joined.get()) {
-        // The connection was joined by an earlier request: it is TLS and its 4-tuple was
-        // admitted then; only this request's position can still rule it out.
-        return match rules.admits_position(index) {
-            Ok(()) => Join::Joined(joined),
-            Err(_) => Join::Never,
-        };
-    }
-    let primary = conn.primary();
-    let tls = state
-        .tls_probe
-        .get()
-        .and_then(|p| p.is_tls(primary))
-        .unwrap_or(false);
-    if !tls {
-        return Join::Never;
-    }
-    let (Some(client), Some(local), Some(cs)) = (primary.client_addr(), primary.local_addr(), cs)
-    else {
-        return Join::Never;
-    };
-    let key = ConnKey::new(client, local);
-    if let Err(why) = rules.admits(&key, index) {
-        if count {
-            match why {
-                NoJoin::ExcludedSource => output.stats.add(Counter::ExcludedSource, 1),
-                NoJoin::ExcludedPort => output.stats.add(Counter::ExcludedPort, 1),
-                NoJoin::NotFirstRequest => {}
-            }
-        }
-        return Join::Never;
-    }
-    let Some(ring) = state.ring.get() else {
-        return Join::Never;
-    };
-    let arrival_ns = arrival_ns(r);
-    let wait = if cs.waited_in_vain.load(Ordering::Relaxed) {
-        Duration::ZERO
-    } else {
-        wait
-    };
-    let deadline = Instant::now() + wait;
-    loop {
-        let (found, event) = ring.lookup(&key, unix_now_ns());
-        if let Some(event) = event {
-            log_file_event(server, &event);
-        }
-        if let Lookup::Hit(rec) = found {
-            if rules.belongs(&rec, &key, cs.accept_ns).is_ok() {
-                return Join::Joined(
-                    cs.joined.get_or_init(|| {
-                        Joined::new(rec, primary, state.clients.get().map(|c| &**c))
-                    }),
-                );
-            }
-        }
-        if !ring.is_attached() {
-            // No sensor at all: every request is an orphan, at once.
-            return Join::Never;
-        }
-        let watermark = ring.watermark();
-        // A live sensor moves its watermark at least every 100 ms, idle or not; one that has not
-        // for a second is stopped or hung, and waiting for it would only slow every request.
-        let stalled = watermark.saturating_add(SENSOR_STALL_NS) < unix_now_ns();
-        let timed_out = Instant::now() >= deadline;
-        if timed_out && !wait.is_zero() {
-            cs.waited_in_vain.store(true, Ordering::Relaxed);
-        }
-        if watermark >= arrival_ns || timed_out || stalled {
-            return Join::NotYet {
-                key,
-                accept_ns: cs.accept_ns,
-                ring: Arc::clone(ring),
-            };
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn arrival_ns(r: Request<'_>) -> u64 {
+pub fn arrival_ns(r: Request<'_>) -> u64 {
     u64::try_from(r.request_time_us())
         .unwrap_or(0)
         .saturating_mul(1000)
@@ -808,32 +817,26 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
     let Some(rs) = request_state(state, r, cs) else {
         return DECLINED;
     };
-    let joined = match join(
+    let decision = source::decide(
         state,
         server,
         r,
         cs,
-        rs.index,
+        rs,
         state.settings.lookup_wait(),
         false,
-    ) {
-        Join::Joined(joined) => Some(joined),
-        _ => None,
-    };
-    let verdict = verdict(state, server, cs, joined);
-    if let Some(v) = verdict.clone() {
-        let _ = rs.verdict.set(v);
+    );
+    let verdict = verdict(state, server, cs, decision_ja4(&decision));
+    if let Some(v) = &verdict {
+        let _ = rs.verdict.set(v.clone());
     }
     if state.settings.export_env() {
+        export_env(r, &decision);
         if let Some(v) = &verdict {
             r.set_env_str(crate::env::REQIN_VERDICT, &v.word);
             if !v.rule.is_empty() {
                 r.set_env_str(crate::env::REQIN_VERDICT_RULE, &v.rule);
             }
-        }
-        match joined {
-            Some(joined) => r.set_conn_env(&joined.env),
-            None => r.set_env_c(c"REQIN_CORRELATED", c"0"),
         }
         if let Some(id) = &rs.request_id {
             r.set_env_str(crate::env::REQIN_REQUEST_ID, id);
@@ -841,26 +844,66 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         if let Some(id) = cs.and_then(|cs| cs.conn_id.as_deref()) {
             r.set_env_str(crate::env::REQIN_CONN_ID, id);
         }
+        if let Some((ja4h, ja4h_r)) = &rs.ja4h {
+            r.set_env_str(crate::env::JA4H, ja4h);
+            r.set_env_str(crate::env::JA4H_R, ja4h_r);
+        }
     }
     DECLINED
 }
 
+/// The JA4 the request was decided with, if any.
+fn decision_ja4<'a>(decision: &'a Decision<'_>) -> Option<&'a str> {
+    let ja4 = match decision {
+        Decision::Joined(joined)
+        | Decision::Unchecked(joined)
+        | Decision::InlineAwaiting { inline: joined, .. } => {
+            Some(joined.fragment().record().ja4.as_str())
+        }
+        Decision::Upstream(values) => values.ja4.as_deref(),
+        Decision::NotYet(_) | Decision::Never(_) => None,
+    };
+    ja4.filter(|j| !j.is_empty())
+}
+
 /// The detector's verdict for this request's client: by its TCP peer address first (what the
-/// detector keys on: the line's `src_ip`), then by its JA4 when the connection is joined.
+/// detector keys on: the line's `src_ip`), then by its JA4.
 fn verdict(
     state: &ServerState,
     server: Server<'_>,
     cs: Option<&ConnState>,
-    joined: Option<&Joined>,
+    ja4: Option<&str>,
 ) -> Option<ClientVerdict> {
     let table = state.verdicts.get()?;
     let ip = cs?.client_ip?;
-    let ja4 = joined.map(|j| j.fragment.ja4()).filter(|j| !j.is_empty());
     let (found, event) = table.verdict(ip, ja4, unix_now_ns());
     if let Some(event) = event {
         log_file_event(server, &event);
     }
     found
+}
+
+/// The fingerprint's environment variables (`REQIN_CORRELATED=0` without one).
+fn export_env(r: Request<'_>, decision: &Decision<'_>) {
+    match decision {
+        Decision::Joined(joined)
+        | Decision::Unchecked(joined)
+        | Decision::InlineAwaiting { inline: joined, .. } => r.set_conn_env(&joined.env),
+        Decision::Upstream(values) => {
+            r.set_env_c(crate::env::REQIN_CORRELATED, c"1");
+            if let Some(v) = &values.ja4 {
+                r.set_env_str(crate::env::JA4, v);
+            }
+            if let Some(v) = &values.ja3_hash {
+                r.set_env_str(crate::env::JA3_HASH, v);
+            }
+            r.set_env_str(
+                crate::env::REQIN_FINGERPRINT_SOURCE,
+                record::Source::Upstream.as_str(),
+            );
+        }
+        Decision::NotYet(_) | Decision::Never(_) => r.set_env_c(crate::env::REQIN_CORRELATED, c"0"),
+    }
 }
 
 pub fn log_transaction(r: Request<'_>) -> c_int {
@@ -887,47 +930,113 @@ pub fn log_transaction(r: Request<'_>) -> c_int {
         request_id: rs.and_then(|rs| rs.request_id.as_deref()),
         verdict: rs.and_then(|rs| rs.verdict.get()),
     };
-    let snapshot = snapshot(state, output, r, conn, index, ids);
-    match join(state, server, r, cs, index, Duration::ZERO, true) {
-        Join::Joined(joined) => record::with_line(&snapshot, Some(&joined.fragment), |line| {
-            output.write(line, true)
-        }),
-        Join::Never => record::with_line(&snapshot, None, |line| output.write(line, false)),
-        Join::NotYet {
-            key,
-            accept_ns,
-            ring,
-        } => {
-            let arrival_ns = arrival_ns(r);
-            let orphan_now = |snapshot: &RequestSnapshot<'_>| {
-                output.stats.add(Counter::RingMisses, 1);
-                record::with_line(snapshot, None, |line| output.write(line, false));
-            };
-            if ring.watermark() >= arrival_ns {
-                // The sensor has processed every packet up to the request: no hello is coming.
-                orphan_now(&snapshot);
-            } else if let (Some(flusher), Some(rules)) = (state.flusher.get(), state.rules.get()) {
-                let pending = Box::new(Pending {
-                    snapshot: snapshot.into_owned(),
-                    key,
-                    accept_ns,
-                    arrival_ns,
-                    deadline: Instant::now() + state.settings.orphan_delay(),
-                    rules: Arc::clone(rules),
-                    ring,
-                    output: Arc::clone(output),
-                    clients: state.clients.get().cloned(),
-                });
-                if let Err(p) = flusher.submit(pending) {
-                    output.stats.add(Counter::QueueFull, 1);
-                    orphan_now(&p.snapshot);
-                }
-            } else {
-                orphan_now(&snapshot);
-            }
+    let snapshot = snapshot(state, output, r, conn, index, ids, rs);
+    let Some(rs) = rs else {
+        let fp = LineFingerprint::Orphan(OrphanReason::NoConnection);
+        record::with_line(&snapshot, fp, |line| output.write(line, fp, Check::None));
+        return OK;
+    };
+    let write = |snapshot: &RequestSnapshot<'_>, fp: LineFingerprint<'_>, check: Check| {
+        record::with_line(snapshot, fp, |line| output.write(line, fp, check))
+    };
+    match source::decide(state, server, r, cs, rs, Duration::ZERO, true) {
+        Decision::Joined(joined) => write(
+            &snapshot,
+            LineFingerprint::Connection(&joined.fragment),
+            joined.check,
+        ),
+        Decision::Unchecked(joined) => write(
+            &snapshot,
+            LineFingerprint::Connection(&joined.fragment),
+            Check::Unchecked,
+        ),
+        Decision::Upstream(values) => write(&snapshot, upstream_fingerprint(values), Check::None),
+        Decision::Never(reason) => write(&snapshot, LineFingerprint::Orphan(reason), Check::None),
+        Decision::NotYet(wait) => wait_for_sensor(state, output, r, snapshot, wait, None, rs),
+        Decision::InlineAwaiting { inline, wait } => {
+            wait_for_sensor(state, output, r, snapshot, wait, Some(inline), rs)
         }
     }
     OK
+}
+
+fn upstream_fingerprint(values: &UpstreamValues) -> LineFingerprint<'_> {
+    LineFingerprint::Upstream {
+        ja4: values.ja4.as_deref(),
+        ja3_hash: values.ja3_hash.as_deref(),
+    }
+}
+
+/// A line whose connection's record the sensor may still publish: written now if the sensor
+/// has processed every packet up to the request (nothing is coming), else handed to the
+/// flusher, which writes it when the record arrives or the orphan delay ends. `inline`
+/// (`both`): what the line carries if the sensor's record does not come.
+fn wait_for_sensor(
+    state: &ServerState,
+    output: &Arc<Output>,
+    r: Request<'_>,
+    snapshot: RequestSnapshot<'_>,
+    wait: Wait,
+    inline: Option<&Joined>,
+    rs: &RequestState,
+) {
+    let arrival_ns = arrival_ns(r);
+    let untrusted = matches!(rs.upstream, Screened::Untrusted { removed } if removed > 0);
+    let now = |snapshot: &RequestSnapshot<'_>, reason: OrphanReason| match inline {
+        Some(joined) => record::with_line(
+            snapshot,
+            LineFingerprint::Connection(&joined.fragment),
+            |line| {
+                output.write(
+                    line,
+                    LineFingerprint::Connection(&joined.fragment),
+                    Check::Unchecked,
+                )
+            },
+        ),
+        None => {
+            output.stats.add(Counter::RingMisses, 1);
+            let reason = if untrusted {
+                OrphanReason::UpstreamUntrusted
+            } else {
+                reason
+            };
+            let fp = LineFingerprint::Orphan(reason);
+            record::with_line(snapshot, fp, |line| output.write(line, fp, Check::None));
+        }
+    };
+    if wait.ring.watermark() >= arrival_ns {
+        // The sensor has processed every packet up to the request: no hello is coming.
+        now(&snapshot, OrphanReason::NotInRing);
+        return;
+    }
+    let (Some(flusher), Some(rules)) = (state.flusher.get(), state.rules.get()) else {
+        now(&snapshot, source::ring_reason(&wait.ring));
+        return;
+    };
+    let pending = Box::new(Pending {
+        snapshot: snapshot.into_owned(),
+        key: wait.key,
+        accept_ns: wait.accept_ns,
+        arrival_ns,
+        deadline: Instant::now() + state.settings.orphan_delay(),
+        rules: Arc::clone(rules),
+        ring: wait.ring,
+        output: Arc::clone(output),
+        ja4plus: state.settings.ja4plus(),
+        clients: state.clients.get().cloned(),
+        untrusted_upstream: untrusted,
+        both: inline.map(|joined| {
+            Box::new(BothPending {
+                inline: joined.fragment.clone(),
+                generation: state.inline.get().cloned(),
+            })
+        }),
+    });
+    if let Err(p) = flusher.submit(pending) {
+        output.stats.add(Counter::QueueFull, 1);
+        now(&p.snapshot, source::ring_reason(&p.ring));
+    }
 }
 
 /// A request's correlation ids, as its line carries them.
@@ -965,6 +1074,7 @@ fn snapshot<'a>(
     conn: Option<Conn<'_>>,
     keepalives: u64,
     ids: Ids<'a>,
+    rs: Option<&'a RequestState>,
 ) -> RequestSnapshot<'a> {
     // Without a request line, method/path/protocol are httpd's placeholders, not the client's.
     let line = r.has_request_line();
@@ -1033,6 +1143,9 @@ fn snapshot<'a>(
         stream_id: state.h2_probe.get().and_then(|p| p.stream_id(r)),
         headers,
         tags: tags(state, r),
+        ja4h: rs
+            .and_then(|rs| rs.ja4h.as_ref())
+            .map(|(h, raw)| (Cow::Borrowed(h.as_str()), Cow::Borrowed(raw.as_str()))),
     }
 }
 
@@ -1081,13 +1194,13 @@ pub fn handler(r: Request<'_>) -> c_int {
     OK
 }
 
-fn log_file_event(server: Server<'_>, event: &FileEvent) {
+pub fn log_file_event(server: Server<'_>, event: &FileEvent) {
     let (level, msg) = file_event_message(event);
     server.log(level, 0, &msg);
 }
 
 /// The error-log line for something a child saw of the ring or the verdict table.
-fn file_event_message(event: &FileEvent) -> (Level, String) {
+pub fn file_event_message(event: &FileEvent) -> (Level, String) {
     // What a missing file means for the requests.
     let without = |what: &str| {
         if what == "ring" {

@@ -39,7 +39,24 @@ impl Ids {
     /// The id of a new connection.
     pub fn conn_id(&self) -> String {
         let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:x}", self.prefix)
+        // `<prefix>-<n, lower-case hex>`, written without `core::fmt` (once per connection).
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 16];
+        let mut start = digits.len();
+        let mut rest = n;
+        loop {
+            start -= 1;
+            digits[start] = HEX[(rest & 0xf) as usize];
+            rest >>= 4;
+            if rest == 0 {
+                break;
+            }
+        }
+        let mut id = String::with_capacity(self.prefix.len() + 1 + digits.len() - start);
+        id.push_str(&self.prefix);
+        id.push('-');
+        id.extend(digits[start..].iter().map(|&d| char::from(d)));
+        id
     }
 }
 
@@ -84,6 +101,16 @@ mod tests {
         let conn = ids.conn_id();
         assert_eq!(conn, "00ff00ff00ff00ff-1");
         assert_eq!(ids.conn_id(), "00ff00ff00ff00ff-2");
+        let big = Ids {
+            prefix: "p".into(),
+            next_conn: AtomicU64::new(0xabc_def0),
+        };
+        assert_eq!(big.conn_id(), format!("p-{:x}", 0xabc_def0u64));
+        let max = Ids {
+            prefix: "p".into(),
+            next_conn: AtomicU64::new(u64::MAX),
+        };
+        assert_eq!(max.conn_id(), "p-ffffffffffffffff");
         assert_eq!(request_id(&conn, 3), "00ff00ff00ff00ff-1-3");
         assert!(request_id(&conn, 3).starts_with(&conn));
     }

@@ -5,7 +5,9 @@
 //! Read in this order: [`config`] (directives) → `module` (what httpd loads: the module
 //! struct, the directive table, the hook registration) → `hooks` (what runs at each phase) →
 //! [`record`] (the JSON line) → [`sink`] (where it is written), with `flusher` finishing the
-//! lines whose handshake arrives late. [`correlation`] is the child's handle on the ring,
+//! lines whose handshake arrives late. `source` decides where a request's fingerprint comes
+//! from: the sensor's ring ([`correlation`]), httpd's own capture (`inline`, checked against
+//! the ring by [`crosscheck`] in `both` mode), or a trusted proxy ([`upstream`]). [`correlation`] is the child's handle on the ring,
 //! [`env`] the environment variables, [`stats`] the status page, [`addr`] the socket-address
 //! conversion. Every `unsafe` line is under `ffi/` (bindgen bindings, the generic `extern "C"`
 //! entry points, safe wrappers), which depends on nothing else in the crate.
@@ -20,11 +22,15 @@
 pub mod addr;
 pub mod config;
 pub mod correlation;
+pub mod crosscheck;
 pub mod env;
 pub mod ids;
+#[cfg(feature = "foxio")]
+pub mod ja4plus;
 pub mod record;
 pub mod sink;
 pub mod stats;
+pub mod upstream;
 
 #[cfg(not(test))]
 mod ffi;
@@ -33,4 +39,8 @@ mod flusher;
 #[cfg(not(test))]
 mod hooks;
 #[cfg(not(test))]
+mod inline;
+#[cfg(not(test))]
 mod module;
+#[cfg(not(test))]
+mod source;

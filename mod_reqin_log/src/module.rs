@@ -12,6 +12,8 @@ use std::ffi::c_int;
 
 use crate::config::DIRECTIVES;
 use crate::ffi::entry::{self, Args, Directive, DirectiveTable, Hooks, Module, Order};
+use crate::ffi::openssl::TlsConn;
+use crate::ffi::socket::ClientSocket;
 use crate::ffi::{sys, Cmd, Conn, Pool, Request, Server};
 use crate::hooks::{self, ServerState, Tag, TagValue};
 
@@ -160,6 +162,26 @@ static COMMANDS: DirectiveTable<{ DIRECTIVES.len() + 1 }> = DirectiveTable::new:
         args: Args::Take1,
         usage: c"testing only: a request for this exact path makes the log hook panic",
     },
+    Directive {
+        name: c"ReqinLogFingerprint",
+        args: Args::Take1,
+        usage: c"sensor (the ja4sensor ring, default), inline (httpd's own TCP_SAVED_SYN and ClientHello, no sensor) or both (inline values checked against the ring)",
+    },
+    Directive {
+        name: c"ReqinLogTrustedProxy",
+        args: Args::Iterate,
+        usage: c"IPs or CIDRs of proxies whose fingerprint headers (ReqinLogProxyHeader) are believed; removed from everyone else's requests (repeatable)",
+    },
+    Directive {
+        name: c"ReqinLogProxyHeader",
+        args: Args::Take2,
+        usage: c"ja4|ja3_hash <header>: the header a trusted proxy sends the field in (default CloudFront-Viewer-JA4-Fingerprint, CloudFront-Viewer-JA3-Fingerprint)",
+    },
+    Directive {
+        name: c"ReqinLogJA4Plus",
+        args: Args::Flag,
+        usage: c"On|Off: ja4t and ja4h/ja4h_r in the line and environment (FoxIO License 1.1; needs a build with the cargo feature foxio; default Off)",
+    },
 ]);
 
 /// `ReqinLogTag key value [condition]` (arguments checked by `Settings::apply`): the
@@ -213,8 +235,10 @@ impl Module for ReqinLog {
     fn register_hooks() {
         Hooks::<ReqinLog>::post_config(Order::Middle);
         Hooks::<ReqinLog>::child_init(Order::Middle);
-        // REALLY_FIRST: the accept time, as close to the accept as a module can see it.
+        // REALLY_FIRST: the accept time, as close to the accept as a module can see it; and
+        // the connection's state exists before mod_ssl's pre_connection runs pre_handshake.
         Hooks::<ReqinLog>::pre_connection(Order::ReallyFirst);
+        Hooks::<ReqinLog>::pre_handshake(Order::Middle);
         Hooks::<ReqinLog>::handler(Order::Middle);
         // REALLY_FIRST: before mod_setenvif/mod_rewrite, which will read what we export.
         Hooks::<ReqinLog>::post_read_request(Order::ReallyFirst);
@@ -229,9 +253,13 @@ impl Module for ReqinLog {
         hooks::child_init(pchild, main)
     }
 
-    fn pre_connection(conn: Conn<'_>) -> c_int {
-        hooks::pre_connection(conn);
+    fn pre_connection(conn: Conn<'_>, socket: Option<ClientSocket>) -> c_int {
+        hooks::pre_connection(conn, socket);
         entry::OK
+    }
+
+    fn pre_handshake(conn: Conn<'_>, tls: TlsConn<'_>, is_proxy: bool) {
+        crate::inline::pre_handshake(conn, tls, is_proxy)
     }
 
     fn post_read_request(r: Request<'_>) -> c_int {

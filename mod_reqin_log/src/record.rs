@@ -22,6 +22,123 @@ use crate::config::{Settings, REDACTED_VALUE};
 /// Value of `orphan_side` for a request the sensor has no record of: source A (Apache) only.
 pub const ORPHAN_SIDE_APACHE: &str = "A";
 
+/// Where a line's fingerprint came from (`fingerprint_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Sensor,
+    Inline,
+    Upstream,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Sensor, Source::Inline, Source::Upstream];
+
+    pub fn as_str(self) -> &'static str {
+        use fields::fingerprint_source as v;
+        match self {
+            Source::Sensor => v::SENSOR,
+            Source::Inline => v::INLINE,
+            Source::Upstream => v::UPSTREAM,
+        }
+    }
+}
+
+/// Why a line carries no fingerprint (`orphan_reason`); [`OrphanReason::SynNotSaved`] and
+/// [`OrphanReason::SynUnparsable`] also say why an inline line has the TLS fields but none of
+/// the SYN's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanReason {
+    NoTls,
+    Excluded,
+    NotFirstRequest,
+    RingMissing,
+    SensorDown,
+    NotInRing,
+    HelloNotCaptured,
+    HelloUnparsable,
+    SynNotSaved,
+    SynUnparsable,
+    UpstreamUntrusted,
+    UpstreamMissing,
+    NoConnection,
+}
+
+impl OrphanReason {
+    pub const ALL: [OrphanReason; 13] = [
+        OrphanReason::NoTls,
+        OrphanReason::Excluded,
+        OrphanReason::NotFirstRequest,
+        OrphanReason::RingMissing,
+        OrphanReason::SensorDown,
+        OrphanReason::NotInRing,
+        OrphanReason::HelloNotCaptured,
+        OrphanReason::HelloUnparsable,
+        OrphanReason::SynNotSaved,
+        OrphanReason::SynUnparsable,
+        OrphanReason::UpstreamUntrusted,
+        OrphanReason::UpstreamMissing,
+        OrphanReason::NoConnection,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        use fields::orphan_reason as v;
+        match self {
+            OrphanReason::NoTls => v::NO_TLS,
+            OrphanReason::Excluded => v::EXCLUDED,
+            OrphanReason::NotFirstRequest => v::NOT_FIRST_REQUEST,
+            OrphanReason::RingMissing => v::RING_MISSING,
+            OrphanReason::SensorDown => v::SENSOR_DOWN,
+            OrphanReason::NotInRing => v::NOT_IN_RING,
+            OrphanReason::HelloNotCaptured => v::HELLO_NOT_CAPTURED,
+            OrphanReason::HelloUnparsable => v::HELLO_UNPARSABLE,
+            OrphanReason::SynNotSaved => v::SYN_NOT_SAVED,
+            OrphanReason::SynUnparsable => v::SYN_UNPARSABLE,
+            OrphanReason::UpstreamUntrusted => v::UPSTREAM_UNTRUSTED,
+            OrphanReason::UpstreamMissing => v::UPSTREAM_MISSING,
+            OrphanReason::NoConnection => v::NO_CONNECTION,
+        }
+    }
+}
+
+/// What a line carries of the client's fingerprint.
+#[derive(Debug, Clone, Copy)]
+pub enum LineFingerprint<'a> {
+    /// The connection's record (the sensor's or httpd's own), its half of the line rendered
+    /// once per connection.
+    Connection(&'a TlsFragment),
+    /// A trusted proxy's headers: only what they say, nothing of the proxy's own connection.
+    Upstream {
+        ja4: Option<&'a str>,
+        ja3_hash: Option<&'a str>,
+    },
+    /// None, and why.
+    Orphan(OrphanReason),
+}
+
+impl LineFingerprint<'_> {
+    /// `correlated` of the line: it carries a fingerprint.
+    pub fn correlated(&self) -> bool {
+        !matches!(self, LineFingerprint::Orphan(_))
+    }
+
+    pub fn source(&self) -> Option<Source> {
+        match self {
+            LineFingerprint::Connection(t) => Some(t.meta.source),
+            LineFingerprint::Upstream { .. } => Some(Source::Upstream),
+            LineFingerprint::Orphan(_) => None,
+        }
+    }
+
+    /// The line's `orphan_reason`, if any.
+    pub fn reason(&self) -> Option<OrphanReason> {
+        match self {
+            LineFingerprint::Connection(t) => t.meta.partial,
+            LineFingerprint::Upstream { .. } => None,
+            LineFingerprint::Orphan(r) => Some(*r),
+        }
+    }
+}
+
 /// A request field as the line carries it: its text, cut to its cap (on a character boundary)
 /// and with U+FFFD for bytes that are not UTF-8 (a JSON line is UTF-8); when there were such
 /// bytes, `raw` keeps them exactly ([`escape_raw`]), written as `<name>_raw`, so nothing is lost
@@ -143,6 +260,8 @@ pub struct RequestSnapshot<'a> {
     /// The configured headers present on the request, names as configured, values already
     /// truncated and redacted ([`collect_headers`]).
     pub headers: Vec<Header<'a>>,
+    /// JA4H and its raw form (`ReqinLogJA4Plus On`; cookie values redacted as configured).
+    pub ja4h: Option<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 /// A logged request header: its name as configured, its value as logged.
@@ -184,6 +303,9 @@ impl RequestSnapshot<'_> {
                 .into_iter()
                 .map(|(n, v)| (Cow::Owned(n.into_owned()), v.into_owned()))
                 .collect(),
+            ja4h: self
+                .ja4h
+                .map(|(h, r)| (Cow::Owned(h.into_owned()), Cow::Owned(r.into_owned()))),
         }
     }
 }
@@ -244,6 +366,7 @@ pub fn collect_headers<'a>(
 #[derive(Debug, Clone)]
 pub struct TlsFragment {
     record: TlsRecord,
+    meta: FragmentMeta,
     /// The connection the fragment was rendered for.
     client: Option<SocketAddr>,
     local: Option<SocketAddr>,
@@ -253,41 +376,170 @@ pub struct TlsFragment {
     /// `,"name":value` for every sensor field the request side does not already carry with the
     /// same value (those it carries with another value as `b_<name>`), `b_timestamp` included.
     json: Vec<u8>,
-    /// Fields added by [`TlsFragment::add_str`], kept to render the fragment again.
-    extra: Vec<(&'static str, String)>,
+}
+
+/// What a connection's half of the line says besides its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FragmentMeta {
+    pub source: Source,
+    /// Why the SYN's fields are missing beside the TLS ones (inline).
+    pub partial: Option<OrphanReason>,
+    /// JA4T of the record's SYN (`ReqinLogJA4Plus On`).
+    pub ja4t: Option<String>,
+    /// The client family the JA4 belongs to (`ReqinLogClientMap`): `ja4_client`,
+    /// `REQIN_CLIENT`.
+    pub client: Option<String>,
+    /// The record has the sensor's own fields (a sensor record, or `both`'s merge): its
+    /// `sensor_id` is written even when empty, as in every sensor line; a record httpd made
+    /// alone has none.
+    pub sensor_fields: bool,
+}
+
+impl FragmentMeta {
+    pub fn of(source: Source) -> Self {
+        Self {
+            source,
+            partial: None,
+            ja4t: None,
+            client: None,
+            sensor_fields: source == Source::Sensor,
+        }
+    }
+}
+
+/// The record fields that come from the ClientHello alone, in [`TlsRecord::serialize_fields`]'s
+/// order: what [`tls_json`] renders once for every connection that sends the same hello.
+const TLS_FIELDS: [&str; 7] = [
+    fields::TLS_VERSION,
+    fields::TLS_SNI,
+    fields::TLS_ALPN,
+    fields::JA4,
+    fields::JA4_R,
+    fields::JA3,
+    fields::JA3_HASH,
+];
+
+/// The record fields of the SYN alone, but its IP id (the one that changes from connection to
+/// connection of a client): what [`syn_json`] renders once for every connection of the same
+/// client stack. `(ip_meta_*, tcp_meta_*, tcp_os, tcp_os_distance)`.
+fn is_syn_field(name: &[u8]) -> bool {
+    const TTL: &[u8] = fields::IP_META_TTL.as_bytes();
+    const TOTAL_LENGTH: &[u8] = fields::IP_META_TOTAL_LENGTH.as_bytes();
+    const DF: &[u8] = fields::IP_META_DF.as_bytes();
+    const WINDOW: &[u8] = fields::TCP_META_WINDOW_SIZE.as_bytes();
+    const MSS: &[u8] = fields::TCP_META_MSS.as_bytes();
+    const SCALE: &[u8] = fields::TCP_META_WINDOW_SCALE.as_bytes();
+    const OPTIONS: &[u8] = fields::TCP_META_OPTIONS.as_bytes();
+    const OS: &[u8] = fields::TCP_OS.as_bytes();
+    const DISTANCE: &[u8] = fields::TCP_OS_DISTANCE.as_bytes();
+    matches!(
+        name,
+        TTL | TOTAL_LENGTH | DF | WINDOW | MSS | SCALE | OPTIONS | OS | DISTANCE
+    )
+}
+
+/// `,"ip_meta_ttl":…,"tcp_os_distance":…`: a record's SYN fields but `ip_meta_id`, as its
+/// fragment writes them (the record's own serialization, filtered), for
+/// [`TlsFragment::with_parts`].
+pub fn syn_json(rec: &TlsRecord) -> Vec<u8> {
+    let mut merge = Merge::new(None, None, false);
+    merge.only_syn = true;
+    // Writing strings and numbers into a Vec cannot fail.
+    let _ = rec.serialize_fields(&mut merge);
+    std::mem::take(&mut merge.out)
+}
+
+/// `,"tls_version":…,"ja3_hash":…`: the [`TLS_FIELDS`] of a record as its fragment writes
+/// them, for [`TlsFragment::with_tls_json`].
+pub fn tls_json(rec: &TlsRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + rec.ja4_r.len() + rec.ja3.len());
+    let values = [
+        &rec.tls_version,
+        &rec.tls_sni,
+        &rec.tls_alpn,
+        &rec.ja4,
+        &rec.ja4_r,
+        &rec.ja3,
+        &rec.ja3_hash,
+    ];
+    for (name, value) in TLS_FIELDS.iter().zip(values) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        let _ = jsonl::write_str(&mut out, value);
+    }
+    out
 }
 
 impl TlsFragment {
     /// Merges the record's fields with the request side's address fields by the rule of
-    /// [`join::merge_fields`], writing them as they are serialized (no map).
-    pub fn new(rec: TlsRecord, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
-        let text = |f: &dyn Fn(&mut Vec<u8>)| {
-            let mut v = Vec::with_capacity(48);
-            f(&mut v);
-            v
-        };
-        let ip = |a: SocketAddr| text(&|v| drop(write!(v, "\"{}\"", a.ip())));
-        let port = |a: SocketAddr| {
-            text(&|v| v.extend_from_slice(itoa::Buffer::new().format(a.port()).as_bytes()))
-        };
-        let mut merge = Merge {
-            request: [
-                (fields::SRC_IP, client.map(ip)),
-                (fields::SRC_PORT, client.map(port)),
-                (fields::DST_IP, local.map(ip)),
-                (fields::DST_PORT, local.map(port)),
-            ]
-            .map(|(name, value)| RequestField {
-                name,
-                value,
-                renamed: false,
-            }),
-            out: Vec::with_capacity(1024),
-            key: Vec::with_capacity(32),
-            value: Vec::with_capacity(512),
-        };
-        // Writing strings and numbers into a Vec cannot fail.
-        let _ = rec.serialize_fields(&mut merge);
+    /// [`join::merge_fields`], writing them as they are serialized (no map), then what `meta`
+    /// adds (`fingerprint_source`, ...). A `sensor_id` without a value (a record httpd made
+    /// itself) is left out.
+    pub fn new(
+        rec: TlsRecord,
+        meta: FragmentMeta,
+        client: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+    ) -> Self {
+        Self::render(rec, meta, client, local, None, None)
+    }
+
+    /// As [`TlsFragment::new`], with the record's TLS fields already rendered by [`tls_json`]
+    /// (the same hello of an earlier connection), and its SYN fields by [`syn_json`] (the same
+    /// SYN): only the rest is rendered again.
+    pub fn with_parts(
+        rec: TlsRecord,
+        meta: FragmentMeta,
+        client: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        tls_json: &[u8],
+        syn_json: Option<&[u8]>,
+    ) -> Self {
+        Self::render(rec, meta, client, local, Some(tls_json), syn_json)
+    }
+
+    fn render(
+        rec: TlsRecord,
+        meta: FragmentMeta,
+        client: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        tls_json: Option<&[u8]>,
+        syn_json: Option<&[u8]>,
+    ) -> Self {
+        let mut merge = Merge::new(client, local, meta.sensor_fields);
+        merge.skip_tls = tls_json.is_some();
+        merge.skip_syn = syn_json.is_some();
+        match (tls_json, syn_json) {
+            (Some(tls), Some(syn)) => {
+                merge.connection_fields(&rec);
+                merge.out.extend_from_slice(tls);
+                merge.out.extend_from_slice(syn);
+            }
+            _ => {
+                // Writing strings and numbers into a Vec cannot fail.
+                let _ = rec.serialize_fields(&mut merge);
+                for json in [tls_json, syn_json].into_iter().flatten() {
+                    merge.out.extend_from_slice(json);
+                }
+            }
+        }
+        for (name, value) in [
+            (fields::FINGERPRINT_SOURCE, Some(meta.source.as_str())),
+            (
+                fields::ORPHAN_REASON,
+                meta.partial.map(OrphanReason::as_str),
+            ),
+            (fields::JA4T, meta.ja4t.as_deref()),
+            (fields::JA4_CLIENT, meta.client.as_deref()),
+        ] {
+            if let Some(value) = value {
+                merge.out.extend_from_slice(b",\"");
+                merge.out.extend_from_slice(name.as_bytes());
+                merge.out.extend_from_slice(b"\":");
+                let _ = jsonl::write_str(&mut merge.out, value);
+            }
+        }
         let mut addresses = Vec::with_capacity(96);
         for f in &merge.request {
             if let Some(value) = &f.value {
@@ -302,35 +554,147 @@ impl TlsFragment {
         }
         Self {
             record: rec,
+            meta,
             client,
             local,
             addresses,
-            json: merge.out,
-            extra: Vec::new(),
+            json: std::mem::take(&mut merge.out),
         }
-    }
-
-    /// Adds `,"name":"value"` (a field the module derives from the record, e.g. `ja4_client`).
-    pub fn add_str(&mut self, name: &'static str, value: &str) {
-        self.json.extend_from_slice(b",\"");
-        self.json.extend_from_slice(name.as_bytes());
-        self.json.extend_from_slice(b"\":");
-        let _ = jsonl::write_str(&mut self.json, value);
-        self.extra.push((name, value.to_owned()));
-    }
-
-    /// The record's JA4.
-    pub fn ja4(&self) -> &str {
-        &self.record.ja4
     }
 
     /// The same record's fragment for another pair of addresses.
     fn for_addresses(&self, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
-        let mut f = Self::new(self.record.clone(), client, local);
-        for (name, value) in &self.extra {
-            f.add_str(name, value);
+        Self::new(self.record.clone(), self.meta.clone(), client, local)
+    }
+
+    /// The record the fragment was rendered from.
+    pub fn record(&self) -> &TlsRecord {
+        &self.record
+    }
+
+    pub fn meta(&self) -> &FragmentMeta {
+        &self.meta
+    }
+}
+
+/// An address as its `Display` text (nothing to escape): IPv4 digit by digit, which
+/// `core::fmt` made a sixth of a fragment's cost, IPv6 through `Display`.
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
         }
-        f
+        std::net::IpAddr::V6(v6) => {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// What [`Merge`] does with one of the record's fields, by its name.
+enum FieldClass {
+    /// Not written: the sensor's flow id (`conn_id`), or a field rendered elsewhere.
+    Drop,
+    SensorId,
+    Timestamp,
+    /// One of the request side's address fields (index into `Merge::request`).
+    Request(usize),
+    Tls,
+    /// A SYN field but `ip_meta_id` ([`syn_json`]).
+    Syn,
+    Other,
+}
+
+fn classify(name: &[u8]) -> FieldClass {
+    const CONN_ID: &[u8] = fields::CONN_ID.as_bytes();
+    const SENSOR_ID: &[u8] = fields::SENSOR_ID.as_bytes();
+    const TIMESTAMP: &[u8] = fields::TIMESTAMP.as_bytes();
+    const SRC_IP: &[u8] = fields::SRC_IP.as_bytes();
+    const SRC_PORT: &[u8] = fields::SRC_PORT.as_bytes();
+    const DST_IP: &[u8] = fields::DST_IP.as_bytes();
+    const DST_PORT: &[u8] = fields::DST_PORT.as_bytes();
+    const TLS_VERSION: &[u8] = fields::TLS_VERSION.as_bytes();
+    const TLS_SNI: &[u8] = fields::TLS_SNI.as_bytes();
+    const TLS_ALPN: &[u8] = fields::TLS_ALPN.as_bytes();
+    const JA4: &[u8] = fields::JA4.as_bytes();
+    const JA4_R: &[u8] = fields::JA4_R.as_bytes();
+    const JA3: &[u8] = fields::JA3.as_bytes();
+    const JA3_HASH: &[u8] = fields::JA3_HASH.as_bytes();
+    match name {
+        CONN_ID => FieldClass::Drop,
+        SENSOR_ID => FieldClass::SensorId,
+        TIMESTAMP => FieldClass::Timestamp,
+        SRC_IP => FieldClass::Request(0),
+        SRC_PORT => FieldClass::Request(1),
+        DST_IP => FieldClass::Request(2),
+        DST_PORT => FieldClass::Request(3),
+        TLS_VERSION | TLS_SNI | TLS_ALPN | JA4 | JA4_R | JA3 | JA3_HASH => FieldClass::Tls,
+        other if is_syn_field(other) => FieldClass::Syn,
+        _ => FieldClass::Other,
+    }
+}
+
+impl Merge {
+    /// A merge against the request side's addresses.
+    fn new(client: Option<SocketAddr>, local: Option<SocketAddr>, sensor_fields: bool) -> Self {
+        let text = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut v = Vec::with_capacity(48);
+            f(&mut v);
+            v
+        };
+        let ip = |a: SocketAddr| {
+            text(&|v| {
+                v.push(b'"');
+                push_ip(v, a.ip());
+                v.push(b'"');
+            })
+        };
+        let port = |a: SocketAddr| {
+            text(&|v| v.extend_from_slice(itoa::Buffer::new().format(a.port()).as_bytes()))
+        };
+        Merge {
+            request: [
+                (fields::SRC_IP, client.map(ip)),
+                (fields::SRC_PORT, client.map(port)),
+                (fields::DST_IP, local.map(ip)),
+                (fields::DST_PORT, local.map(port)),
+            ]
+            .map(|(name, value)| RequestField {
+                name,
+                value,
+                renamed: false,
+            }),
+            skip_empty_sensor_id: !sensor_fields,
+            skip_tls: false,
+            skip_syn: false,
+            only_syn: false,
+            out: Vec::with_capacity(1024),
+            key: SCRATCH.with(|s| s.take().0),
+            value: SCRATCH.with(|s| s.take().1),
+        }
+    }
+}
+
+thread_local! {
+    /// [`Merge`]'s key and value buffers, kept by each thread between fragments.
+    static SCRATCH: Cell<(Vec<u8>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+impl Drop for Merge {
+    fn drop(&mut self) {
+        // A buffer a hostile record made large is not kept.
+        if self.value.capacity() <= KEPT_CAPACITY {
+            let (key, value) = (
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.value),
+            );
+            let _ = SCRATCH.try_with(|s| s.set((key, value)));
+        }
     }
 }
 
@@ -347,6 +711,13 @@ struct RequestField {
 /// all when the values are equal, as `b_<name>` when they differ.
 struct Merge {
     request: [RequestField; 4],
+    skip_empty_sensor_id: bool,
+    /// The TLS fields are rendered elsewhere ([`tls_json`]).
+    skip_tls: bool,
+    /// The SYN fields but `ip_meta_id` are rendered elsewhere ([`syn_json`]).
+    skip_syn: bool,
+    /// Only those are written ([`syn_json`] itself).
+    only_syn: bool,
     out: Vec<u8>,
     /// The current key and value, as JSON text.
     key: Vec<u8>,
@@ -359,45 +730,33 @@ impl serde::ser::SerializeMap for Merge {
 
     fn serialize_key<T: ?Sized + serde::Serialize>(&mut self, key: &T) -> Result<(), Self::Error> {
         self.key.clear();
-        jsonl::write_key(&mut self.key, key)
+        jsonl::key_text(&mut self.key, key)
     }
 
     fn serialize_value<T: ?Sized + serde::Serialize>(
         &mut self,
         value: &T,
     ) -> Result<(), Self::Error> {
-        self.value.clear();
-        jsonl::write_value(&mut self.value, value)?;
-        // The key without its quotes (field names need no escaping).
-        let name = self
-            .key
-            .get(1..self.key.len().saturating_sub(1))
-            .unwrap_or_default();
-        let mut prefix: &[u8] = b"";
-        if name == fields::CONN_ID.as_bytes() {
+        // The key as is: the record's keys are names of `fields`, which need no escaping.
+        let name = self.key.as_slice();
+        debug_assert!(name
+            .iter()
+            .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\'));
+        let class = classify(name);
+        match class {
             // The module's id of the connection is the line's `conn_id` (the root of its
             // request ids); the sensor's flow id (`ip:port-ip:port`) says nothing the address
             // fields do not.
-            return Ok(());
+            FieldClass::Drop => return Ok(()),
+            FieldClass::Tls if self.skip_tls || self.only_syn => return Ok(()),
+            FieldClass::Syn if self.skip_syn => return Ok(()),
+            FieldClass::Syn => {}
+            _ if self.only_syn => return Ok(()),
+            _ => {}
         }
-        if name == fields::TIMESTAMP.as_bytes() {
-            prefix = fields::PREFIX_B.as_bytes();
-        } else if let Some(f) = self
-            .request
-            .iter_mut()
-            .find(|f| f.value.is_some() && f.name.as_bytes() == name)
-        {
-            if f.value.as_deref() == Some(self.value.as_slice()) {
-                return Ok(());
-            }
-            f.renamed = true;
-            prefix = fields::PREFIX_B.as_bytes();
-        }
-        self.out.extend_from_slice(b",\"");
-        self.out.extend_from_slice(prefix);
-        self.out.extend_from_slice(&self.key[1..]);
-        self.out.push(b':');
-        self.out.extend_from_slice(&self.value);
+        self.value.clear();
+        jsonl::write_value(&mut self.value, value)?;
+        self.write_entry(class);
         Ok(())
     }
 
@@ -405,6 +764,95 @@ impl serde::ser::SerializeMap for Merge {
         Ok(())
     }
 }
+
+impl Merge {
+    /// Writes the entry in `key` and `value` (its JSON text) by the merge rule.
+    fn write_entry(&mut self, class: FieldClass) {
+        let mut prefix: &[u8] = b"";
+        match class {
+            // A record httpd made itself: no sensor said anything.
+            FieldClass::SensorId
+                if self.skip_empty_sensor_id && self.value.as_slice() == b"\"\"" =>
+            {
+                return
+            }
+            FieldClass::Timestamp => prefix = fields::PREFIX_B.as_bytes(),
+            FieldClass::Request(i) => {
+                if let Some(f) = self.request.get_mut(i).filter(|f| f.value.is_some()) {
+                    if f.value.as_deref() == Some(self.value.as_slice()) {
+                        return;
+                    }
+                    f.renamed = true;
+                    prefix = fields::PREFIX_B.as_bytes();
+                }
+            }
+            _ => {}
+        }
+        self.out.extend_from_slice(b",\"");
+        self.out.extend_from_slice(prefix);
+        self.out.extend_from_slice(&self.key);
+        self.out.extend_from_slice(b"\":");
+        self.out.extend_from_slice(&self.value);
+    }
+
+    /// One field written without serde: its name, and its value's JSON text from `value`.
+    fn field(&mut self, name: &'static str, value: impl FnOnce(&mut Vec<u8>)) {
+        self.key.clear();
+        self.key.extend_from_slice(name.as_bytes());
+        let class = classify(name.as_bytes());
+        self.value.clear();
+        value(&mut self.value);
+        self.write_entry(class);
+    }
+
+    /// The record's fields that change from one connection to the next (the 4-tuple, the IP
+    /// id, the times) and `sensor_id`: with [`tls_json`] and [`syn_json`], every field of
+    /// [`TlsRecord::serialize_fields`] (a unit test keeps the two lists in step), written
+    /// directly rather than through serde for each connection.
+    fn connection_fields(&mut self, rec: &TlsRecord) {
+        let number = |n: u64| {
+            move |v: &mut Vec<u8>| v.extend_from_slice(itoa::Buffer::new().format(n).as_bytes())
+        };
+        let ip = |a: std::net::IpAddr| {
+            move |v: &mut Vec<u8>| {
+                v.push(b'"');
+                push_ip(v, a);
+                v.push(b'"');
+            }
+        };
+        if let Some(k) = &rec.key {
+            self.field(fields::SRC_IP, ip(k.src.ip()));
+            self.field(fields::SRC_PORT, number(u64::from(k.src.port())));
+            self.field(fields::DST_IP, ip(k.dst.ip()));
+            self.field(fields::DST_PORT, number(u64::from(k.dst.port())));
+        }
+        if let Some(meta) = &rec.ip {
+            self.field(fields::IP_META_ID, number(u64::from(meta.id)));
+        }
+        self.field(fields::SENSOR_ID, |v| {
+            let _ = jsonl::write_str(v, &rec.sensor_id);
+        });
+        if let Some(ms) = rec.syn_to_clienthello_ms() {
+            self.field(fields::SYN_TO_CLIENTHELLO_MS, number(ms));
+        }
+        self.field(fields::TIMESTAMP, number(rec.hello_time_ns));
+    }
+}
+
+/// The fields [`Merge::connection_fields`] writes, for the test that keeps it in step with
+/// the record's own serialization.
+#[cfg(test)]
+const CONNECTION_FIELDS: [&str; 9] = [
+    fields::SRC_IP,
+    fields::SRC_PORT,
+    fields::DST_IP,
+    fields::DST_PORT,
+    fields::IP_META_ID,
+    fields::CONN_ID,
+    fields::SENSOR_ID,
+    fields::SYN_TO_CLIENTHELLO_MS,
+    fields::TIMESTAMP,
+];
 
 /// A JSON object being written into a byte buffer.
 struct Object<'b> {
@@ -468,11 +916,10 @@ impl<'b> Object<'b> {
         }
     }
 
-    fn raw_str(&mut self, name: &'static str, value: impl std::fmt::Display) {
+    fn ip(&mut self, name: &'static str, ip: std::net::IpAddr) {
         self.key(name);
         self.out.push(b'"');
-        // Writing into a Vec cannot fail; `value` is an address, nothing to escape.
-        let _ = write!(self.out, "{value}");
+        push_ip(self.out, ip);
         self.out.push(b'"');
     }
 
@@ -494,15 +941,16 @@ impl<'b> Object<'b> {
 }
 
 /// Writes the complete line, `\n` included, at the end of `out`.
-pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&TlsFragment>) {
+pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, fp: LineFingerprint<'_>) {
     // A fragment made for another connection (never, from the hooks) is rendered again.
     let fresh;
-    let tls = match tls {
-        Some(t) if (t.client, t.local) != (req.client, req.local) => {
+    let tls = match fp {
+        LineFingerprint::Connection(t) if (t.client, t.local) != (req.client, req.local) => {
             fresh = t.for_addresses(req.client, req.local);
             Some(&fresh)
         }
-        other => other,
+        LineFingerprint::Connection(t) => Some(t),
+        _ => None,
     };
     let mut o = Object::open(out);
     let time = Rfc3339Micros::new(req.request_time_us);
@@ -513,18 +961,19 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
         Some(t) => o.out.extend_from_slice(&t.addresses),
         None => {
             if let Some(client) = req.client {
-                o.raw_str(fields::SRC_IP, client.ip());
+                o.ip(fields::SRC_IP, client.ip());
                 o.num(fields::SRC_PORT, client.port());
             }
             if let Some(local) = req.local {
-                o.raw_str(fields::DST_IP, local.ip());
+                o.ip(fields::DST_IP, local.ip());
                 o.num(fields::DST_PORT, local.port());
             }
         }
     }
-    o.bool(fields::CORRELATED, tls.is_some());
-    if tls.is_none() {
+    o.bool(fields::CORRELATED, fp.correlated());
+    if let LineFingerprint::Orphan(reason) = fp {
         o.str(fields::ORPHAN_SIDE, ORPHAN_SIDE_APACHE);
+        o.str(fields::ORPHAN_REASON, reason.as_str());
     }
     o.num(fields::KEEPALIVES, req.keepalives);
     if let Some(id) = &req.conn_id {
@@ -583,6 +1032,18 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
         o.prefixed_key(fields::TAG_PREFIX, key);
         let _ = jsonl::write_str(o.out, value);
     }
+    if let Some((ja4h, ja4h_r)) = &req.ja4h {
+        o.str(fields::JA4H, ja4h);
+        o.str(fields::JA4H_R, ja4h_r);
+    }
+    if let LineFingerprint::Upstream { ja4, ja3_hash } = fp {
+        for (name, value) in [(fields::JA4, ja4), (fields::JA3_HASH, ja3_hash)] {
+            if let Some(v) = value {
+                o.str(name, v);
+            }
+        }
+        o.str(fields::FINGERPRINT_SOURCE, Source::Upstream.as_str());
+    }
     if let Some(t) = tls {
         let a_ns = u64::try_from(req.request_time_us)
             .unwrap_or(0)
@@ -596,9 +1057,9 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, tls: Option<&Tls
 }
 
 /// The complete line, `\n` included, in a new buffer.
-pub fn log_line(req: &RequestSnapshot<'_>, tls: Option<&TlsFragment>) -> Vec<u8> {
+pub fn log_line(req: &RequestSnapshot<'_>, fp: LineFingerprint<'_>) -> Vec<u8> {
     let mut buf = Vec::with_capacity(LINE_CAPACITY);
-    write_line(&mut buf, req, tls);
+    write_line(&mut buf, req, fp);
     buf
 }
 
@@ -606,7 +1067,7 @@ pub fn log_line(req: &RequestSnapshot<'_>, tls: Option<&TlsFragment>) -> Vec<u8>
 /// the thread's next line (unless one exceptional line made it large).
 pub fn with_line<R>(
     req: &RequestSnapshot<'_>,
-    tls: Option<&TlsFragment>,
+    fp: LineFingerprint<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> R {
     thread_local! {
@@ -615,7 +1076,7 @@ pub fn with_line<R>(
     LINE.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();
-            write_line(&mut buf, req, tls);
+            write_line(&mut buf, req, fp);
             let result = f(&buf);
             if buf.capacity() > KEPT_CAPACITY {
                 *buf = Vec::with_capacity(LINE_CAPACITY);
@@ -623,7 +1084,7 @@ pub fn with_line<R>(
             result
         }
         // Re-entered from `f` (it never is): a buffer of its own.
-        Err(_) => f(&log_line(req, tls)),
+        Err(_) => f(&log_line(req, fp)),
     })
 }
 
@@ -711,6 +1172,12 @@ mod tests {
 
     /// 2026-11-25T07:01:02.123456Z
     const REQUEST_US: i64 = 1_795_590_062_123_456;
+
+    const ORPHAN: LineFingerprint<'static> = LineFingerprint::Orphan(OrphanReason::NotInRing);
+
+    fn sensor() -> FragmentMeta {
+        FragmentMeta::of(Source::Sensor)
+    }
 
     fn get_request() -> RequestSnapshot<'static> {
         RequestSnapshot {
@@ -804,7 +1271,7 @@ mod tests {
 
     #[test]
     fn uncorrelated_request_is_an_orphan_of_side_a() {
-        let v = parse(&log_line(&get_request(), None));
+        let v = parse(&log_line(&get_request(), ORPHAN));
         assert_eq!(v["time"], "2026-11-25T07:01:02.123456Z");
         assert_eq!(v["timestamp"], "2026-11-25T07:01:02.123456Z");
         assert_eq!(v["src_ip"], "127.0.0.1");
@@ -822,8 +1289,8 @@ mod tests {
     #[test]
     fn correlated_request_carries_the_sensor_fields_and_both_timestamps() {
         let req = get_request();
-        let tls = TlsFragment::new(curl_record(), req.client, req.local);
-        let line = log_line(&req, Some(&tls));
+        let tls = TlsFragment::new(curl_record(), sensor(), req.client, req.local);
+        let line = log_line(&req, LineFingerprint::Connection(&tls));
         let v = parse(&line);
         assert_eq!(v["correlated"], true);
         assert!(v.get("orphan_side").is_none());
@@ -864,7 +1331,7 @@ mod tests {
         req.path = Some("/a\"b\\c\n{\"injected\":1}\u{0}\u{1b}[31m".into());
         req.host = Some(Text::from_bytes(b"evil\xff\r\nhost", 100).0);
         req.query = Some("x=\"}".into());
-        let v = parse(&log_line(&req, None));
+        let v = parse(&log_line(&req, ORPHAN));
         assert_eq!(v["path"], "/a\"b\\c\n{\"injected\":1}\u{0}\u{1b}[31m");
         assert_eq!(v["host"], "evil\u{fffd}\r\nhost");
         assert!(v.get("injected").is_none());
@@ -877,7 +1344,7 @@ mod tests {
         assert!(cuts.not_utf8 && !cuts.truncated);
         req.path = Some(path);
         req.headers = vec![("User-Agent".into(), Text::from_bytes(b"bot\x00\xfe", 100).0)];
-        let v = parse(&log_line(&req, None));
+        let v = parse(&log_line(&req, ORPHAN));
         assert_eq!(v["path"], "/caf\u{fffd}/\\x41\"");
         // `\` itself is escaped, so the raw form reads back unambiguously.
         assert_eq!(v["path_raw"], "/caf\\xe9/\\x5cx41\"");
@@ -930,7 +1397,7 @@ mod tests {
             status: 400,
             ..RequestSnapshot::default()
         };
-        let v = parse(&log_line(&req, None));
+        let v = parse(&log_line(&req, ORPHAN));
         assert_eq!(v["status"], 400);
         assert_eq!(v["src_ip"], "10.0.0.1");
         assert!(v.get("method").is_none());
@@ -944,8 +1411,8 @@ mod tests {
         // 127.0.0.1: the line keeps both, as join::merge_fields does.
         let mut req = get_request();
         req.client = Some("[::ffff:127.0.0.1]:50000".parse().unwrap());
-        let tls = TlsFragment::new(curl_record(), req.client, req.local);
-        let line = log_line(&req, Some(&tls));
+        let tls = TlsFragment::new(curl_record(), sensor(), req.client, req.local);
+        let line = log_line(&req, LineFingerprint::Connection(&tls));
         let v = parse(&line);
         assert_eq!(v["a_src_ip"], "::ffff:127.0.0.1");
         assert_eq!(v["b_src_ip"], "127.0.0.1");
@@ -964,12 +1431,17 @@ mod tests {
         let rec = curl_record();
         let ours = parse(&log_line(
             &req,
-            Some(&TlsFragment::new(rec.clone(), req.client, req.local)),
+            LineFingerprint::Connection(&TlsFragment::new(
+                rec.clone(),
+                sensor(),
+                req.client,
+                req.local,
+            )),
         ));
-        let mut generic: Vec<(String, Value)> = match parse(&log_line(&req, None)) {
+        let mut generic: Vec<(String, Value)> = match parse(&log_line(&req, ORPHAN)) {
             Value::Object(m) => m
                 .into_iter()
-                .filter(|(k, _)| k != "orphan_side")
+                .filter(|(k, _)| k != "orphan_side" && k != "orphan_reason")
                 .map(|(k, v)| {
                     if k == "correlated" {
                         (k, Value::Bool(true))
@@ -982,6 +1454,7 @@ mod tests {
         };
         let a_ns = u64::try_from(req.request_time_us).unwrap() * 1000;
         join::merge_fields(&mut generic, rec.json_fields(), a_ns);
+        generic.push(("fingerprint_source".into(), Value::from("sensor")));
         let generic: serde_json::Map<String, Value> = generic.into_iter().collect();
         assert_eq!(ours, Value::Object(generic));
     }
@@ -992,7 +1465,7 @@ mod tests {
         // the request-level fields it could collide with are the connection's own (`conn_id`:
         // the module's, never merged with the sensor's flow id).
         let req = get_request();
-        let Value::Object(line) = parse(&log_line(&req, None)) else {
+        let Value::Object(line) = parse(&log_line(&req, ORPHAN)) else {
             unreachable!()
         };
         let mut shared: Vec<String> = curl_record()
@@ -1018,21 +1491,124 @@ mod tests {
     #[test]
     fn a_thread_reuses_its_line_buffer() {
         let req = get_request();
-        let first = with_line(&req, None, |l| l.to_vec());
-        let again = with_line(&req, None, |l| l.to_vec());
+        let first = with_line(&req, ORPHAN, |l| l.to_vec());
+        let again = with_line(&req, ORPHAN, |l| l.to_vec());
         assert_eq!(first, again);
-        assert_eq!(first, log_line(&req, None));
+        assert_eq!(first, log_line(&req, ORPHAN));
+    }
+
+    #[test]
+    fn the_fields_rendered_apart_are_every_field_of_the_record() {
+        let full = TlsRecord {
+            tcp_os: "Linux 3.11 and newer".into(),
+            tcp_os_distance: Some(0),
+            ..curl_record()
+        };
+        assert!(full.syn_to_clienthello_ms().is_some() && full.key.is_some());
+        let Value::Object(all) = serde_json::to_value(full.json()).unwrap() else {
+            unreachable!()
+        };
+        let mut ours: Vec<&str> = TLS_FIELDS.to_vec();
+        ours.extend(CONNECTION_FIELDS);
+        let syn: Vec<String> = all
+            .keys()
+            .filter(|k| is_syn_field(k.as_bytes()))
+            .cloned()
+            .collect();
+        ours.extend(syn.iter().map(String::as_str));
+        let mut ours: Vec<String> = ours.into_iter().map(str::to_owned).collect();
+        ours.sort();
+        let mut theirs: Vec<String> = all.keys().cloned().collect();
+        theirs.sort();
+        assert_eq!(
+            ours, theirs,
+            "a record field that is neither TLS, SYN nor a connection field: render it in Merge::connection_fields"
+        );
+        assert_eq!(syn.len(), 9, "every SYN field but the IP id: {syn:?}");
+    }
+
+    #[test]
+    fn tls_fields_rendered_once_give_the_same_line() {
+        let inline = FragmentMeta {
+            partial: Some(OrphanReason::SynNotSaved),
+            ja4t: Some("65495_2-4-8-1-3_65495_7".into()),
+            ..FragmentMeta::of(Source::Inline)
+        };
+        for (meta, sensor_id, client) in [
+            (sensor(), "lab", None),
+            (inline.clone(), "", None),
+            // A dual-stack listener's view of the client: a_/b_ on both paths.
+            (
+                inline,
+                "",
+                Some("[::ffff:127.0.0.1]:50000".parse().unwrap()),
+            ),
+        ] {
+            let mut req = get_request();
+            if client.is_some() {
+                req.client = client;
+            }
+            let rec = TlsRecord {
+                tls_sni: "wei\"rd\\sni\u{1}".into(),
+                tcp_os: "Linux 3.11 and newer".into(),
+                tcp_os_distance: Some(0),
+                sensor_id: sensor_id.into(),
+                ..curl_record()
+            };
+            let json = tls_json(&rec);
+            let syn = syn_json(&rec);
+            assert!(!String::from_utf8_lossy(&syn).contains("ip_meta_id"));
+            let again = TlsFragment::with_parts(
+                rec.clone(),
+                meta.clone(),
+                req.client,
+                req.local,
+                &json,
+                Some(&syn),
+            );
+            let whole = TlsFragment::new(rec, meta, req.client, req.local);
+            let (a, b) = (
+                parse(&log_line(&req, LineFingerprint::Connection(&again))),
+                parse(&log_line(&req, LineFingerprint::Connection(&whole))),
+            );
+            assert_eq!(a, b);
+            assert_eq!(a["tls_sni"], "wei\"rd\\sni\u{1}");
+            let text =
+                String::from_utf8(log_line(&req, LineFingerprint::Connection(&again))).unwrap();
+            for once in [
+                "\"ja4\"",
+                "\"ip_meta_ttl\"",
+                "\"ip_meta_id\"",
+                "\"src_port\"",
+            ] {
+                assert_eq!(text.matches(once).count(), 1, "{once}: {text}");
+            }
+            assert_eq!(
+                a.get("sensor_id").is_some(),
+                !sensor_id.is_empty(),
+                "{text}"
+            );
+            if client.is_some() {
+                assert_eq!(a["a_src_ip"], "::ffff:127.0.0.1", "{text}");
+                assert_eq!(a["b_src_ip"], "127.0.0.1", "{text}");
+            }
+        }
     }
 
     #[test]
     fn a_fragment_used_for_other_addresses_is_rendered_again() {
         let req = get_request();
-        let other = TlsFragment::new(curl_record(), Some(v4(10, 9, 9, 9, 1)), req.local);
+        let other = TlsFragment::new(curl_record(), sensor(), Some(v4(10, 9, 9, 9, 1)), req.local);
         assert_eq!(
-            log_line(&req, Some(&other)),
+            log_line(&req, LineFingerprint::Connection(&other)),
             log_line(
                 &req,
-                Some(&TlsFragment::new(curl_record(), req.client, req.local))
+                LineFingerprint::Connection(&TlsFragment::new(
+                    curl_record(),
+                    sensor(),
+                    req.client,
+                    req.local
+                ))
             )
         );
     }

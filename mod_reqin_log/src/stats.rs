@@ -6,6 +6,8 @@
 
 use std::fmt::Write;
 
+use crate::record::{OrphanReason, Source};
+
 /// One counter. Values only grow (Prometheus `counter` type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -40,10 +42,37 @@ pub enum Counter {
     FieldsNotUtf8,
     /// Lines left partial in a file by a write cut short (disk full) that could not be cut back.
     LinesDamaged,
+    // Issue 18: where each fingerprint came from, why a line has none (one per `orphan_reason`,
+    // in the order of `record::OrphanReason::ALL`), the `both` cross-check, upstream headers.
+    SourceSensor,
+    SourceInline,
+    SourceUpstream,
+    ReasonNoTls,
+    ReasonExcluded,
+    ReasonNotFirstRequest,
+    ReasonRingMissing,
+    ReasonSensorDown,
+    ReasonNotInRing,
+    ReasonHelloNotCaptured,
+    ReasonHelloUnparsable,
+    ReasonSynNotSaved,
+    ReasonSynUnparsable,
+    ReasonUpstreamUntrusted,
+    ReasonUpstreamMissing,
+    ReasonNoConnection,
+    /// `both`: lines whose inline values the sensor's record confirmed, contradicted, or that
+    /// had no sensor record to compare with.
+    CrossCheckAgree,
+    CrossCheckDisagree,
+    CrossCheckUnchecked,
+    /// Fingerprint headers removed from requests of peers that are not trusted proxies.
+    UpstreamHeadersRemoved,
+    /// Fingerprint headers of trusted proxies that were not a JA4 / JA3 hash (ignored).
+    UpstreamHeadersInvalid,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 41] = [
         Counter::LinesWritten,
         Counter::Correlated,
         Counter::Orphans,
@@ -64,7 +93,93 @@ impl Counter {
         Counter::FieldsTruncated,
         Counter::FieldsNotUtf8,
         Counter::LinesDamaged,
+        Counter::SourceSensor,
+        Counter::SourceInline,
+        Counter::SourceUpstream,
+        Counter::ReasonNoTls,
+        Counter::ReasonExcluded,
+        Counter::ReasonNotFirstRequest,
+        Counter::ReasonRingMissing,
+        Counter::ReasonSensorDown,
+        Counter::ReasonNotInRing,
+        Counter::ReasonHelloNotCaptured,
+        Counter::ReasonHelloUnparsable,
+        Counter::ReasonSynNotSaved,
+        Counter::ReasonSynUnparsable,
+        Counter::ReasonUpstreamUntrusted,
+        Counter::ReasonUpstreamMissing,
+        Counter::ReasonNoConnection,
+        Counter::CrossCheckAgree,
+        Counter::CrossCheckDisagree,
+        Counter::CrossCheckUnchecked,
+        Counter::UpstreamHeadersRemoved,
+        Counter::UpstreamHeadersInvalid,
     ];
+
+    /// The counter of lines with this `fingerprint_source`.
+    pub fn of_source(source: Source) -> Counter {
+        match source {
+            Source::Sensor => Counter::SourceSensor,
+            Source::Inline => Counter::SourceInline,
+            Source::Upstream => Counter::SourceUpstream,
+        }
+    }
+
+    /// The counter of lines with this `orphan_reason`.
+    pub fn of_reason(reason: OrphanReason) -> Counter {
+        match reason {
+            OrphanReason::NoTls => Counter::ReasonNoTls,
+            OrphanReason::Excluded => Counter::ReasonExcluded,
+            OrphanReason::NotFirstRequest => Counter::ReasonNotFirstRequest,
+            OrphanReason::RingMissing => Counter::ReasonRingMissing,
+            OrphanReason::SensorDown => Counter::ReasonSensorDown,
+            OrphanReason::NotInRing => Counter::ReasonNotInRing,
+            OrphanReason::HelloNotCaptured => Counter::ReasonHelloNotCaptured,
+            OrphanReason::HelloUnparsable => Counter::ReasonHelloUnparsable,
+            OrphanReason::SynNotSaved => Counter::ReasonSynNotSaved,
+            OrphanReason::SynUnparsable => Counter::ReasonSynUnparsable,
+            OrphanReason::UpstreamUntrusted => Counter::ReasonUpstreamUntrusted,
+            OrphanReason::UpstreamMissing => Counter::ReasonUpstreamMissing,
+            OrphanReason::NoConnection => Counter::ReasonNoConnection,
+        }
+    }
+
+    /// Counters shown as one Prometheus metric with a label: (metric, label, value).
+    fn family(self) -> Option<(&'static str, &'static str, &'static str)> {
+        let source = |s: Source| Some(("fingerprinted_lines", "source", s.as_str()));
+        let reason = |r: OrphanReason| Some(("orphan_reason_lines", "reason", r.as_str()));
+        match self {
+            Counter::SourceSensor => source(Source::Sensor),
+            Counter::SourceInline => source(Source::Inline),
+            Counter::SourceUpstream => source(Source::Upstream),
+            Counter::ReasonNoTls => reason(OrphanReason::NoTls),
+            Counter::ReasonExcluded => reason(OrphanReason::Excluded),
+            Counter::ReasonNotFirstRequest => reason(OrphanReason::NotFirstRequest),
+            Counter::ReasonRingMissing => reason(OrphanReason::RingMissing),
+            Counter::ReasonSensorDown => reason(OrphanReason::SensorDown),
+            Counter::ReasonNotInRing => reason(OrphanReason::NotInRing),
+            Counter::ReasonHelloNotCaptured => reason(OrphanReason::HelloNotCaptured),
+            Counter::ReasonHelloUnparsable => reason(OrphanReason::HelloUnparsable),
+            Counter::ReasonSynNotSaved => reason(OrphanReason::SynNotSaved),
+            Counter::ReasonSynUnparsable => reason(OrphanReason::SynUnparsable),
+            Counter::ReasonUpstreamUntrusted => reason(OrphanReason::UpstreamUntrusted),
+            Counter::ReasonUpstreamMissing => reason(OrphanReason::UpstreamMissing),
+            Counter::ReasonNoConnection => reason(OrphanReason::NoConnection),
+            Counter::CrossCheckAgree => Some(("crosscheck_lines", "result", "agree")),
+            Counter::CrossCheckDisagree => Some(("crosscheck_lines", "result", "disagree")),
+            Counter::CrossCheckUnchecked => Some(("crosscheck_lines", "result", "unchecked")),
+            _ => None,
+        }
+    }
+
+    /// The metric's name as the status page prints it, without the `reqin_log_` prefix:
+    /// `orphans_total`, `orphan_reason_lines_total{reason="no_tls"}`.
+    pub fn metric(self) -> String {
+        match self.family() {
+            Some((family, label, value)) => format!("{family}_total{{{label}=\"{value}\"}}"),
+            None => format!("{}_total", self.name()),
+        }
+    }
 
     pub fn index(self) -> usize {
         self as usize
@@ -93,6 +208,27 @@ impl Counter {
             Counter::FieldsTruncated => "request_fields_truncated",
             Counter::FieldsNotUtf8 => "fields_not_utf8",
             Counter::LinesDamaged => "lines_damaged",
+            Counter::SourceSensor => "source_sensor",
+            Counter::SourceInline => "source_inline",
+            Counter::SourceUpstream => "source_upstream",
+            Counter::ReasonNoTls => "reason_no_tls",
+            Counter::ReasonExcluded => "reason_excluded",
+            Counter::ReasonNotFirstRequest => "reason_not_first_request",
+            Counter::ReasonRingMissing => "reason_ring_missing",
+            Counter::ReasonSensorDown => "reason_sensor_down",
+            Counter::ReasonNotInRing => "reason_not_in_ring",
+            Counter::ReasonHelloNotCaptured => "reason_hello_not_captured",
+            Counter::ReasonHelloUnparsable => "reason_hello_unparsable",
+            Counter::ReasonSynNotSaved => "reason_syn_not_saved",
+            Counter::ReasonSynUnparsable => "reason_syn_unparsable",
+            Counter::ReasonUpstreamUntrusted => "reason_upstream_untrusted",
+            Counter::ReasonUpstreamMissing => "reason_upstream_missing",
+            Counter::ReasonNoConnection => "reason_no_connection",
+            Counter::CrossCheckAgree => "crosscheck_agree",
+            Counter::CrossCheckDisagree => "crosscheck_disagree",
+            Counter::CrossCheckUnchecked => "crosscheck_unchecked",
+            Counter::UpstreamHeadersRemoved => "upstream_headers_removed",
+            Counter::UpstreamHeadersInvalid => "upstream_headers_invalid",
         }
     }
 
@@ -126,18 +262,63 @@ impl Counter {
             Counter::LinesDamaged => {
                 "lines left partial by a write cut short (disk full) that could not be cut back"
             }
+            Counter::SourceSensor | Counter::SourceInline | Counter::SourceUpstream => {
+                "lines with a fingerprint, by fingerprint_source"
+            }
+            Counter::ReasonNoTls
+            | Counter::ReasonExcluded
+            | Counter::ReasonNotFirstRequest
+            | Counter::ReasonRingMissing
+            | Counter::ReasonSensorDown
+            | Counter::ReasonNotInRing
+            | Counter::ReasonHelloNotCaptured
+            | Counter::ReasonHelloUnparsable
+            | Counter::ReasonSynNotSaved
+            | Counter::ReasonSynUnparsable
+            | Counter::ReasonUpstreamUntrusted
+            | Counter::ReasonUpstreamMissing
+            | Counter::ReasonNoConnection => {
+                "lines by orphan_reason: why a line has no fingerprint (syn_*: no SYN fields beside an inline one)"
+            }
+            Counter::CrossCheckAgree | Counter::CrossCheckDisagree | Counter::CrossCheckUnchecked => {
+                "ReqinLogFingerprint both: lines whose inline values the sensor's record confirmed (agree), contradicted (disagree, the first ones are in the error log), or that had no sensor record (unchecked)"
+            }
+            Counter::UpstreamHeadersRemoved => {
+                "fingerprint headers removed from requests of peers that are not a ReqinLogTrustedProxy"
+            }
+            Counter::UpstreamHeadersInvalid => {
+                "fingerprint headers of trusted proxies ignored: not a JA4 or a JA3 hash"
+            }
         }
     }
 }
 
 /// Prometheus text exposition format (version 0.0.4).
 pub fn render(value: impl Fn(Counter) -> u64, ring: Option<&RingStatus>) -> String {
-    let mut out = String::with_capacity(4096);
+    let mut out = String::with_capacity(8192);
+    let mut families_done: Vec<&str> = Vec::new();
     for c in Counter::ALL {
-        let name = c.name();
-        let _ = writeln!(out, "# HELP reqin_log_{name}_total {}", c.help());
-        let _ = writeln!(out, "# TYPE reqin_log_{name}_total counter");
-        let _ = writeln!(out, "reqin_log_{name}_total {}", value(c));
+        match c.family() {
+            None => {
+                let name = c.name();
+                let _ = writeln!(out, "# HELP reqin_log_{name}_total {}", c.help());
+                let _ = writeln!(out, "# TYPE reqin_log_{name}_total counter");
+                let _ = writeln!(out, "reqin_log_{name}_total {}", value(c));
+            }
+            Some((family, _, _)) if !families_done.contains(&family) => {
+                // A family's lines together, after one HELP and TYPE.
+                families_done.push(family);
+                let _ = writeln!(out, "# HELP reqin_log_{family}_total {}", c.help());
+                let _ = writeln!(out, "# TYPE reqin_log_{family}_total counter");
+                for m in Counter::ALL
+                    .into_iter()
+                    .filter(|m| m.family().is_some_and(|f| f.0 == family))
+                {
+                    let _ = writeln!(out, "reqin_log_{} {}", m.metric(), value(m));
+                }
+            }
+            Some(_) => {}
+        }
     }
     let _ = writeln!(
         out,
@@ -203,12 +384,16 @@ pub fn render_html(value: impl Fn(Counter) -> u64, ring: Option<&RingStatus>, no
         let bad = v > 0
             && matches!(
                 c,
-                Counter::WriteErrors | Counter::Dropped | Counter::Panics | Counter::LinesDamaged
+                Counter::WriteErrors
+                    | Counter::Dropped
+                    | Counter::Panics
+                    | Counter::LinesDamaged
+                    | Counter::CrossCheckDisagree
             );
         let _ = writeln!(
             out,
-            "<tr><td><code>reqin_log_{}_total</code></td><td class=\"n{}\">{v}</td><td>{}</td></tr>",
-            c.name(),
+            "<tr><td><code>reqin_log_{}</code></td><td class=\"n{}\">{v}</td><td>{}</td></tr>",
+            html_escape(&c.metric()),
             if bad { " bad" } else { "" },
             html_escape(c.help())
         );
@@ -216,7 +401,7 @@ pub fn render_html(value: impl Fn(Counter) -> u64, ring: Option<&RingStatus>, no
     out.push_str("</table>\n<h2>ja4sensor</h2>\n");
     match ring {
         None => out.push_str(
-            "<p class=\"bad\">This child has no sensor ring mapped: requests are logged uncorrelated.</p>\n",
+            "<p class=\"bad\">This child has no sensor ring mapped: requests of <code>ReqinLogFingerprint sensor</code> and <code>both</code> servers have no sensor record (<code>inline</code> needs none).</p>\n",
         ),
         Some(ring) => {
             out.push_str("<table><tr><th>field</th><th>value</th></tr>\n");
@@ -270,8 +455,23 @@ mod tests {
         assert!(text.contains("reqin_log_orphans_total 20\n"), "{text}");
         assert!(text.contains("reqin_log_ring_attached 0\n"));
         for c in Counter::ALL {
-            let needle = format!("\nreqin_log_{}_total ", c.name());
+            let needle = format!("\nreqin_log_{} ", c.metric());
             assert_eq!(text.matches(&needle).count(), 1, "{needle}");
+        }
+        assert!(text.contains(
+            "# TYPE reqin_log_orphan_reason_lines_total counter\nreqin_log_orphan_reason_lines_total{reason=\"no_tls\"} "
+        ));
+        for r in OrphanReason::ALL {
+            assert_eq!(
+                Counter::of_reason(r).family().map(|f| f.2),
+                Some(r.as_str())
+            );
+        }
+        for s in Source::ALL {
+            assert_eq!(
+                Counter::of_source(s).family().map(|f| f.2),
+                Some(s.as_str())
+            );
         }
         let ring = RingStatus {
             generation: 3,
@@ -297,7 +497,7 @@ mod tests {
         assert!(page.starts_with("<!DOCTYPE html>"));
         for c in Counter::ALL {
             assert!(
-                page.contains(&format!("reqin_log_{}_total", c.name())),
+                page.contains(&format!("reqin_log_{}", html_escape(&c.metric()))),
                 "{c:?}"
             );
         }

@@ -7,9 +7,12 @@ keep-alive) on free loopback ports, one after the other, and drives each with h2
   a  no request logging at all (the module not loaded)
   b  a JSON CustomLog with fields comparable to ours (mod_log_config, escaped by httpd)
   c  mod_reqin_log + ja4sensor capturing lo (every request joined with its handshake)
+  e  mod_reqin_log with `ReqinLogFingerprint inline`: the same fields from httpd's own
+     TCP_SAVED_SYN and ClientHello, no sensor, no capture
 
 for HTTP/1.1 and h2 over kept-alive connections, then (d) one new TLS connection per request
-(the worst case for the sensor): share of lines correlated and req/s against (a).
+(the worst case for the sensor), for (a), (c) and (e) interleaved: share of lines
+fingerprinted and req/s against (a).
 
 Runs are interleaved (a b c a b c ...) and the median of the repeats is reported, so slow drift
 of the machine hits every variant alike. Besides req/s and latency, each run reports the CPU
@@ -119,13 +122,17 @@ class Server:
             "@RING@": self.ring, "@DOCROOT@": docroot,
         }.items():
             text = text.replace(k, str(v))
-        if variant != "c":
+        if variant not in "ce":
             text = "\n".join(l for l in text.splitlines()
                               if "reqin_log_module" not in l
                               and not l.lstrip().startswith(("ReqinLog", "JsonSockLog")))
             text = text.replace(" reqin_log:debug", "")
         if variant == "b":
             text += "\n" + JSON_LOGFORMAT + f'\nCustomLog "{self.log}" reqin_json\n'
+        if variant == "c":
+            text += "\nReqinLogFingerprint sensor\n"
+        if variant == "e":
+            text += "\nReqinLogFingerprint inline\n"
         # The benchmark measures the request path, not debug logging.
         text = text.replace("reqin_log:debug", "reqin_log:warn")
         # Enough workers that the server, not the pool, is measured.
@@ -153,7 +160,9 @@ class Server:
                 return
             except OSError:
                 if time.monotonic() > deadline or (process and process.poll() is not None):
-                    raise RuntimeError(f"httpd {self.variant} did not start")
+                    log = self.root / "error.log"
+                    tail = log.read_text()[-2000:] if log.exists() else "(no error log)"
+                    raise RuntimeError(f"httpd {self.variant} did not start:\n{tail}")
                 time.sleep(0.05)
 
     def start(self):
@@ -263,7 +272,7 @@ def main():
     results = {}  # (variant, proto) -> list of runs
     with tempfile.TemporaryDirectory(prefix="reqin-bench-") as tmp:
         os.chmod(tmp, 0o755)  # httpd children (www-data) serve files from below it
-        servers = {v: Server(v, Path(tmp) / v) for v in "abc"}
+        servers = {v: Server(v, Path(tmp) / v) for v in "abce"}
         try:
             for s in servers.values():
                 s.start()
@@ -281,17 +290,24 @@ def main():
             # (d) worst case for the sensor: a new TLS connection per request.
             time.sleep(0.5)  # every buffered line of the keep-alive runs written (100 ms)
             before = len(servers["c"].lines())
+            before_e = len(servers["e"].lines())
             # Interleaved repeats, medians: one run of each swings by ±5 % on this kind of machine.
-            runs_a, runs_c = [], []
+            runs_a, runs_c, runs_e = [], [], []
             for _ in range(args.repeats):
                 runs_a.append(new_connection_run(servers["a"], args.new_conn_requests, Path(tmp) / "d.log"))
                 runs_c.append(new_connection_run(servers["c"], args.new_conn_requests, Path(tmp) / "d.log"))
+                runs_e.append(new_connection_run(servers["e"], args.new_conn_requests, Path(tmp) / "d.log"))
             new_a = {m: statistics.median(r[m] for r in runs_a) for m in ("rps", "httpd_cpu_us")}
             new_c = {m: statistics.median(r[m] for r in runs_c) for m in ("rps", "httpd_cpu_us", "sensor_cpu_us")}
+            new_e = {m: statistics.median(r[m] for r in runs_e) for m in ("rps", "httpd_cpu_us")}
             new_ratios = sorted(c["rps"] / a["rps"] for a, c in zip(runs_a, runs_c))
+            new_ratios_e = sorted(e["rps"] / a["rps"] for a, e in zip(runs_a, runs_e))
             time.sleep(1.0)  # orphan delay: the last lines are written after it
             lines_c = servers["c"].lines()[before:]
             correlated = sum(1 for l in lines_c if l.get("correlated"))
+            lines_e = servers["e"].lines()[before_e:]
+            inline_fp = sum(1 for l in lines_e
+                            if l.get("fingerprint_source") == "inline" and "tcp_meta_options" in l)
         finally:
             for s in servers.values():
                 s.stop()
@@ -301,22 +317,25 @@ def main():
            for k, runs in results.items()}
     rows = []
     for proto in ("h1", "h2"):
-        a, b, c = (med[(v, proto)] for v in "abc")
-        rows.append((proto, a, b, c, c["rps"] / a["rps"], c["rps"] / b["rps"]))
-    name = {"a": "no logging", "b": "JSON CustomLog", "c": "mod_reqin_log + sensor"}
+        a, b, c, e = (med[(v, proto)] for v in "abce")
+        rows.append((proto, a, b, c, e, c["rps"] / a["rps"], c["rps"] / b["rps"]))
+    name = {"a": "no logging", "b": "JSON CustomLog", "c": "mod_reqin_log + sensor",
+            "e": "mod_reqin_log inline"}
     out = []
     if args.markdown:
         out.append("| protocol | variant | req/s | p50 µs | p99 µs | httpd CPU µs/req | sensor CPU µs/req |")
         out.append("|---|---|---:|---:|---:|---:|---:|")
-        for proto, a, b, c, ca, cb in rows:
-            for v, m in zip("abc", (a, b, c)):
+        for proto, a, b, c, e, ca, cb in rows:
+            for v, m in zip("abce", (a, b, c, e)):
                 out.append(f"| {proto} | ({v}) {name[v]} | {m['rps']:.0f} | {m['p50_us']} | {m['p99_us']} "
                            f"| {m['httpd_cpu_us']:.1f} | {m['sensor_cpu_us']:.1f} |")
         out.append("")
-        for proto, a, b, c, ca, cb in rows:
-            out.append(f"- {proto}: c/a = **{ca:.3f}** (target ≥ 0.98), c/b = **{cb:.3f}** (target ≥ 1); "
+        for proto, a, b, c, e, ca, cb in rows:
+            out.append(f"- {proto}: c/a = **{ca:.3f}** (target ≥ 0.98), c/b = **{cb:.3f}** (target ≥ 1), "
+                       f"e/a = **{e['rps'] / a['rps']:.3f}**; "
                        f"httpd CPU per request c − a = {c['httpd_cpu_us'] - a['httpd_cpu_us']:+.1f} µs, "
-                       f"c − b = {c['httpd_cpu_us'] - b['httpd_cpu_us']:+.1f} µs")
+                       f"c − b = {c['httpd_cpu_us'] - b['httpd_cpu_us']:+.1f} µs, "
+                       f"e − a = {e['httpd_cpu_us'] - a['httpd_cpu_us']:+.1f} µs")
         out.append(f"- (d) new TLS connection per request: {correlated}/{len(lines_c)} lines correlated "
                    f"({100.0 * correlated / max(1, len(lines_c)):.1f} %, target 100 %), "
                    f"req/s c/a = **{new_c['rps'] / new_a['rps']:.3f}** (target ≥ 0.97; "
@@ -324,17 +343,27 @@ def main():
                    f"{new_a['httpd_cpu_us']:.0f} vs {new_c['httpd_cpu_us']:.0f} µs, sensor "
                    f"{new_c['sensor_cpu_us']:.1f} µs; c/a of each interleaved pair: "
                    + ", ".join(f"{r:.3f}" for r in new_ratios))
+        out.append(f"- (e) inline, new TLS connection per request: {inline_fp}/{len(lines_e)} lines with "
+                   f"the inline fingerprint and SYN fields, req/s e/a = **{new_e['rps'] / new_a['rps']:.3f}** "
+                   f"(target ≥ 0.97; {new_a['rps']:.0f} vs {new_e['rps']:.0f} req/s); httpd CPU per "
+                   f"request {new_a['httpd_cpu_us']:.0f} (a) vs {new_e['httpd_cpu_us']:.0f} µs (e), no "
+                   f"sensor; e/a of each interleaved pair: " + ", ".join(f"{r:.3f}" for r in new_ratios_e))
     else:
         out.append(f"{'proto':5} {'variant':26} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'httpd µs/req':>13} {'sensor µs/req':>14}")
-        for proto, a, b, c, ca, cb in rows:
-            for v, m in zip("abc", (a, b, c)):
+        for proto, a, b, c, e, ca, cb in rows:
+            for v, m in zip("abce", (a, b, c, e)):
                 out.append(f"{proto:5} ({v}) {name[v]:22} {m['rps']:9.0f} {m['p50_us']:8} {m['p99_us']:8} "
                            f"{m['httpd_cpu_us']:13.1f} {m['sensor_cpu_us']:14.1f}")
-            out.append(f"{proto:5} ratios: c/a {ca:.3f} (target >= 0.98), c/b {cb:.3f} (target >= 1)")
+            out.append(f"{proto:5} ratios: c/a {ca:.3f} (target >= 0.98), c/b {cb:.3f} (target >= 1), "
+                       f"e/a {e['rps'] / a['rps']:.3f}")
         out.append(f"new connection per request: {correlated}/{len(lines_c)} correlated, "
                    f"c/a {new_c['rps'] / new_a['rps']:.3f} (target >= 0.97); CPU µs/req httpd "
                    f"{new_a['httpd_cpu_us']:.0f} (a) vs {new_c['httpd_cpu_us']:.0f} (c), sensor "
                    f"{new_c['sensor_cpu_us']:.1f}; pairs: " + " ".join(f"{r:.3f}" for r in new_ratios))
+        out.append(f"inline, new connection per request: {inline_fp}/{len(lines_e)} with the inline "
+                   f"fingerprint and SYN fields, e/a {new_e['rps'] / new_a['rps']:.3f} (target >= 0.97); CPU "
+                   f"µs/req httpd {new_a['httpd_cpu_us']:.0f} (a) vs {new_e['httpd_cpu_us']:.0f} (e); pairs: "
+                   + " ".join(f"{r:.3f}" for r in new_ratios_e))
     print("\n".join(out))
 
 

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use correlate_lib::fingerprint::hello::{self, ClientHello, HelloError};
 use correlate_lib::fingerprint::os::OsDatabase;
-use correlate_lib::fingerprint::{syn, TlsFingerprint, Transport};
+use correlate_lib::fingerprint::{self, syn, TlsFingerprint, Transport};
 use correlate_lib::{ConnKey, TlsRecord};
 use ipnet::IpNet;
 
@@ -356,43 +356,17 @@ pub fn build_event(
     os: Option<&OsDatabase>,
 ) -> HelloEvent {
     let tls = TlsFingerprint::of(hello, Transport::Tcp);
+    let sni = tls.sni.clone();
     let guess = syn.as_ref().zip(os).map(|(s, db)| db.guess(&s.traits));
-    let (syn_time_ns, ip, tcp, tcp_option_kinds) = match syn {
-        Some(s) => (
-            s.time_ns,
-            Some(s.traits.ip),
-            Some(s.traits.tcp),
-            s.traits.option_kinds,
-        ),
-        None => (0, None, None, Default::default()),
-    };
-    let (tcp_os, tcp_os_distance) = match guess {
-        Some(g) => (g.label.unwrap_or_default(), Some(g.distance)),
-        None => (String::new(), None),
-    };
-    let record = TlsRecord {
-        key: Some(key),
-        syn_time_ns,
+    let record = fingerprint::connection_record(
+        key,
         hello_time_ns,
-        closed_time_ns: 0,
-        ip,
-        tcp,
-        tls_version: tls.tls_version,
-        tls_sni: tls.sni.clone().unwrap_or_default(),
-        tls_alpn: tls.tls_alpn,
-        ja4: tls.ja4,
-        ja4_r: tls.ja4_r,
-        ja3: tls.ja3,
-        ja3_hash: tls.ja3_hash,
-        sensor_id: sensor_id.to_owned(),
-        tcp_os,
-        tcp_os_distance,
-        tcp_option_kinds,
-    };
-    HelloEvent {
-        record,
-        sni: tls.sni,
-    }
+        syn.map(|s| (s.time_ns, s.traits)),
+        tls,
+        guess,
+        sensor_id,
+    );
+    HelloEvent { record, sni }
 }
 
 #[cfg(test)]

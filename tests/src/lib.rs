@@ -133,6 +133,11 @@ pub struct HttpdOptions {
     /// Replaces the template's own mod_reqin_log block (`ReqinLogFile`, `ReqinLogRing`), e.g. by
     /// a configuration written for the original C module.
     pub module_conf: Option<String>,
+    /// Another build of the module (e.g. with the cargo feature `foxio`).
+    pub module: Option<PathBuf>,
+    /// Run httpd inside this network namespace (`ip netns exec`); its ports are the
+    /// namespace's.
+    pub netns: Option<String>,
 }
 
 impl Default for HttpdOptions {
@@ -142,6 +147,8 @@ impl Default for HttpdOptions {
             tls_port: None,
             extra_conf: String::new(),
             module_conf: None,
+            module: None,
+            netns: None,
         }
     }
 }
@@ -159,6 +166,7 @@ pub struct Httpd {
     pub ring: PathBuf,
     pub error_log: PathBuf,
     pid_file: PathBuf,
+    netns: Option<String>,
 }
 
 impl Httpd {
@@ -180,7 +188,15 @@ impl Httpd {
             .replace("@SERVER_ROOT@", &root.display().to_string())
             .replace("@MODULES_DIR@", "/usr/lib/apache2/modules")
             .replace("@MPM@", opts.mpm)
-            .replace("@REQIN_MODULE@", &module_path().display().to_string())
+            .replace(
+                "@REQIN_MODULE@",
+                &opts
+                    .module
+                    .clone()
+                    .unwrap_or_else(module_path)
+                    .display()
+                    .to_string(),
+            )
             .replace("@LISTEN_TLS@", &tls_port.to_string())
             .replace("@LISTEN_HTTP@", &http_port.to_string())
             .replace("@CERT@", &cert.cert.display().to_string())
@@ -208,11 +224,20 @@ impl Httpd {
             ring: ring.to_path_buf(),
             error_log: root.join("error.log"),
             pid_file: root.join("httpd.pid"),
+            netns: opts.netns.clone(),
         };
         httpd.ctl("start")?;
         for port in [tls_port, http_port] {
-            wait_for(STARTUP_TIMEOUT, "httpd to listen", || {
-                TcpStream::connect(("127.0.0.1", port)).ok()
+            wait_for(STARTUP_TIMEOUT, "httpd to listen", || match &httpd.netns {
+                None => TcpStream::connect(("127.0.0.1", port)).ok().map(drop),
+                Some(ns) => Command::new("ip")
+                    .args(["netns", "exec", ns, "bash", "-c"])
+                    .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+                    .stderr(Stdio::null())
+                    .status()
+                    .ok()
+                    .filter(|s| s.success())
+                    .map(drop),
             })
             .map_err(|e| format!("{e}; error log:\n{}", httpd.error_log_text()))?;
         }
@@ -220,10 +245,15 @@ impl Httpd {
     }
 
     pub fn ctl(&self, verb: &str) -> Result<()> {
-        run(Command::new("apache2")
-            .arg("-f")
-            .arg(&self.conf)
-            .args(["-k", verb]))?;
+        let mut cmd = match &self.netns {
+            None => Command::new("apache2"),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "apache2"]);
+                c
+            }
+        };
+        run(cmd.arg("-f").arg(&self.conf).args(["-k", verb]))?;
         Ok(())
     }
 

@@ -48,7 +48,7 @@ const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 
 /// The fields of a ClientHello that the fingerprints and the sensor record use. Lists keep wire
 /// order and GREASE values; the fingerprint code decides what to drop.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ClientHello {
     /// The body's `legacy_version` (not the record-layer version).
     pub legacy_version: u16,
@@ -171,6 +171,69 @@ pub fn parse_handshake_message(message: &[u8]) -> Result<ClientHello, HelloError
         }),
         std::cmp::Ordering::Equal => parse_client_hello_message(message),
     }
+}
+
+/// The bytes of a ClientHello handshake message ([`parse_handshake_message`]'s input) that the
+/// [`ClientHello`] parsed from it depends on: the message with the random, the session id's
+/// bytes and the content of every extension the parser does not read (all but server_name,
+/// supported_groups, ec_point_formats, signature_algorithms, ALPN, supported_versions) set to
+/// zero, every type and length kept. Two messages with the same key parse to the same
+/// [`ClientHello`], or both fail: the parser reads nothing of the zeroed bytes but their
+/// lengths. So a cache of fingerprints can be keyed by it, to skip the parse for a client that
+/// sends the same hello again (only the random, its session id and its key share change from
+/// one connection to the next). `None` when the framing does not hold (then parse it: it fails
+/// or gives what it gives).
+pub fn hello_key(message: &[u8]) -> Option<Vec<u8>> {
+    if message.first() != Some(&HANDSHAKE_CLIENT_HELLO)
+        || wanted_len(message) != Some(message.len())
+        || message.len() - HANDSHAKE_HEADER_LEN > MAX_HELLO_BYTES
+    {
+        return None;
+    }
+    let mut key = message.to_vec();
+    let zero = |key: &mut Vec<u8>, at: usize, len: usize| -> Option<()> {
+        key.get_mut(at..at.checked_add(len)?)?.fill(0);
+        Some(())
+    };
+    let u8_at = |at: usize| message.get(at).copied().map(usize::from);
+    let u16_at = |at: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *message.get(at)?,
+            *message.get(at + 1)?,
+        ])))
+    };
+    // Header (4), legacy_version (2), random (32).
+    let mut at = HANDSHAKE_HEADER_LEN + 2;
+    zero(&mut key, at, 32)?;
+    at += 32;
+    let session_id = u8_at(at)?;
+    zero(&mut key, at + 1, session_id)?;
+    at += 1 + session_id;
+    at += 2 + u16_at(at)?; // cipher suites
+    at += 1 + u8_at(at)?; // compression methods
+    if at >= message.len() {
+        return Some(key);
+    }
+    let end = (at + 2).checked_add(u16_at(at)?)?.min(message.len());
+    at += 2;
+    while at + 4 <= end {
+        let ext_type = u16_at(at)?;
+        let len = u16_at(at + 2)?;
+        let read = matches!(
+            u16::try_from(ext_type).ok()?,
+            EXT_SERVER_NAME
+                | EXT_SUPPORTED_GROUPS
+                | EXT_EC_POINT_FORMATS
+                | EXT_SIGNATURE_ALGORITHMS
+                | EXT_ALPN
+                | EXT_SUPPORTED_VERSIONS
+        );
+        if !read && at + 4 + len <= end {
+            zero(&mut key, at + 4, len)?;
+        }
+        at += 4 + len;
+    }
+    Some(key)
 }
 
 /// Collects the fragments of the first handshake message from a run of TLS records; returns it
@@ -502,6 +565,66 @@ pub mod testing {
 mod tests {
     use super::testing::{record, HelloBuilder};
     use super::*;
+
+    #[test]
+    fn hellos_that_differ_only_in_unread_bytes_have_one_key_and_one_parse() {
+        let builder = HelloBuilder {
+            ciphers: vec![0x1301, 0x1302, 0xc02b],
+            ..HelloBuilder::default()
+        }
+        .sni("example.com")
+        .alpn(&[b"h2", b"http/1.1"])
+        .groups(&[0x001d, 0x0017])
+        .supported_versions(&[0x0304, 0x0303])
+        .ext(0x0033, vec![0, 0x24, 0, 0x1d, 0, 0x20, 7, 7, 7, 7])
+        .ext(0x0015, vec![0; 16]);
+        let mut other = builder.message();
+        // Another random, and another key share and padding content.
+        other[10] ^= 0xff;
+        let len = other.len();
+        other[len - 22] ^= 0x5a;
+        other[len - 1] ^= 0x01;
+        let first = builder.message();
+        assert_ne!(first, other);
+        assert_eq!(hello_key(&first), hello_key(&other));
+        assert_eq!(
+            parse_handshake_message(&first),
+            parse_handshake_message(&other)
+        );
+        // What the fingerprint reads changes the key: a cipher, the SNI.
+        let mut cipher = first.clone();
+        cipher[4 + 2 + 32 + 1 + 2 + 1] ^= 1;
+        assert_ne!(hello_key(&first), hello_key(&cipher));
+        let sni = builder.clone().sni("example.org");
+        assert_ne!(hello_key(&first), hello_key(&sni.message()));
+        assert_eq!(hello_key(&first[..first.len() - 1]), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn equal_keys_parse_alike(a in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+                                  flips in proptest::collection::vec((0usize..300, 1u8..=255), 0..8)) {
+            let mut msg = HelloBuilder::default().sni("a.b").message();
+            msg.extend_from_slice(&a);
+            // Make the declared length fit whatever was appended.
+            let body = (msg.len() - 4) as u32;
+            msg[1..4].copy_from_slice(&body.to_be_bytes()[1..]);
+            let mut other = msg.clone();
+            for (at, x) in flips {
+                if let Some(b) = other.get_mut(at % msg.len()) {
+                    *b ^= x;
+                }
+            }
+            if let (Some(k1), Some(k2)) = (hello_key(&msg), hello_key(&other)) {
+                if k1 == k2 {
+                    proptest::prop_assert_eq!(parse_handshake_message(&msg), parse_handshake_message(&other));
+                }
+                // The key itself parses like its message (only unread bytes differ).
+                proptest::prop_assert_eq!(parse_handshake_message(&k2), parse_handshake_message(&other));
+                proptest::prop_assert_eq!(hello_key(&k2), Some(k2));
+            }
+        }
+    }
 
     #[test]
     fn fields_are_read_in_wire_order() {

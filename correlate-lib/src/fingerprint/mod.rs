@@ -29,6 +29,8 @@ pub mod syn;
 pub use hello::{ClientHello, HelloError};
 pub use ja4::Transport;
 
+use crate::{ConnKey, TlsRecord};
+
 /// Every TLS field the record of a connection carries, computed from one [`ClientHello`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFingerprint {
@@ -60,6 +62,54 @@ impl TlsFingerprint {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// The record of one TLS connection from its hello's fingerprint and, when its SYN was seen, the
+/// SYN's time (Unix ns, 0 when unknown) and traits with the OS they suggest
+/// ([`os::OsDatabase::guess`] of those traits; `None` without a database): what the sensor
+/// publishes for a captured handshake and what the module's inline mode builds from
+/// `TCP_SAVED_SYN` and OpenSSL's message callback, so both sources fill a record alike.
+pub fn connection_record(
+    key: ConnKey,
+    hello_time_ns: u64,
+    syn: Option<(u64, syn::SynTraits)>,
+    tls: TlsFingerprint,
+    guess: Option<os::OsGuess>,
+    sensor_id: &str,
+) -> TlsRecord {
+    let guess = guess.filter(|_| syn.is_some());
+    let (syn_time_ns, ip, tcp, tcp_option_kinds) = match syn {
+        Some((time_ns, traits)) => (
+            time_ns,
+            Some(traits.ip),
+            Some(traits.tcp),
+            traits.option_kinds,
+        ),
+        None => (0, None, None, Default::default()),
+    };
+    let (tcp_os, tcp_os_distance) = match guess {
+        Some(g) => (g.label.unwrap_or_default(), Some(g.distance)),
+        None => (String::new(), None),
+    };
+    TlsRecord {
+        key: Some(key),
+        syn_time_ns,
+        hello_time_ns,
+        closed_time_ns: 0,
+        ip,
+        tcp,
+        tls_version: tls.tls_version,
+        tls_sni: tls.sni.unwrap_or_default(),
+        tls_alpn: tls.tls_alpn,
+        ja4: tls.ja4,
+        ja4_r: tls.ja4_r,
+        ja3: tls.ja3,
+        ja3_hash: tls.ja3_hash,
+        sensor_id: sensor_id.to_owned(),
+        tcp_os,
+        tcp_os_distance,
+        tcp_option_kinds,
     }
 }
 

@@ -195,7 +195,7 @@ impl Quirks {
 }
 
 /// What p0f's TCP signatures look at, beyond [`IpMeta`] and [`TcpMeta`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct P0fTraits {
     pub version: IpVersion,
     /// IPv4 options or IPv6 extension header bytes (saturating at 255).
@@ -216,7 +216,7 @@ pub struct P0fTraits {
 }
 
 /// Everything the parse of one SYN yields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SynTraits {
     pub ip: IpMeta,
     pub tcp: TcpMeta,

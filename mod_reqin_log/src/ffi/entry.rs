@@ -13,6 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+use super::openssl::TlsConn;
+use super::socket::ClientSocket;
 use super::{log_error, pool_str, pool_tagged, sys, text, Cmd, Conn, Level, Pool, Request, Server};
 
 pub use super::{DECLINED, OK};
@@ -29,14 +31,18 @@ pub trait Module: 'static {
         base: &Self::ServerConfig,
         add: &Self::ServerConfig,
     ) -> Self::ServerConfig;
-    /// One directive with its arguments (1 for TAKE1/ITERATE/FLAG — `On`/`Off` —, 2 or 3 for
-    /// TAKE23). `Err` is the message httpd prints after `Syntax error on line N`.
+    /// One directive with its arguments (1 for TAKE1/ITERATE/FLAG — `On`/`Off` —, 2 for TAKE2,
+    /// 2 or 3 for TAKE23). `Err` is the message httpd prints after `Syntax error on line N`.
     fn directive(cmd: Cmd<'_>, state: &mut Self::ServerConfig, args: &[&str])
         -> Result<(), String>;
     fn register_hooks();
     fn post_config(pconf: Pool<'_>, ptemp: Pool<'_>, main: Server<'_>) -> c_int;
     fn child_init(pchild: Pool<'_>, main: Server<'_>);
-    fn pre_connection(conn: Conn<'_>) -> c_int;
+    /// `socket`: the client socket the MPM accepted (none for an HTTP/2 stream).
+    fn pre_connection(conn: Conn<'_>, socket: Option<ClientSocket>) -> c_int;
+    /// mod_ssl's optional hook `pre_handshake`: a TLS connection's `SSL *` exists, its
+    /// handshake has not started. `is_proxy`: a backend connection of mod_proxy.
+    fn pre_handshake(conn: Conn<'_>, tls: TlsConn<'_>, is_proxy: bool);
     fn post_read_request(r: Request<'_>) -> c_int;
     fn log_transaction(r: Request<'_>) -> c_int;
     fn handler(r: Request<'_>) -> c_int;
@@ -176,13 +182,37 @@ extern "C" fn child_init<M: Module>(pchild: *mut sys::apr_pool_t, s: *mut sys::s
     })
 }
 
-extern "C" fn pre_connection<M: Module>(c: *mut sys::conn_rec, _csd: *mut c_void) -> c_int {
+extern "C" fn pre_connection<M: Module>(c: *mut sys::conn_rec, csd: *mut c_void) -> c_int {
     let conn = Conn::new(c);
     guard::<M, _>(
         "pre_connection",
         conn.and_then(|c| c.base_server()),
         OK,
-        || conn.map_or(OK, M::pre_connection),
+        || {
+            conn.map_or(OK, |conn| {
+                M::pre_connection(conn, ClientSocket::from_csd(csd, &conn))
+            })
+        },
+    )
+}
+
+/// `int (*)(conn_rec *c, SSL *ssl, int is_proxy)`, mod_ssl_openssl.h's `pre_handshake`.
+extern "C" fn pre_handshake<M: Module>(
+    c: *mut sys::conn_rec,
+    ssl: *mut c_void,
+    is_proxy: c_int,
+) -> c_int {
+    let conn = Conn::new(c);
+    guard::<M, _>(
+        "pre_handshake",
+        conn.and_then(|c| c.base_server()),
+        DECLINED,
+        || {
+            if let (Some(conn), Some(tls)) = (conn, TlsConn::new(ssl)) {
+                M::pre_handshake(conn, tls, is_proxy != 0);
+            }
+            DECLINED
+        },
     )
 }
 
@@ -297,6 +327,28 @@ impl<M: Module> Hooks<M> {
         // SAFETY: as in `post_config`.
         unsafe { sys::ap_hook_handler(Some(handler::<M>), ptr::null(), ptr::null(), order.apr()) }
     }
+
+    /// mod_ssl's optional hook `pre_handshake`, registered by name as mod_ssl_openssl.h's
+    /// `APR_OPTIONAL_HOOK(ssl, pre_handshake, ...)` does. Nothing happens without mod_ssl (or
+    /// with a mod_ssl older than 2.4.33, which has no such hook).
+    pub fn pre_handshake(order: Order) {
+        let f: extern "C" fn(*mut sys::conn_rec, *mut c_void, c_int) -> c_int = pre_handshake::<M>;
+        // SAFETY: called from register_hooks, as mod_ssl's own optional hooks are registered;
+        // APR stores the pointer as `void (*)(void)` and mod_ssl calls it back with the
+        // hook's exact signature, which `f` has.
+        unsafe {
+            sys::apr_optional_hook_add(
+                c"pre_handshake".as_ptr(),
+                Some(std::mem::transmute::<
+                    extern "C" fn(*mut sys::conn_rec, *mut c_void, c_int) -> c_int,
+                    unsafe extern "C" fn(),
+                >(f)),
+                ptr::null(),
+                ptr::null(),
+                order.apr(),
+            )
+        }
+    }
 }
 
 /// How a directive takes its arguments (httpd's `cmd_how`).
@@ -308,6 +360,8 @@ pub enum Args {
     Iterate,
     /// `On` or `Off`, passed to [`Module::directive`] as the text `On`/`Off`.
     Flag,
+    /// Two arguments.
+    Take2,
     /// Two or three arguments.
     Take23,
 }
@@ -366,6 +420,12 @@ impl<const N: usize> DirectiveTable<N> {
                         flag: Some(flag::<M>),
                     },
                     sys::FLAG,
+                ),
+                Args::Take2 => (
+                    sys::cmd_func {
+                        take2: Some(take2::<M>),
+                    },
+                    sys::TAKE2,
                 ),
                 Args::Take23 => (
                     sys::cmd_func {
@@ -428,6 +488,15 @@ unsafe extern "C" fn take1<M: Module>(
     arg: *const c_char,
 ) -> *const c_char {
     directive::<M>(cmd, &[arg])
+}
+
+unsafe extern "C" fn take2<M: Module>(
+    cmd: *mut sys::cmd_parms,
+    _mconfig: *mut c_void,
+    a1: *const c_char,
+    a2: *const c_char,
+) -> *const c_char {
+    directive::<M>(cmd, &[a1, a2])
 }
 
 unsafe extern "C" fn take3<M: Module>(

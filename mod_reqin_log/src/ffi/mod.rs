@@ -11,7 +11,9 @@
 #![allow(unsafe_code)]
 
 pub mod entry;
+pub mod openssl;
 pub mod shm;
+pub mod socket;
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
@@ -485,10 +487,16 @@ impl<'a> Conn<'a> {
         Server::new(self.raw.base_server)
     }
 
-    /// Copies `vars` into this connection's pool once, for [`Request::set_conn_env`].
-    pub fn env<V: AsRef<str>>(&self, vars: &[(&str, V)]) -> ConnEnv {
+    /// Copies the values of `vars` into this connection's pool once, for
+    /// [`Request::set_conn_env`]; the names are static and kept as they are.
+    pub fn env<V>(
+        &self,
+        vars: impl IntoIterator<Item = (&'static CStr, V)>,
+        mut value: impl FnMut(&mut V) -> &str,
+    ) -> ConnEnv {
         let dup = |s: &str| {
-            if s.contains('\0') {
+            // memchr: the values include JA4_R and JA3, hundreds of bytes each.
+            if memchr::memchr(0, s.as_bytes()).is_some() {
                 let c = to_cstring(s);
                 // SAFETY: the connection's pool is live for this call; apr_pstrdup copies `c`.
                 return unsafe { sys::apr_pstrdup(self.raw.pool, c.as_ptr()) as *const c_char };
@@ -503,9 +511,9 @@ impl<'a> Conn<'a> {
         ConnEnv {
             conn: self.raw,
             vars: vars
-                .iter()
-                .map(|(name, value)| (dup(name), dup(value.as_ref())))
-                .filter(|(n, v)| !n.is_null() && !v.is_null())
+                .into_iter()
+                .map(|(name, mut v)| (name.as_ptr(), dup(value(&mut v))))
+                .filter(|(_, v)| !v.is_null())
                 .collect(),
         }
     }
@@ -529,9 +537,9 @@ pub struct ConnEnv {
     vars: Vec<(*const c_char, *const c_char)>,
 }
 
-// SAFETY: the pointers are NUL-terminated strings of a connection pool, never written after
-// `Conn::env` made them; they are only read, and only while that connection is alive (see
-// `Request::set_conn_env`).
+// SAFETY: the values are NUL-terminated strings of a connection pool, never written after
+// `Conn::env` made them, the names static strings of this module; they are only read, and only
+// while that connection is alive (see `Request::set_conn_env`).
 unsafe impl Send for ConnEnv {}
 // SAFETY: as for Send: shared, read-only data.
 unsafe impl Sync for ConnEnv {}
@@ -778,6 +786,55 @@ impl<'a> Request<'a> {
         self.raw.header_only != 0
     }
 
+    /// `r->proto_num`: `major * 1000 + minor` (1001 for HTTP/1.1, 2000 for HTTP/2).
+    // Only JA4H (cargo feature foxio) reads these.
+    #[cfg_attr(not(feature = "foxio"), allow(dead_code))]
+    pub fn proto_num(&self) -> u32 {
+        u32::try_from(self.raw.proto_num).unwrap_or(0)
+    }
+
+    /// The method as the client sent it, as bytes.
+    // Only JA4H (cargo feature foxio) reads these.
+    #[cfg_attr(not(feature = "foxio"), allow(dead_code))]
+    pub fn method_bytes(&self) -> Option<&'a [u8]> {
+        bytes(self.raw.method)
+    }
+
+    /// Every request header as httpd holds it (`r->headers_in`, in the order read; an HTTP/2
+    /// request's without its pseudo-headers), name and value as bytes.
+    // Only JA4H (cargo feature foxio) reads these.
+    #[cfg_attr(not(feature = "foxio"), allow(dead_code))]
+    pub fn headers_in(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a {
+        let entries: &'a [sys::apr_table_entry_t] = if self.raw.headers_in.is_null() {
+            &[]
+        } else {
+            // SAFETY: `apr_table_elts` (apr_tables.h) is this cast: a table starts with its
+            // array header, whose `elts` hold `nelts` entries. The table lives in the request's
+            // pool and is not changed while this hook call reads it.
+            unsafe {
+                let array = &*(self.raw.headers_in as *const sys::apr_array_header_t);
+                match usize::try_from(array.nelts) {
+                    Ok(n) if n > 0 && !array.elts.is_null() => {
+                        std::slice::from_raw_parts(array.elts as *const sys::apr_table_entry_t, n)
+                    }
+                    _ => &[],
+                }
+            }
+        };
+        entries
+            .iter()
+            .filter_map(|e| Some((bytes(e.key)?, bytes(e.val)?)))
+    }
+
+    /// Removes every header of this name from `r->headers_in`, so no later module sees it.
+    pub fn remove_header(&self, name: &CStr) {
+        if self.raw.headers_in.is_null() {
+            return;
+        }
+        // SAFETY: a live table of the request, changed only by the thread serving it.
+        unsafe { sys::apr_table_unset(self.raw.headers_in, name.as_ptr()) }
+    }
+
     /// `r->useragent_ip` (mod_remoteip's view of the client).
     pub fn useragent_ip(&self) -> Option<Cow<'a, str>> {
         text(self.raw.useragent_ip)
@@ -836,7 +893,7 @@ impl<'a> Request<'a> {
 
     /// `r->subprocess_env[name] = value`, the value copied into the request's pool.
     pub fn set_env_str(&self, name: &'static CStr, value: &str) {
-        if self.raw.subprocess_env.is_null() || value.contains('\0') {
+        if self.raw.subprocess_env.is_null() || memchr::memchr(0, value.as_bytes()).is_some() {
             return;
         }
         // SAFETY: a live table of the request; the value is copied into the request's pool

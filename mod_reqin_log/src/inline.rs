@@ -1,0 +1,358 @@
+//! `ReqinLogFingerprint inline` (and `both`): the fingerprint of a TLS connection from what
+//! httpd itself holds, no capture, no sensor, no ring.
+//!
+//! - The SYN: `post_config` sets `TCP_SAVE_SYN` on every listener ([`configure_listeners`]);
+//!   at mod_ssl's `pre_handshake` the connection's saved SYN is read once
+//!   (`getsockopt(TCP_SAVED_SYN)`, the kernel then frees it).
+//! - The ClientHello: at the same hook, OpenSSL's message callback is installed on the
+//!   connection's `SSL *`; it copies the hello into the connection's [`HelloSlot`] (bounded)
+//!   and returns, so the handshake never waits for us (`ffi::openssl`).
+//! - At the first request that needs it, both are parsed and fingerprinted by correlate-lib —
+//!   the code the sensor runs — into the same [`TlsRecord`] the sensor would publish
+//!   ([`fingerprint`]), except what only the sensor knows: no `sensor_id`, no SYN time (so no
+//!   `syn_to_clienthello_ms`), the accept time as the hello's time (`b_timestamp`).
+//!
+//! `crosscheck` compares an inline record with the sensor's (`both`).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use correlate_lib::fingerprint::hello::{self, HelloError, MAX_HELLO_BYTES};
+use correlate_lib::fingerprint::os::{OsDatabase, OsGuess};
+use correlate_lib::fingerprint::syn::SynTraits;
+use correlate_lib::fingerprint::{self, syn, TlsFingerprint, Transport};
+use correlate_lib::{ConnKey, TlsRecord};
+
+use crate::ffi::openssl::{CapturedHello, HelloSlot, OpenSsl, TlsConn};
+use crate::ffi::socket::{self, ClientSocket, SavedSyn};
+use crate::ffi::{Conn, Level, Server};
+use crate::hooks::{ConnState, ModuleLog, ServerState};
+use crate::record::OrphanReason;
+
+/// A handshake message of at most this many bytes is copied: correlate-lib's limit on a hello
+/// body plus the 4-byte handshake header. A longer one is refused by the parser anyway.
+pub const MAX_CAPTURED_HELLO: usize = MAX_HELLO_BYTES + 4;
+
+/// Bytes read with `TCP_SAVED_SYN`: an IPv6 header with a few extension headers and a
+/// 60-byte TCP header fit (an IPv4 SYN is at most 120). A longer one is counted as not saved.
+const SYN_BUFFER: usize = 512;
+
+/// Disagreements of `both` logged per child (all are counted).
+const DISAGREEMENTS_LOGGED: u32 = 10;
+
+/// Distinct ClientHellos, and distinct SYN shapes, whose fingerprint a child remembers (see
+/// [`Memo`]): a few hundred client builds cover a site's traffic; at a few KiB an entry, the
+/// memory stays under a MiB per child however many distinct hellos arrive.
+const MEMO_ENTRIES: usize = 256;
+
+/// Results of a pure function of `K` a child has computed, so a client that sends what an
+/// earlier connection of the child sent costs a hash and a lookup. The key is the complete
+/// input (a hello's [`hello::hello_key`]: every byte its parse reads; the OS guess reads only
+/// [`OsKey`]), compared whole, so a hit is the function's own result. Bounded: full, it starts
+/// over. The lock is held for a lookup or an insert, never for a computation.
+struct Memo<K, V> {
+    hasher: foldhash::quality::RandomState,
+    /// By the key's hash (already a good one: the map's own hasher only spreads it).
+    map: Mutex<HashMap<u64, (K, V), foldhash::fast::RandomState>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Memo<K, V> {
+    fn new() -> Self {
+        Self {
+            hasher: foldhash::quality::RandomState::default(),
+            map: Mutex::new(HashMap::with_capacity_and_hasher(
+                MEMO_ENTRIES,
+                foldhash::fast::RandomState::default(),
+            )),
+        }
+    }
+
+    fn get_or<E>(&self, key: K, compute: impl FnOnce(&K) -> Result<V, E>) -> Result<V, E> {
+        let hash = self.hasher.hash_one(&key);
+        if let Some((k, v)) = self.lock().get(&hash) {
+            if *k == key {
+                return Ok(v.clone());
+            }
+        }
+        let value = compute(&key)?;
+        let mut map = self.lock();
+        if map.len() >= MEMO_ENTRIES {
+            map.clear();
+        }
+        map.insert(hash, (key, value.clone()));
+        Ok(value)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (K, V), foldhash::fast::RandomState>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A hello's fingerprint and its fields as the line writes them ([`crate::record::tls_json`]).
+pub struct KnownHello {
+    fingerprint: TlsFingerprint,
+    pub json: Vec<u8>,
+}
+
+/// What the line takes from a SYN shape: the OS guess and the SYN's fields as the fragment
+/// writes them ([`crate::record::syn_json`]).
+pub struct KnownSyn {
+    guess: Option<OsGuess>,
+    pub json: Vec<u8>,
+}
+
+/// A SYN without its IP id, the one trait that changes from one connection of a client to the
+/// next: the key of what [`KnownSyn`] holds, which depends on nothing else.
+fn syn_shape(syn: &SynTraits) -> SynTraits {
+    let mut shape = syn.clone();
+    shape.ip.id = 0;
+    shape
+}
+
+/// What a configuration generation that fingerprints inline needs, shared by its servers.
+pub struct InlineGeneration {
+    /// OpenSSL's functions (`None`: mod_ssl or libssl not loaded).
+    pub openssl: Option<OpenSsl>,
+    /// The p0f signatures for `tcp_os`; `None` if the embedded database did not load.
+    pub os: Option<OsDatabase>,
+    /// Disagreements logged so far by this child (each child has its own copy after fork).
+    disagreements_logged: AtomicU32,
+    /// The child's fingerprints of the hellos and SYNs it has seen.
+    hellos: Memo<Vec<u8>, Arc<KnownHello>>,
+    syns: Memo<SynTraits, Arc<KnownSyn>>,
+}
+
+impl InlineGeneration {
+    /// Looks OpenSSL up and loads the OS signatures, saying in the error log what is missing.
+    pub fn load(main: Server<'_>, report: bool) -> Self {
+        let openssl = OpenSsl::lookup();
+        if openssl.is_none() && report {
+            main.log(
+                Level::Warning,
+                0,
+                "ReqinLogFingerprint inline/both: libssl's SSL_set_msg_callback is not loaded in httpd (is mod_ssl loaded?): inline TLS lines carry no fingerprint (orphan_reason hello_not_captured)",
+            );
+        }
+        let os = match OsDatabase::load() {
+            Ok(db) => Some(db),
+            Err(e) => {
+                if report {
+                    main.log(
+                        Level::Warning,
+                        0,
+                        &format!("{e}: inline lines carry no tcp_os"),
+                    );
+                }
+                None
+            }
+        };
+        Self {
+            openssl,
+            os,
+            disagreements_logged: AtomicU32::new(0),
+            hellos: Memo::new(),
+            syns: Memo::new(),
+        }
+    }
+
+    /// The TLS fingerprint of a ClientHello message (correlate-lib's `fingerprint_client_hello`,
+    /// remembered by the message's [`hello::hello_key`]).
+    fn tls(&self, message: &[u8]) -> Result<Arc<KnownHello>, HelloError> {
+        match hello::hello_key(message) {
+            Some(key) => self.hellos.get_or(key, |_| Self::known(message)),
+            None => Self::known(message),
+        }
+    }
+
+    fn known(message: &[u8]) -> Result<Arc<KnownHello>, HelloError> {
+        let parsed = hello::parse_handshake_message(message)?;
+        let fingerprint = TlsFingerprint::of(&parsed, Transport::Tcp);
+        let json = crate::record::tls_json(&TlsRecord {
+            tls_version: fingerprint.tls_version.clone(),
+            tls_sni: fingerprint.sni.clone().unwrap_or_default(),
+            tls_alpn: fingerprint.tls_alpn.clone(),
+            ja4: fingerprint.ja4.clone(),
+            ja4_r: fingerprint.ja4_r.clone(),
+            ja3: fingerprint.ja3.clone(),
+            ja3_hash: fingerprint.ja3_hash.clone(),
+            ..TlsRecord::default()
+        });
+        Ok(Arc::new(KnownHello { fingerprint, json }))
+    }
+
+    /// The OS guess of a SYN (correlate-lib's; `None` without the database) and its rendered
+    /// fields, remembered by the SYN's shape.
+    fn syn(&self, syn: &SynTraits) -> Arc<KnownSyn> {
+        let known = |_: &SynTraits| {
+            let guess = self.os.as_ref().map(|db| db.guess(syn));
+            let json = crate::record::syn_json(&TlsRecord {
+                ip: Some(syn.ip),
+                tcp: Some(syn.tcp.clone()),
+                tcp_os: guess
+                    .as_ref()
+                    .and_then(|g| g.label.clone())
+                    .unwrap_or_default(),
+                tcp_os_distance: guess.as_ref().map(|g| g.distance),
+                ..TlsRecord::default()
+            });
+            Ok::<_, std::convert::Infallible>(Arc::new(KnownSyn { guess, json }))
+        };
+        match self.syns.get_or(syn_shape(syn), known) {
+            Ok(k) => k,
+            Err(never) => match never {},
+        }
+    }
+
+    /// True for the first [`DISAGREEMENTS_LOGGED`] calls of this child.
+    pub fn log_disagreement(&self) -> bool {
+        self.disagreements_logged.fetch_add(1, Ordering::Relaxed) < DISAGREEMENTS_LOGGED
+    }
+}
+
+/// `TCP_SAVE_SYN` on every listener when `on` (off where it is set otherwise); what failed is
+/// reported when `report` (the real start and every restart, not the configuration pre-check).
+pub fn configure_listeners(main: Server<'_>, on: bool, report: bool) {
+    let outcomes = socket::save_syn_on_listeners(on);
+    if !report || !on {
+        return;
+    }
+    main.log(
+        Level::Debug,
+        0,
+        &format!(
+            "TCP_SAVE_SYN set on {} of {} listeners",
+            outcomes.iter().filter(|o| o.result.is_ok()).count(),
+            outcomes.len()
+        ),
+    );
+    for o in outcomes {
+        if let Err(e) = o.result {
+            let addr = o.addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
+            main.log(
+                Level::Warning,
+                0,
+                &format!(
+                    "ReqinLogFingerprint inline/both: cannot set TCP_SAVE_SYN on the listener {addr} ({e}); its connections are logged with the TLS fields only (orphan_reason syn_not_saved)"
+                ),
+            );
+        }
+    }
+    let buckets = socket::listen_buckets();
+    if buckets > 1 {
+        main.log(
+            Level::Warning,
+            0,
+            &format!(
+                "ReqinLogFingerprint inline/both: ListenCoresBucketsRatio makes {buckets} sets of listeners; only the first is httpd's list, so connections accepted on the other {} get the TLS fields only (orphan_reason syn_not_saved)",
+                buckets - 1
+            ),
+        );
+    }
+}
+
+/// What httpd holds of one connection's handshake until its first request.
+pub struct Capture {
+    /// The client socket, from `pre_connection`.
+    socket: Option<ClientSocket>,
+    syn: OnceLock<SynCapture>,
+    hello: HelloSlot,
+}
+
+enum SynCapture {
+    Saved(Box<[u8]>),
+    NotSaved,
+}
+
+impl Capture {
+    pub fn new(socket: Option<ClientSocket>) -> Self {
+        Self {
+            socket,
+            syn: OnceLock::new(),
+            hello: HelloSlot::new(MAX_CAPTURED_HELLO),
+        }
+    }
+
+    pub fn hello_slot(&self) -> &HelloSlot {
+        &self.hello
+    }
+}
+
+/// mod_ssl's `pre_handshake`: reads the SYN, installs the ClientHello callback. Only client
+/// connections of a generation that fingerprints inline, whose state `pre_connection` made.
+pub fn pre_handshake(conn: Conn<'_>, tls: TlsConn<'_>, is_proxy: bool) {
+    if is_proxy || conn.is_secondary() {
+        return;
+    }
+    let Some(generation) = conn
+        .base_server()
+        .and_then(|s| s.state::<ServerState>())
+        .and_then(|s| s.inline_generation())
+    else {
+        return;
+    };
+    let Some(cs) = conn.state::<ConnState>() else {
+        return;
+    };
+    let capture = cs.capture();
+    let mut buf = [0u8; SYN_BUFFER];
+    let saved = capture
+        .socket
+        .map_or(SavedSyn::Failed, |s| s.take_saved_syn(&mut buf));
+    let syn = match saved {
+        SavedSyn::Saved(n) => SynCapture::Saved(buf[..n].into()),
+        SavedSyn::NotSaved | SavedSyn::TooLong | SavedSyn::Failed => SynCapture::NotSaved,
+    };
+    let _ = capture.syn.set(syn);
+    if let Some(api) = &generation.openssl {
+        tls.capture_client_hello::<ConnState>(api, conn);
+    }
+}
+
+/// A connection's record as [`fingerprint`] builds it.
+pub struct Fingerprinted {
+    pub record: TlsRecord,
+    /// Why the SYN's fields are missing, if they are.
+    pub partial: Option<OrphanReason>,
+    pub hello: Arc<KnownHello>,
+    pub syn: Option<Arc<KnownSyn>>,
+}
+
+/// The record of a connection from its capture: `Err` when there is no usable ClientHello.
+pub fn fingerprint(
+    generation: &InlineGeneration,
+    capture: &Capture,
+    key: ConnKey,
+    accept_ns: u64,
+) -> Result<Fingerprinted, OrphanReason> {
+    let message = match capture.hello.take() {
+        CapturedHello::Message(m) => m,
+        CapturedHello::None => return Err(OrphanReason::HelloNotCaptured),
+        CapturedHello::TooLong { .. } => return Err(OrphanReason::HelloUnparsable),
+    };
+    let known = generation
+        .tls(&message)
+        .map_err(|_| OrphanReason::HelloUnparsable)?;
+    let (syn, partial, known_syn) = match capture.syn.get() {
+        Some(SynCapture::Saved(bytes)) => match syn::parse_syn(bytes) {
+            Ok(traits) => {
+                let known = generation.syn(&traits);
+                // The SYN's time is not known inline: no `syn_to_clienthello_ms`.
+                (Some((0, traits)), None, Some(known))
+            }
+            Err(_) => (None, Some(OrphanReason::SynUnparsable), None),
+        },
+        Some(SynCapture::NotSaved) | None => (None, Some(OrphanReason::SynNotSaved), None),
+    };
+    let guess = known_syn.as_ref().and_then(|k| k.guess.clone());
+    // The accept time stands in for the hello's (`b_timestamp`).
+    let record =
+        fingerprint::connection_record(key, accept_ns, syn, known.fingerprint.clone(), guess, "");
+    Ok(Fingerprinted {
+        record,
+        partial,
+        hello: known,
+        syn: known_syn,
+    })
+}
