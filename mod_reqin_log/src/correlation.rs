@@ -115,11 +115,10 @@ pub enum FileEvent {
 pub struct Attached<R: SharedFile> {
     path: PathBuf,
     reader: RwLock<Option<Arc<R>>>,
-    /// Time base of `next_check_ms` (Unix ms). One clock for the recheck and for the verdicts'
-    /// expiry: a request reads the wall clock once.
-    epoch_ms: u64,
-    /// Milliseconds after `epoch` before which nobody re-opens or re-checks the file.
-    next_check_ms: AtomicU64,
+    /// Unix ns before which nobody re-opens or re-checks the file: the same clock as the
+    /// verdicts' expiry, so a request reads the wall clock once, or not at all (its arrival
+    /// time).
+    next_check_ns: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// The mapped file is no longer at the path, and none opens there: with a stalled writer,
     /// nothing will write the mapping again.
@@ -136,8 +135,7 @@ impl<R: SharedFile> Attached<R> {
         Self {
             path,
             reader: RwLock::new(None),
-            epoch_ms: now_ns / 1_000_000,
-            next_check_ms: AtomicU64::new(0),
+            next_check_ns: AtomicU64::new(0),
             last_error: Mutex::new(None),
             file_gone: AtomicBool::new(false),
         }
@@ -155,8 +153,8 @@ impl<R: SharedFile> Attached<R> {
 
     /// The first attempt (`child_init`); later ones happen lazily in [`Attached::checked`].
     pub fn attach(&self, now_ns: u64) -> Option<FileEvent> {
-        self.next_check_ms.store(
-            self.millis(now_ns).saturating_add(millis(RING_RECHECK)),
+        self.next_check_ns.store(
+            now_ns.saturating_add(nanos(RING_RECHECK)),
             Ordering::Relaxed,
         );
         self.refresh()
@@ -192,20 +190,15 @@ impl<R: SharedFile> Attached<R> {
             .clone()
     }
 
-    fn millis(&self, now_ns: u64) -> u64 {
-        (now_ns / 1_000_000).saturating_sub(self.epoch_ms)
-    }
-
     /// True for exactly one caller once the recheck interval has passed.
     fn check_due(&self, now_ns: u64) -> bool {
-        let now_ms = self.millis(now_ns);
-        let next = self.next_check_ms.load(Ordering::Relaxed);
-        now_ms >= next
+        let next = self.next_check_ns.load(Ordering::Relaxed);
+        now_ns >= next
             && self
-                .next_check_ms
+                .next_check_ns
                 .compare_exchange(
                     next,
-                    now_ms.saturating_add(millis(RING_RECHECK)),
+                    now_ns.saturating_add(nanos(RING_RECHECK)),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -357,8 +350,8 @@ impl Attached<VerdictReader> {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -384,7 +377,7 @@ mod tests {
         let (found, event) = ring.lookup(&key(), t0 + 10_000_000);
         assert_eq!(found, Lookup::Miss);
         assert_eq!(event, None, "no retry within the recheck interval");
-        let (found, event) = ring.lookup(&key(), t0 + 2 * millis(RING_RECHECK) * 1_000_000);
+        let (found, event) = ring.lookup(&key(), t0 + 2 * nanos(RING_RECHECK));
         assert_eq!(found, Lookup::Miss);
         assert_eq!(event, None, "the same error again is not reported again");
     }
@@ -393,12 +386,12 @@ mod tests {
     fn only_one_caller_per_interval_rechecks() {
         let t0 = correlate_lib::unix_now_ns();
         let ring = RingHandle::new("/nonexistent/x.ring".into(), t0);
-        let later = t0 + millis(RING_RECHECK) * 1_000_000;
+        let later = t0 + nanos(RING_RECHECK);
         assert!(ring.check_due(later));
         assert!(
             !ring.check_due(later),
             "the second caller in the same interval skips"
         );
-        assert!(ring.check_due(later + millis(RING_RECHECK) * 1_000_000));
+        assert!(ring.check_due(later + nanos(RING_RECHECK)));
     }
 }

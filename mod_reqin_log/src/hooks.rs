@@ -826,23 +826,23 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         state.settings.lookup_wait(),
         false,
     );
-    let verdict = verdict(state, server, cs, decision_ja4(&decision));
+    let verdict = verdict(state, server, r, cs, decision_ja4(&decision));
     if let Some(v) = &verdict {
         let _ = rs.verdict.set(v.clone());
     }
     if state.settings.export_env() {
         export_env(r, &decision);
         if let Some(v) = &verdict {
-            r.set_env_str(crate::env::REQIN_VERDICT, &v.word);
+            r.add_env_str(crate::env::REQIN_VERDICT, &v.word);
             if !v.rule.is_empty() {
-                r.set_env_str(crate::env::REQIN_VERDICT_RULE, &v.rule);
+                r.add_env_str(crate::env::REQIN_VERDICT_RULE, &v.rule);
             }
         }
         if let Some(id) = &rs.request_id {
-            r.set_env_str(crate::env::REQIN_REQUEST_ID, id);
+            r.add_env_str(crate::env::REQIN_REQUEST_ID, id);
         }
         if let Some(id) = cs.and_then(|cs| cs.conn_id.as_deref()) {
-            r.set_env_str(crate::env::REQIN_CONN_ID, id);
+            r.add_env_str(crate::env::REQIN_CONN_ID, id);
         }
         if let Some((ja4h, ja4h_r)) = &rs.ja4h {
             r.set_env_str(crate::env::JA4H, ja4h);
@@ -871,12 +871,15 @@ fn decision_ja4<'a>(decision: &'a Decision<'_>) -> Option<&'a str> {
 fn verdict(
     state: &ServerState,
     server: Server<'_>,
+    r: Request<'_>,
     cs: Option<&ConnState>,
     ja4: Option<&str>,
 ) -> Option<ClientVerdict> {
     let table = state.verdicts.get()?;
     let ip = cs?.client_ip?;
-    let (found, event) = table.verdict(ip, ja4, unix_now_ns());
+    // The request's own time (httpd read the clock when the request arrived): a verdict that
+    // expires within the request's first microseconds is a hair late, and no clock is read.
+    let (found, event) = table.verdict(ip, ja4, arrival_ns(r));
     if let Some(event) = event {
         log_file_event(server, &event);
     }

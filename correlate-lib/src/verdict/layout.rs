@@ -48,6 +48,9 @@ pub const W_HASH_SEED: usize = 6;
 pub const W_WRITES: usize = 7;
 pub const W_LIVE: usize = 8;
 pub const W_EVICTIONS: usize = 9;
+/// Live verdicts keyed by JA4 (a reader skips the JA4 lookup while there are none: most
+/// tables hold client addresses only).
+pub const W_LIVE_JA4: usize = 10;
 
 /// Words per slot: two cache lines.
 pub const SLOT_WORDS: usize = 16;

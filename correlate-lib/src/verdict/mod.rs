@@ -140,31 +140,29 @@ impl std::fmt::Display for OwnedKey {
     }
 }
 
-/// A key as stored: kind, length, bytes (zero-padded).
+/// A key as stored: kind, length, bytes (zero-padded). The kind byte and the bytes are kept
+/// side by side, exactly what the hash reads, so hashing a key copies nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct KeyBytes {
-    kind: u8,
     len: u8,
-    bytes: [u8; layout::MAX_KEY_BYTES],
+    /// The kind, then [`layout::MAX_KEY_BYTES`] key bytes.
+    buf: [u8; 1 + layout::MAX_KEY_BYTES],
 }
 
 impl KeyBytes {
     /// `None` for a JA4 that is empty, too long or not printable ASCII (no such key is stored,
     /// so a reader's lookup of it is a miss).
     fn new(key: &VerdictKey) -> Option<Self> {
-        let mut bytes = [0u8; layout::MAX_KEY_BYTES];
+        let mut buf = [0u8; 1 + layout::MAX_KEY_BYTES];
         match *key {
             VerdictKey::Ip(ip) => {
                 let octets = match normalize_ip(ip) {
                     IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
                     IpAddr::V6(v6) => v6.octets(),
                 };
-                bytes[..16].copy_from_slice(&octets);
-                Some(Self {
-                    kind: layout::KIND_IP,
-                    len: 16,
-                    bytes,
-                })
+                buf[0] = layout::KIND_IP;
+                buf[1..17].copy_from_slice(&octets);
+                Some(Self { len: 16, buf })
             }
             VerdictKey::Ja4(s) => {
                 let b = s.as_bytes();
@@ -174,27 +172,40 @@ impl KeyBytes {
                 {
                     return None;
                 }
-                bytes[..b.len()].copy_from_slice(b);
+                buf[0] = layout::KIND_JA4;
+                buf[1..1 + b.len()].copy_from_slice(b);
                 Some(Self {
-                    kind: layout::KIND_JA4,
                     len: b.len() as u8,
-                    bytes,
+                    buf,
                 })
             }
         }
     }
 
-    fn hash(&self, seed: u64) -> u64 {
+    /// A stored key's bytes (`kind` and the zero-padded key).
+    fn from_parts(kind: u8, len: u8, bytes: &[u8; layout::MAX_KEY_BYTES]) -> Self {
         let mut buf = [0u8; 1 + layout::MAX_KEY_BYTES];
-        buf[0] = self.kind;
-        buf[1..].copy_from_slice(&self.bytes);
+        buf[0] = kind;
+        buf[1..].copy_from_slice(bytes);
+        Self { len, buf }
+    }
+
+    fn kind(&self) -> u8 {
+        self.buf[0]
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[1..]
+    }
+
+    fn hash(&self, seed: u64) -> u64 {
         let n = 1 + self.len as usize;
-        xxhash_rust::xxh3::xxh3_64_with_seed(buf.get(..n).unwrap_or(&buf), seed)
+        xxhash_rust::xxh3::xxh3_64_with_seed(self.buf.get(..n).unwrap_or(&self.buf), seed)
     }
 
     fn words(&self) -> [u64; 5] {
         let mut w = [0u64; 5];
-        for (dst, chunk) in w.iter_mut().zip(self.bytes.chunks_exact(8)) {
+        for (dst, chunk) in w.iter_mut().zip(self.bytes().chunks_exact(8)) {
             let mut b = [0u8; 8];
             b.copy_from_slice(chunk);
             *dst = u64::from_le_bytes(b);
@@ -203,14 +214,14 @@ impl KeyBytes {
     }
 
     fn owned(&self) -> Option<OwnedKey> {
-        match self.kind {
+        match self.kind() {
             layout::KIND_IP if self.len == 16 => {
                 let mut o = [0u8; 16];
-                o.copy_from_slice(&self.bytes[..16]);
+                o.copy_from_slice(self.bytes().get(..16)?);
                 Some(OwnedKey::Ip(normalize_ip(IpAddr::V6(o.into()))))
             }
             layout::KIND_JA4 => {
-                let b = self.bytes.get(..self.len as usize)?;
+                let b = self.bytes().get(..self.len as usize)?;
                 Some(OwnedKey::Ja4(std::str::from_utf8(b).ok()?.to_owned()))
             }
             _ => None,
@@ -348,11 +359,7 @@ fn decode(body: &[u64; BODY_WORDS]) -> Option<Entry> {
     if !valid_word(word.get(..wl)?) || !valid_rule(rule.get(..rl)?) {
         return None;
     }
-    let key = KeyBytes {
-        kind,
-        len: key_len,
-        bytes: key_bytes,
-    };
+    let key = KeyBytes::from_parts(kind, key_len, &key_bytes);
     match kind {
         layout::KIND_IP if kl == 16 => {}
         layout::KIND_JA4 if key_bytes.get(..kl)?.iter().all(u8::is_ascii_graphic) => {}
@@ -382,7 +389,7 @@ fn decode_verdict(
 ) -> Option<Verdict> {
     let (meta, check) = layout::unpack(body[layout::B_META]);
     let [kind, key_len, word_len, rule_len] = meta.to_le_bytes();
-    if kind != kb.kind
+    if kind != kb.kind()
         || key_len != kb.len
         || body.get(layout::B_KEY..layout::B_VERDICT)? != key_words
     {
@@ -572,6 +579,12 @@ impl VerdictWriter {
     fn publish_counters(&self) {
         self.set_header(layout::W_WRITES, self.writes);
         self.set_header(layout::W_LIVE, self.keys.len() as u64);
+        let ja4 = self
+            .keys
+            .keys()
+            .filter(|k| k.kind() == layout::KIND_JA4)
+            .count();
+        self.set_header(layout::W_LIVE_JA4, ja4 as u64);
         self.set_header(layout::W_EVICTIONS, self.evictions);
     }
 
@@ -643,7 +656,7 @@ impl VerdictWriter {
         body[layout::B_VERDICT..layout::B_RULE].copy_from_slice(&pack_bytes::<2>(word.as_bytes()));
         body[layout::B_RULE..layout::B_SET].copy_from_slice(&pack_bytes::<4>(rule.as_bytes()));
         body[layout::B_SET] = now_ns;
-        let meta = layout::meta(kb.kind, kb.len, word.len() as u8, rule.len() as u8);
+        let meta = layout::meta(kb.kind(), kb.len, word.len() as u8, rule.len() as u8);
         body[layout::B_META] = u64::from(meta);
         body[layout::B_META] = layout::pack(meta, layout::body_check(&body));
         self.write_body(slot, &body);
@@ -881,6 +894,11 @@ impl VerdictReader {
     /// The verdict for `key` that has not expired at `now_ns`. O(1): at most
     /// [`layout::PROBE_LIMIT`] tag loads and one checked copy.
     pub fn lookup(&self, key: &VerdictKey, now_ns: u64) -> VerdictLookup {
+        // An empty table (the detector runs but has no verdict: what most requests meet) is a
+        // miss without hashing the key.
+        if load_word(self.map.words(), layout::W_LIVE) == 0 {
+            return VerdictLookup::Miss;
+        }
         let Some(kb) = KeyBytes::new(key) else {
             return VerdictLookup::Miss;
         };
@@ -922,6 +940,10 @@ impl VerdictReader {
 
     /// [`VerdictReader::lookup`] of a JA4.
     pub fn lookup_ja4(&self, ja4: &str, now_ns: u64) -> VerdictLookup {
+        // The writer publishes how many JA4 verdicts are live: none, nothing to probe for.
+        if load_word(self.map.words(), layout::W_LIVE_JA4) == 0 {
+            return VerdictLookup::Miss;
+        }
         self.lookup(&VerdictKey::Ja4(ja4), now_ns)
     }
 

@@ -905,6 +905,21 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// As [`Request::set_env_str`] for a variable the table cannot hold yet (the module's own
+    /// `REQIN_*`, set once at `post_read_request`): appended, without `setn`'s search of
+    /// every entry for the name.
+    pub fn add_env_str(&self, name: &'static CStr, value: &str) {
+        if self.raw.subprocess_env.is_null() || memchr::memchr(0, value.as_bytes()).is_some() {
+            return;
+        }
+        // SAFETY: as in `set_env_str`; `addn` keeps both pointers the same way.
+        unsafe {
+            let v =
+                sys::apr_pstrmemdup(self.raw.pool, value.as_ptr().cast::<c_char>(), value.len());
+            sys::apr_table_addn(self.raw.subprocess_env, name.as_ptr(), v);
+        }
+    }
+
     /// `apr_table_set(r->subprocess_env, name, value)` for strings already in C form.
     pub fn set_env_c(&self, name: &CStr, value: &CStr) {
         if self.raw.subprocess_env.is_null() {
