@@ -32,7 +32,13 @@ fn key(i: u32) -> IpAddr {
 
 /// Write `n` of key `i`: word, rule and expiry all derived from `n`.
 fn words_of(n: u64) -> (String, String, u64) {
-    (format!("w{}", n % 1000), format!("rule-{n}"), BASE_NS + n)
+    // Every write expires after the reader's clock (BASE_NS), the first one too: on a loaded
+    // machine the reader may run before the writer rewrites anything.
+    (
+        format!("w{}", n % 1000),
+        format!("rule-{n}"),
+        BASE_NS + 1 + n,
+    )
 }
 
 #[test]

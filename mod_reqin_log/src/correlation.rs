@@ -131,7 +131,7 @@ pub type RingHandle = Attached<RingReader>;
 pub type VerdictHandle = Attached<VerdictReader>;
 
 impl<R: SharedFile> Attached<R> {
-    pub fn new(path: PathBuf, now_ns: u64) -> Self {
+    pub fn new(path: PathBuf) -> Self {
         Self {
             path,
             reader: RwLock::new(None),
@@ -368,7 +368,7 @@ mod tests {
     fn missing_ring_is_a_miss_reported_once() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = correlate_lib::unix_now_ns();
-        let ring = RingHandle::new(dir.path().join("absent.ring"), t0);
+        let ring = RingHandle::new(dir.path().join("absent.ring"));
         assert!(matches!(
             ring.attach(t0),
             Some(FileEvent::Unavailable { .. })
@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn only_one_caller_per_interval_rechecks() {
         let t0 = correlate_lib::unix_now_ns();
-        let ring = RingHandle::new("/nonexistent/x.ring".into(), t0);
+        let ring = RingHandle::new("/nonexistent/x.ring".into());
         let later = t0 + nanos(RING_RECHECK);
         assert!(ring.check_due(later));
         assert!(

@@ -624,7 +624,7 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
             let table = verdict_tables
                 .entry(path.to_path_buf())
                 .or_insert_with(|| {
-                    let table = Arc::new(VerdictHandle::new(path.to_path_buf(), now_ns));
+                    let table = Arc::new(VerdictHandle::new(path.to_path_buf()));
                     // Silent when absent: without the detector, nothing changes.
                     if let Some(event @ FileEvent::Attached { .. }) = table.attach(now_ns) {
                         log_file_event(server, &event);
@@ -642,7 +642,7 @@ pub fn child_init(pchild: Pool<'_>, main: Server<'_>) {
         let ring = rings
             .entry(path.to_path_buf())
             .or_insert_with(|| {
-                let ring = Arc::new(RingHandle::new(path.to_path_buf(), now_ns));
+                let ring = Arc::new(RingHandle::new(path.to_path_buf()));
                 if state.output.get().is_some() {
                     if let Some(event) = ring.attach(now_ns) {
                         log_file_event(server, &event);
