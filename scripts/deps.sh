@@ -61,15 +61,28 @@ fi
 # Python tools kept out of the system interpreter, in the project's .venv (gitignored):
 # chdb runs the seed's own ClickHouse DDL in-process; ziglang is the linker cargo-zigbuild uses
 # to build against el8's glibc 2.28; requests and httpx are clients of the client map.
-VENV="$(dirname "$0")/../.venv"
-PY_PACKAGES=(chdb ziglang requests httpx)
+# chdb is installed without pandas and pyarrow (about 300 MB our tests never import: they read
+# TabSeparated text). pip keeps no cache and unpacks on the project's own disk, not in /tmp (a
+# small tmpfs on some machines); when the disk is full anyway, the error says how full.
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+PY_PACKAGES=("chdb --no-deps" "chdb-core --no-deps" ziglang requests httpx)
 if [[ ! -x "$VENV/bin/python3" ]]; then
   python3 -m venv "$VENV"
 fi
-for p in "${PY_PACKAGES[@]}"; do
+for spec in "${PY_PACKAGES[@]}"; do
+  read -r p flags <<<"$spec"
   if ! "$VENV/bin/python3" -m pip show -q "$p" >/dev/null 2>&1; then
     echo "deps: pip install $p"
-    "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "$p"
+    mkdir -p "$VENV/pip-tmp"
+    # shellcheck disable=SC2086 # flags is a word list on purpose
+    if ! TMPDIR="$VENV/pip-tmp" "$VENV/bin/python3" -m pip install -q --no-cache-dir \
+        --disable-pip-version-check $flags "$p"; then
+      echo "deps: pip install $p failed; free space where it installs:" >&2
+      df -h "$VENV" /tmp >&2 || true
+      rm -rf "$VENV/pip-tmp"
+      exit 1
+    fi
+    rm -rf "$VENV/pip-tmp"
   fi
 done
 
