@@ -28,8 +28,9 @@ pub const BATCHES_TABLE: &str = "ship_batches";
 /// The inbox of the detector's events: its views write `reqin_events` and [`BATCHES_TABLE`].
 pub const EVENTS_INBOX_TABLE: &str = "ship_events_inbox";
 /// What the retention job keeps of every file however old: past a checkpoint there are at most
-/// `ship::MAX_WINDOW` (16) batches, each cut into at most 16 parts (`ship::MAX_SPLIT_DEPTH`).
-pub const RETENTION_KEEP_PER_FILE: usize = crate::config::MAX_IN_FLIGHT_LIMIT * 16;
+/// `ship::MAX_WINDOW` (64) batches, each cut into at most 16 parts (`ship::MAX_SPLIT_DEPTH`).
+pub const RETENTION_KEEP_PER_FILE: usize =
+    crate::ship::MAX_WINDOW * (1 << crate::ship::MAX_SPLIT_DEPTH);
 pub const MIGRATIONS_TABLE: &str = "ship_migrations";
 /// Added to an insert's deadline: the server-clock estimate is good to about a second, and the
 /// request needs time to reach the server.

@@ -44,8 +44,7 @@ pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
 /// so the inbox's deadline check and its views see the whole batch at once.
 pub const MAX_BATCH_ROWS_LIMIT: usize = 1_000_000;
 pub const MAX_BATCH_BYTES_RANGE: std::ops::RangeInclusive<usize> = 64 * 1024..=256 * 1024 * 1024;
-/// What the retention job keeps of every file however old: a restart looks up the batches past
-/// its checkpoint, which are among the newest `max_in_flight` of the file.
+/// The most batches `max_in_flight` lets be inserted at once.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 16;
 /// A config file is a few KiB; anything this large is not one.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;

@@ -67,9 +67,15 @@ const MIN_CAP_BYTES: usize = 64 * 1024;
 /// Batches past a checkpoint, confirmed or not: while the oldest waits (its host is down and
 /// only that host can say whether it landed), up to this many more can go to other hosts.
 /// A restart's lookup finds at most this many (each in at most 16 parts) past a checkpoint.
-pub const MAX_WINDOW: usize = crate::config::MAX_IN_FLIGHT_LIMIT;
+pub const MAX_WINDOW: usize = 64;
+/// Once this many batches are past a checkpoint (the oldest is waiting for its host), new ones
+/// are only sent full or after [`CROWDED_FLUSH`]: at the default 500 lines or 200 ms, a window
+/// of small batches would fill within seconds of a shard going down, and the web server would
+/// stop shipping anywhere until that shard is back.
+const CROWDED: usize = MAX_WINDOW / 4;
+const CROWDED_FLUSH: Duration = Duration::from_secs(5);
 /// A timed-out batch is cut in two at most this many times (into at most 16 parts): past a
-/// checkpoint there are then at most `max_in_flight` × 16 recorded parts of a file, what the
+/// checkpoint there are then at most [`MAX_WINDOW`] × 16 recorded parts of a file, what the
 /// retention job keeps of every file (`ch::RETENTION_KEEP_PER_FILE`).
 pub const MAX_SPLIT_DEPTH: u32 = 4;
 
@@ -263,8 +269,28 @@ struct Ctx {
     cap_bytes: AtomicUsize,
     /// Signalled by every batch task that ends.
     done: Notify,
-    /// One per batch that may be inserting at once (`max_in_flight`).
+    /// One per batch that may be inserting at once (`max_in_flight`), taken for each attempt
+    /// only: a batch waiting to learn whether its attempt landed (its host down or frozen) holds
+    /// none, so the next batches go to the other hosts meanwhile.
     permits: Semaphore,
+    /// Batches waiting for such an answer; they do not count against `max_in_flight`.
+    in_doubt: AtomicUsize,
+}
+
+/// Counts a batch in doubt while it lives.
+struct InDoubt<'a>(&'a AtomicUsize);
+
+impl<'a> InDoubt<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for InDoubt<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn lock(m: &Mutex<HostState>) -> std::sync::MutexGuard<'_, HostState> {
@@ -298,6 +324,15 @@ impl Ctx {
     async fn retry_pause(&self, backoff: &mut Backoff) -> bool {
         Metrics::add(&self.metrics.retries, 1);
         self.pause(backoff.next_delay()).await
+    }
+
+    /// A permit to insert (see [`Ctx::permits`]); None when asked to stop first.
+    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            p = self.permits.acquire() => p.ok(),
+            _ = stop.wait_for(|s| *s) => None,
+        }
     }
 
     fn url(&self, h: usize) -> &str {
@@ -651,6 +686,7 @@ impl Shipper {
             stop: stop.clone(),
             done: Notify::new(),
             permits: Semaphore::new(cfg_in_flight),
+            in_doubt: AtomicUsize::new(0),
         });
         Ok(Self {
             ctx,
@@ -874,14 +910,16 @@ impl Shipper {
     /// window) and lines to send. Returns when to look again if lines were left to gather more.
     async fn launch(&mut self, s: usize) -> Option<Duration> {
         let max_in_flight = self.ctx.cfg.clickhouse.max_in_flight;
-        // One more than may be inserting: the next batch is read and encoded meanwhile.
-        let running = |st: &Stream| {
+        // One more than may be inserting: the next batch is read and encoded meanwhile. Batches
+        // in doubt (waiting for a host that cannot answer yet) are not inserting.
+        let running = |st: &Stream, ctx: &Ctx| {
             st.jobs
                 .iter()
                 .filter(|j| j.task.as_ref().is_some_and(|t| !t.is_finished()))
                 .count()
+                .saturating_sub(ctx.in_doubt.load(Ordering::Relaxed))
         };
-        while running(&self.streams[s]) <= max_in_flight
+        while running(&self.streams[s], &self.ctx) <= max_in_flight
             && self.streams[s].jobs.len() < MAX_WINDOW
             && !self.stopping()
         {
@@ -993,8 +1031,16 @@ impl Shipper {
             }
             let stream = &mut self.streams[s];
             let waited = stream.pending_since.map_or(Duration::ZERO, |t| t.elapsed());
-            let flush = self.ctx.cfg.flush_interval();
-            let full = block.len() >= cfg.batch_size
+            let crowded = stream.jobs.len() >= CROWDED;
+            let (min_lines, flush) = if crowded {
+                (
+                    limits.max_lines,
+                    self.ctx.cfg.flush_interval().max(CROWDED_FLUSH),
+                )
+            } else {
+                (cfg.batch_size, self.ctx.cfg.flush_interval())
+            };
+            let full = block.len() >= min_lines
                 || block.len() >= limits.max_lines
                 || block.data.len() >= limits.max_bytes
                 || Some(block.end) == end_limit
@@ -1276,19 +1322,8 @@ async fn ship_batch(ctx: &Ctx, input: Input, file: LogFile, start: u64, block: B
         }
         Metrics::add(&ctx.metrics.dead_letters, p.dead.len() as u64);
     }
-    // 2. Its turn: at most `max_in_flight` batches are being inserted (the next one is prepared
-    // meanwhile).
-    let mut stop = ctx.stop.clone();
-    let permit = tokio::select! {
-        p = ctx.permits.acquire() => p.ok(),
-        _ = stop.wait_for(|s| *s) => None,
-    };
-    let Some(_permit) = permit else {
-        return Outcome::Stopped {
-            uncertain: Vec::new(),
-        };
-    };
-    // 3. The rows, as one part or, after timeouts, several: (file start, file end, depth, id,
+    // 2. The rows (each attempt waits for its turn: at most `max_in_flight` are being inserted,
+    // the next batch is prepared meanwhile), as one part or, after timeouts, several: (file start, file end, depth, id,
     // rows). The lines themselves are dropped: the body holds the rows once.
     let (start, end, all_dead) = (p.start, p.block.end, p.dead.len() == p.block.len());
     drop(p.block);
@@ -1374,6 +1409,7 @@ async fn ship_part(
     };
     loop {
         if let Some((h, deadline)) = uncertain {
+            let _doubt = InDoubt::new(&ctx.in_doubt);
             match ctx.already_in(h, id, deadline).await {
                 Ok(Some(true)) => {
                     log::info!("batch {id} is already in ClickHouse: not sending it again");
@@ -1403,10 +1439,14 @@ async fn ship_part(
         if ctx.stopping() {
             return stopped(None);
         }
+        let Some(permit) = ctx.permit().await else {
+            return stopped(None);
+        };
         let h = ctx.pick_host();
         let ch = match ctx.client(h).await {
             Ok(ch) => ch,
             Err(e) => {
+                drop(permit);
                 log::warn!("{e}; retrying");
                 if ctx.retry_pause(&mut backoff).await {
                     return stopped(None);
@@ -1423,6 +1463,7 @@ async fn ship_part(
         uncertain = Some((h, deadline));
         let t = Instant::now();
         let r = ch.insert_rows(input.inbox(), id, body.chunks()).await;
+        drop(permit);
         Metrics::add_time(&ctx.metrics.insert_us, t.elapsed());
         match ctx.result(h, r) {
             Ok(()) => {

@@ -892,9 +892,11 @@ fn retention_deletes_old_batch_records_but_keeps_the_newest_of_every_file() {
         log,
         setup,
     } = fixture(false, "    batch_retention_days: 30\n");
-    // Records of two old files (40 days): 300 of one, 10 of another; and recent ones.
+    // Records of two old files (40 days): `keep` + 44 of one, 10 of another; and recent ones.
+    let keep = reqin_shipper::ch::RETENTION_KEEP_PER_FILE as u64;
+    let old = keep + 44;
     let mut values = Vec::new();
-    for i in 0..300u64 {
+    for i in 0..old {
         values.push(format!(
             "('aaaa:{}-{}', 1, now() - 86400 * 40)",
             i * 10,
@@ -922,7 +924,6 @@ fn retention_deletes_old_batch_records_but_keeps_the_newest_of_every_file() {
     append_lines(&log, 0, 100);
     let shipper = setup.spawn();
     assert!(wait_count(&ch, 100), "{}", shipper.log_text());
-    let keep = reqin_shipper::ch::RETENTION_KEEP_PER_FILE as u64;
     let counts = || {
         ch.query(
             "SELECT countIf(batch_id LIKE 'aaaa:%'), countIf(batch_id LIKE 'bbbb:%'), \
@@ -930,8 +931,8 @@ fn retention_deletes_old_batch_records_but_keeps_the_newest_of_every_file() {
              toUInt64(extract(batch_id, ':([0-9]+)-')), 999999)) FROM ship_batches",
         )
     };
-    // The newest `keep` of aaaa (by end offset) stay: starts from (300 - keep) * 10.
-    let expected = format!("{keep}\t10\t5\t{}", (300 - keep) * 10);
+    // The newest `keep` of aaaa (by end offset) stay: starts from (old - keep) * 10.
+    let expected = format!("{keep}\t10\t5\t{}", (old - keep) * 10);
     assert!(
         wait_for(Duration::from_secs(30), || counts() == expected),
         "{} vs {expected}\n{}",

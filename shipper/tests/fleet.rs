@@ -19,6 +19,14 @@ fn count(ch: &ClickHouse, sql: &str) -> u64 {
     ch.query(sql).parse().unwrap()
 }
 
+/// A shard's own rows, distinct request ids and recorded rows: what a failure message needs.
+fn shard_counts(ch: &ClickHouse) -> String {
+    ch.query(
+        "SELECT count(), uniqExact(visitParamExtractString(raw_json, 'request_id')), \
+         (SELECT sum(rows) FROM ship_batches) FROM http_logs_raw",
+    )
+}
+
 #[test]
 fn two_web_servers_ship_into_two_shards_exactly_once_while_one_shard_is_down_for_30_s() {
     let mut nodes = ClickHouse::start_cluster(2);
@@ -120,7 +128,14 @@ fn two_web_servers_ship_into_two_shards_exactly_once_while_one_shard_is_down_for
         nodes[0].query(fleet).parse::<u64>().ok() == Some(total)
     });
     let logs: Vec<String> = shippers.iter().map(|s| s.log_text()).collect();
-    assert!(done, "{}\n{}", logs[0], logs[1]);
+    assert!(
+        done,
+        "{fleet}: {:?}; per shard (rows, request ids, recorded): {:?}\n{}\n{}",
+        nodes[0].query(fleet),
+        nodes.iter().map(shard_counts).collect::<Vec<_>>(),
+        logs[0],
+        logs[1]
+    );
     eprintln!(
         "all {total} lines in the cluster {:.1} s after the last was written",
         written.elapsed().as_secs_f64()
@@ -169,6 +184,107 @@ fn two_web_servers_ship_into_two_shards_exactly_once_while_one_shard_is_down_for
         logs[1]
     );
     // Each shard's records account for its rows.
+    for n in &nodes {
+        assert_eq!(
+            n.query("SELECT sum(rows) FROM ship_batches"),
+            n.query("SELECT count() FROM http_logs_raw")
+        );
+    }
+}
+
+/// One web server, two hosts. The first host is frozen (SIGSTOP: it accepts connections and
+/// answers nothing) for 20 s: the batch sent to it then may or may not land, and only that host
+/// can tell, so it waits there; the batches after it must go on to the second host meanwhile, and
+/// nothing may be lost or doubled once the first host answers again.
+#[test]
+fn a_batch_in_doubt_on_a_frozen_host_does_not_stop_the_next_ones_going_to_the_other_host() {
+    const RATE: u64 = 2000; // lines per second
+    const CHUNK: u64 = 100;
+    const FREEZE: Duration = Duration::from_secs(20);
+    let nodes = ClickHouse::start_cluster(2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("reqin.log");
+    let hosts = format!(
+        "    hosts: [{:?}, {:?}]\n    cluster: {CLUSTER}\n    timeout_ms: 2000\n",
+        nodes[0].url(),
+        nodes[1].url()
+    );
+    let setup = ShipSetup::full(
+        dir.path(),
+        &nodes[0].url(),
+        &log.display().to_string(),
+        &hosts,
+        "",
+        &dir.path().join("ship.checkpoint"),
+    );
+    setup.init_schema();
+    let shipper = setup.spawn();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (log, written, stop) = (log.clone(), written.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut out = String::new();
+                for i in n..n + CHUNK {
+                    out.push_str(&fleet_line("web1", i));
+                    out.push('\n');
+                }
+                append(&log, out.as_bytes());
+                n += CHUNK;
+                written.store(n, std::sync::atomic::Ordering::Relaxed);
+                let due = Duration::from_millis(n * 1000 / RATE);
+                if let Some(rest) = due.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+            n
+        })
+    };
+    let raw = "SELECT count() FROM http_logs_raw";
+    assert!(
+        wait_for(Duration::from_secs(60), || count(&nodes[0], raw) > 0),
+        "{}",
+        shipper.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let at_freeze = written.load(std::sync::atomic::Ordering::Relaxed);
+    let second_before = count(&nodes[1], raw);
+    nodes[0].freeze();
+    std::thread::sleep(FREEZE);
+    let during = written.load(std::sync::atomic::Ordering::Relaxed) - at_freeze;
+    let second_during = count(&nodes[1], raw) - second_before;
+    nodes[0].thaw();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total = writer.join().unwrap();
+    let fleet = "SELECT count(), uniqExact(visitParamExtractString(raw_json, 'request_id')) \
+                 FROM http_logs_raw_all";
+    let all = wait_for(Duration::from_secs(120), || {
+        nodes[0].query(fleet) == format!("{total}\t{total}")
+    });
+    let text = shipper.log_text();
+    assert!(
+        all,
+        "{} of {total}; per host (rows, request ids, recorded): {:?}\n{text}",
+        nodes[0].query(fleet),
+        nodes.iter().map(shard_counts).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "frozen {FREEZE:?}: {during} lines written meanwhile, {second_during} shipped to the other host; failovers {:?}",
+        shipper.metric("failovers_total")
+    );
+    assert!(
+        text.contains("checking batch"),
+        "no batch was in doubt on the frozen host\n{text}"
+    );
+    // Everything but the last few seconds' lines (a crowded window sends every 5 s) went on.
+    assert!(
+        second_during * 2 >= during,
+        "only {second_during} of the {during} lines written while the first host was frozen reached the second\n{text}"
+    );
     for n in &nodes {
         assert_eq!(
             n.query("SELECT sum(rows) FROM ship_batches"),

@@ -18,6 +18,8 @@ use serde_json::Value;
 pub const SHIPPER: &str = env!("CARGO_BIN_EXE_reqin-ship");
 /// The server starts in well under a second; a loaded CI machine gets more.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stopped server gets for its clean shutdown before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -95,10 +97,21 @@ impl ClickHouse {
         nodes
     }
 
-    /// SIGTERM and wait: the server's own clean shutdown.
+    /// SIGTERM, then SIGKILL if it is still there after [`STOP_TIMEOUT`] (as systemd's
+    /// `TimeoutStopSec` would): 18.16's clean shutdown stops listening at once but goes on
+    /// serving a client that keeps its keep-alive connection busy (a shipper that is behind),
+    /// and exits only once that client pauses; the stop must not wait for the client it tests.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             signal(c.id(), "TERM");
+            let t0 = Instant::now();
+            while t0.elapsed() < STOP_TIMEOUT {
+                if !matches!(c.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
             let _ = c.wait();
         }
     }
