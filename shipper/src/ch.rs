@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use clickhouse::insert_formatted::CompressedData;
 use clickhouse::{Client, Compression};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ClickHouseConfig, CompressionSetting, ValidationSetting};
 
@@ -119,7 +121,21 @@ impl Ch {
             CompressionSetting::Lz4 => Compression::Lz4,
             CompressionSetting::None => Compression::None,
         };
-        let base = Client::default()
+        // The clickhouse crate's own HTTP client (hyper's), keeping no connection idle: every
+        // request opens its own. A server being stopped (SIGTERM) closes its listening socket at
+        // once but goes on serving requests on the keep-alive connections it has, for seconds,
+        // then tears its tables down under them; an INSERT cut there can leave a batch's rows
+        // without its `ship_batches` record (sent again: a duplicate). On a fresh connection
+        // per request, a stopping server refuses the next attempt (never sent: the batch goes
+        // to the next host at once) and only attempts already running are in its hands, which
+        // its shutdown lets finish. The cost: one TCP connect per batch or check.
+        let mut connector = HttpConnector::new();
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        connector.set_nodelay(true);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        let base = Client::with_http_client(http)
             .with_url(url)
             .with_database(&cfg.database)
             .with_user(&cfg.user)

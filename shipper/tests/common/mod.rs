@@ -19,7 +19,7 @@ pub const SHIPPER: &str = env!("CARGO_BIN_EXE_reqin-ship");
 /// The server starts in well under a second; a loaded CI machine gets more.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopped server gets for its clean shutdown before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
