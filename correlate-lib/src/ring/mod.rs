@@ -283,6 +283,53 @@ pub(crate) fn create_exclusive(tmp: &Path, mode: u32) -> Result<File, RingError>
     }
 }
 
+/// A new shared file (a ring or a verdict table) under its temporary name, not yet renamed over
+/// the path: created exclusively, sized, its pages reserved, mapped read-write.
+pub(crate) struct NewFile {
+    pub tmp: PathBuf,
+    pub file: File,
+    pub map: WritableWords,
+}
+
+impl NewFile {
+    /// `len` bytes at [`temp_path`]`(path, pid)`; the temporary is removed again if sizing or
+    /// mapping it fails.
+    pub(crate) fn create(
+        path: &Path,
+        pid: u32,
+        len: u64,
+        mode: u32,
+        gid: Option<u32>,
+    ) -> Result<Self, RingError> {
+        let tmp = temp_path(path, pid);
+        let file = create_exclusive(&tmp, mode)?;
+        let mapped = RingWriter::init_file(&file, &tmp, len, mode, gid)
+            .and_then(|()| WritableWords::map(&file).map_err(io_err(&tmp)));
+        match mapped {
+            Ok(map) => Ok(Self { tmp, file, map }),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The generation and hash seed of a new shared file of process `pid`. The generation is unique
+/// per create: two writers started in the same nanosecond differ by pid, and a restarted one
+/// with a recycled pid differs by time. The seed is secret from clients (the file is readable
+/// by the writer and httpd only), so the index position of a key cannot be aimed at from
+/// outside, and different for every file: std's RandomState draws its keys from the OS's random
+/// source.
+pub(crate) fn new_generation(pid: u32) -> (u64, u64) {
+    let generation = crate::unix_now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
+    let hash_seed = {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one((generation, pid))
+    };
+    (generation, hash_seed)
+}
+
 /// What the first two header words of a shared file (a ring or a verdict table) must say: word
 /// [`layout::W_MAGIC`] its magic, word [`layout::W_VERSION`] its layout version (low 32) | header
 /// bytes (high 32).
@@ -435,30 +482,12 @@ impl RingWriter {
             .and_then(|w| w.checked_mul(8))
             .ok_or_else(|| RingError::Config("ring size overflows".into()))?;
         let pid = std::process::id();
-        let tmp = temp_path(path, pid);
-        let file = create_exclusive(&tmp, mode)?;
-        let mapped = Self::init_file(&file, &tmp, len, mode, gid)
-            .and_then(|()| WritableWords::map(&file).map_err(io_err(&tmp)));
-        let map = match mapped {
-            Ok(map) => map,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let NewFile { tmp, file, map } = NewFile::create(path, pid, len, mode, gid)?;
         let identity = file
             .metadata()
             .map(|m| (m.dev(), m.ino()))
             .map_err(io_err(&tmp))?;
-        // Unique per create: two sensors started in the same nanosecond differ by pid, and a
-        // restarted sensor with a recycled pid differs by time.
-        let generation = crate::unix_now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
-        // Secret from clients (the file is readable by the sensor and httpd only), different for
-        // every ring: std's RandomState draws its keys from the OS's random source.
-        let hash_seed = {
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new().hash_one((generation, pid))
-        };
+        let (generation, hash_seed) = new_generation(pid);
         let words = map.words();
         let set = |i: usize, v: u64| {
             if let Some(w) = words.get(i) {

@@ -26,7 +26,7 @@ use layout::{BODY_WORDS, SLOT_WORDS};
 use crate::record::normalize_ip;
 use crate::ring::mapping::{ReadOnlyWords, SharedWord, WritableWords};
 use crate::ring::seqlock::{self, ReadAttempt};
-use crate::ring::{load_word, MappedFile, RingError};
+use crate::ring::{load_word, MappedFile, NewFile, RingError};
 
 /// Default location: beside the ring, in tmpfs.
 pub const DEFAULT_VERDICT_PATH: &str = "/dev/shm/ja4sensor.verdicts";
@@ -486,24 +486,13 @@ impl VerdictWriter {
         }
         let len = (layout::total_words(slot_count) * 8) as u64;
         let pid = std::process::id();
-        let tmp = crate::ring::temp_path(path, pid);
-        let file = crate::ring::create_exclusive(&tmp, mode).map_err(|e| from_ring(path, e))?;
-        let mapped = crate::ring::RingWriter::init_file(&file, &tmp, len, mode, gid)
-            .map_err(|e| from_ring(path, e))
-            .and_then(|()| WritableWords::map(&file).map_err(io_err(&tmp)));
-        let map = match mapped {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let generation = crate::unix_now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
-        // Secret from clients: the home slot of a key cannot be aimed at from outside.
-        let hash_seed = {
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new().hash_one((generation, pid))
-        };
+        // The file stays open until the table is in place, as the ring's.
+        let NewFile {
+            tmp,
+            file: _file,
+            map,
+        } = NewFile::create(path, pid, len, mode, gid).map_err(|e| from_ring(path, e))?;
+        let (generation, hash_seed) = crate::ring::new_generation(pid);
         let words = map.words();
         let set = |i: usize, v: u64| {
             if let Some(w) = words.get(i) {
