@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod clients;
+pub mod config_file;
 pub mod fields;
 pub mod fingerprint;
 pub mod follow;

@@ -2,19 +2,18 @@
 //! hammers lookups while the writer rewrites every slot as fast as it can. No hit may ever be a
 //! mix of two writes, and the run must prove it overlapped the writer.
 //!
-//! The reader is this same test binary, re-executed with the ring path in the environment and
-//! `--exact reader_process`: that works under `cargo test` and `cargo nextest` alike (both run
-//! the libtest harness), and needs no `fork` in a multi-threaded test process.
+//! The reader is this same test binary, re-executed with the ring path in the environment
+//! ([`common::stress`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::stress::{read_until, write_while_reading};
 use common::{consistent, key, record};
 use correlate_lib::ring::{Lookup, LookupTrace, RingConfig, RingReader, RingWriter};
 
@@ -26,14 +25,9 @@ const STRESS_RING: RingConfig = RingConfig {
     slot_count: 16,
     slot_size: 1024,
 };
-/// The reader keeps going until it has seen this much overlap (or `MAX_READ_TIME`), so a loaded
-/// machine gets a longer run instead of a flaky one.
+/// The reader keeps going until it has seen this much overlap (or the harness's time limit).
 const WANT_HITS: u64 = 20_000;
 const WANT_RACED: u64 = 50;
-const MIN_READ_TIME: Duration = Duration::from_millis(500);
-const MAX_READ_TIME: Duration = Duration::from_secs(20);
-/// The writer gives up on a reader that never exits.
-const MAX_WRITE_TIME: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Tally {
@@ -100,17 +94,9 @@ fn reader_process() {
                 }
             });
         }
-        loop {
-            std::thread::sleep(Duration::from_millis(20));
-            let elapsed = start.elapsed();
-            let enough = Tally::get(&tally.hits) >= WANT_HITS
-                && Tally::get(&tally.raced) >= WANT_RACED
-                && elapsed >= MIN_READ_TIME;
-            if enough || elapsed >= MAX_READ_TIME {
-                done.store(true, Ordering::Relaxed);
-                break;
-            }
-        }
+        read_until(&done, start, || {
+            Tally::get(&tally.hits) >= WANT_HITS && Tally::get(&tally.raced) >= WANT_RACED
+        });
     });
     println!(
         "STRESS hits={} misses={} torn={} raced={} corrupt={} other_key={} cursor_start={} cursor_end={} ms={}",
@@ -137,48 +123,13 @@ fn concurrent_reader_process_never_sees_a_torn_record() {
     for n in 0..STRESS_KEYS {
         w.publish(&record(n, STRESS_KEYS)).unwrap();
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "reader_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
     // Write until the reader is done: the whole of its run overlaps the writer.
     let mut n = STRESS_KEYS;
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > MAX_WRITE_TIME {
-            let _ = child.kill();
-            break;
-        }
-        for _ in 0..1000 {
-            w.publish(&record(n, STRESS_KEYS)).unwrap();
-            n += 1;
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "reader process failed ({}):\n{stdout}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("STRESS ").map(|i| &l[i..]))
-        .unwrap_or_else(|| panic!("the reader reported its counts:\n{stdout}"));
-    let count = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
+    let counts = write_while_reading(CHILD_ENV, &path, || {
+        w.publish(&record(n, STRESS_KEYS)).unwrap();
+        n += 1;
+    });
+    let (line, count) = (&counts.0, |name: &str| counts.get(name));
     println!("writer published {n} records; reader: {line}");
     assert!(count("hits") >= 1000, "the reader found records: {line}");
     assert!(

@@ -6,12 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::stress::{read_until, write_while_reading};
 use correlate_lib::verdict::{VerdictKey, VerdictLookup, VerdictReader, VerdictWriter};
 
 const CHILD_ENV: &str = "VERDICT_STRESS_READER";
@@ -22,9 +24,6 @@ const KEYS: u32 = 24;
 const SLOTS: u32 = 512;
 const BASE_NS: u64 = 1_900_000_000_000_000_000;
 const WANT_HITS: u64 = 20_000;
-const MIN_READ_TIME: Duration = Duration::from_millis(500);
-const MAX_READ_TIME: Duration = Duration::from_secs(20);
-const MAX_WRITE_TIME: Duration = Duration::from_secs(60);
 
 fn key(i: u32) -> IpAddr {
     IpAddr::from([198, 51, 100, i as u8])
@@ -85,16 +84,7 @@ fn reader_process() {
                 }
             });
         }
-        loop {
-            std::thread::sleep(Duration::from_millis(20));
-            let e = start.elapsed();
-            if (hits.load(Ordering::Relaxed) >= WANT_HITS && e >= MIN_READ_TIME)
-                || e >= MAX_READ_TIME
-            {
-                done.store(true, Ordering::Relaxed);
-                break;
-            }
-        }
+        read_until(&done, start, || hits.load(Ordering::Relaxed) >= WANT_HITS);
     });
     println!(
         "STRESS hits={} misses={} torn={} writes_start={} writes_end={}",
@@ -124,46 +114,11 @@ fn concurrent_reader_process_never_sees_a_torn_verdict() {
         set(&mut w, n);
         n += 1;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "reader_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > MAX_WRITE_TIME {
-            let _ = child.kill();
-            break;
-        }
-        for _ in 0..1000 {
-            set(&mut w, n);
-            n += 1;
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "reader failed ({}):\n{stdout}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("STRESS ").map(|i| &l[i..]))
-        .unwrap_or_else(|| panic!("the reader reported its counts:\n{stdout}"));
-    let count = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
+    let counts = write_while_reading(CHILD_ENV, &path, || {
+        set(&mut w, n);
+        n += 1;
+    });
+    let (line, count) = (&counts.0, |name: &str| counts.get(name));
     println!("writer set {n} verdicts; reader: {line}");
     assert!(count("hits") >= 1000, "{line}");
     assert!(

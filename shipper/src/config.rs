@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use correlate_lib::config_file;
 use serde::Deserialize;
 
 pub const BATCH_SIZE_RANGE: std::ops::RangeInclusive<usize> = 1..=100_000;
@@ -46,23 +47,12 @@ pub const MAX_BATCH_ROWS_LIMIT: usize = 1_000_000;
 pub const MAX_BATCH_BYTES_RANGE: std::ops::RangeInclusive<usize> = 64 * 1024..=256 * 1024 * 1024;
 /// The most batches `max_in_flight` lets be inserted at once.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 16;
-/// A config file is a few KiB; anything this large is not one.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path} is {len} bytes, more than the {max} a config file can be")]
-    TooLarge { path: PathBuf, len: u64, max: u64 },
-    #[error("config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
+    /// Not read, too large, not YAML of the section's shape.
+    #[error(transparent)]
+    File(#[from] config_file::FileError<serde_yaml::Error>),
     #[error("ship.{key} = {value}: {expected}")]
     Invalid {
         key: &'static str,
@@ -235,23 +225,7 @@ struct SensorFile {
 
 impl ShipConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(read)?.len();
-        if len > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-                len,
-                max: MAX_CONFIG_BYTES,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
-        let cfg = Self::parse(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let cfg = config_file::load(path, Self::parse)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -10,6 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use e2e_tests::clickhouse::CLUSTER;
 
 const LINES_PER_SERVER: u64 = 200_000;
 /// How long shard 2 is down, in the middle of the run.

@@ -1,7 +1,8 @@
 //! Fixtures for the end-to-end tests: real parts, started privately on loopback and stopped on
 //! drop. A private Apache httpd (Debian's `apache2` binary with a generated config on free
 //! ports), the real `ja4sensor` capturing `lo`, `tshark` as an independent oracle, and real TLS
-//! clients (`curl`, `openssl s_client`).
+//! clients (`curl`, `openssl s_client`). And a private `clickhouse-server` ([`clickhouse`]),
+//! the fixture of the shipper's and the query crate's ClickHouse tests.
 //!
 //! Tests need root: pcap on `lo`, and httpd starting as root before dropping to `www-data`.
 
@@ -16,6 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod clickhouse;
 
 pub type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 

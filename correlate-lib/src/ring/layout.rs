@@ -242,6 +242,13 @@ const _: () = assert!((HEADER_WORDS * 8).is_multiple_of(INDEX_GROUP_BYTES));
 // The counters area holds every `SensorCounter` and stays inside the header.
 const _: () = assert!(W_COUNTERS + MAX_COUNTERS <= HEADER_WORDS);
 
+/// What a reader checks first ([`super::MappedFile::open`]).
+pub(crate) const FILE_HEADER: super::FileHeader = super::FileHeader {
+    magic: MAGIC,
+    version: LAYOUT_VERSION,
+    header_bytes: HEADER_BYTES,
+};
+
 pub fn pack(lo: u32, hi: u32) -> u64 {
     u64::from(lo) | (u64::from(hi) << 32)
 }

@@ -283,6 +283,140 @@ pub(crate) fn create_exclusive(tmp: &Path, mode: u32) -> Result<File, RingError>
     }
 }
 
+/// A new shared file (a ring or a verdict table) under its temporary name, not yet renamed over
+/// the path: created exclusively, sized, its pages reserved, mapped read-write.
+pub(crate) struct NewFile {
+    pub tmp: PathBuf,
+    pub file: File,
+    pub map: WritableWords,
+}
+
+impl NewFile {
+    /// `len` bytes at [`temp_path`]`(path, pid)`; the temporary is removed again if sizing or
+    /// mapping it fails.
+    pub(crate) fn create(
+        path: &Path,
+        pid: u32,
+        len: u64,
+        mode: u32,
+        gid: Option<u32>,
+    ) -> Result<Self, RingError> {
+        let tmp = temp_path(path, pid);
+        let file = create_exclusive(&tmp, mode)?;
+        let mapped = RingWriter::init_file(&file, &tmp, len, mode, gid)
+            .and_then(|()| WritableWords::map(&file).map_err(io_err(&tmp)));
+        match mapped {
+            Ok(map) => Ok(Self { tmp, file, map }),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The generation and hash seed of a new shared file of process `pid`. The generation is unique
+/// per create: two writers started in the same nanosecond differ by pid, and a restarted one
+/// with a recycled pid differs by time. The seed is secret from clients (the file is readable
+/// by the writer and httpd only), so the index position of a key cannot be aimed at from
+/// outside, and different for every file: std's RandomState draws its keys from the OS's random
+/// source.
+pub(crate) fn new_generation(pid: u32) -> (u64, u64) {
+    let generation = crate::unix_now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
+    let hash_seed = {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one((generation, pid))
+    };
+    (generation, hash_seed)
+}
+
+/// What the first two header words of a shared file (a ring or a verdict table) must say: word
+/// [`layout::W_MAGIC`] its magic, word [`layout::W_VERSION`] its layout version (low 32) | header
+/// bytes (high 32).
+pub(crate) struct FileHeader {
+    pub magic: u64,
+    pub version: u32,
+    pub header_bytes: usize,
+}
+
+/// A shared file (a ring or a verdict table) mapped read-only, its magic, layout version and
+/// header size checked: what a reader knows before it looks at the rest of the header.
+pub(crate) struct MappedFile {
+    pub map: ReadOnlyWords,
+    /// The file's metadata when it was opened (its length may have changed since).
+    pub meta: fs::Metadata,
+    /// Bytes of the mapping (whole words): from here on only the mapping counts.
+    pub mapped_len: u64,
+}
+
+impl MappedFile {
+    /// Opens and maps `path` read-only. A missing, truncated, foreign or garbage file is an
+    /// error, never a crash.
+    pub(crate) fn open(path: &Path, header: &FileHeader) -> Result<Self, RingError> {
+        // O_NONBLOCK: opening a FIFO planted at the path must not hang an httpd child; anything
+        // but a regular file is refused right after.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io_err(path))?;
+        let meta = file.metadata().map_err(io_err(path))?;
+        if !meta.is_file() {
+            return Err(RingError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let truncated = |len: u64| RingError::Truncated {
+            path: path.to_path_buf(),
+            len,
+            needed: header.header_bytes as u64,
+        };
+        if meta.len() < header.header_bytes as u64 {
+            return Err(truncated(meta.len()));
+        }
+        let map = ReadOnlyWords::map(&file).map_err(io_err(path))?;
+        let words = map.words();
+        // From here on only the mapping counts: the file may have changed size since the stat.
+        let mapped_len = (words.len() as u64).saturating_mul(8);
+        if mapped_len < header.header_bytes as u64 {
+            return Err(truncated(mapped_len));
+        }
+        if load_word(words, layout::W_MAGIC) != header.magic {
+            return Err(RingError::BadMagic {
+                path: path.to_path_buf(),
+            });
+        }
+        let (version, header_bytes) = layout::unpack(load_word(words, layout::W_VERSION));
+        if version != header.version {
+            return Err(RingError::Version {
+                path: path.to_path_buf(),
+                found: version,
+                expected: header.version,
+            });
+        }
+        if header_bytes as usize != header.header_bytes {
+            return Err(RingError::BadHeader {
+                path: path.to_path_buf(),
+                field: "header_bytes",
+                value: u64::from(header_bytes),
+            });
+        }
+        Ok(Self {
+            map,
+            meta,
+            mapped_len,
+        })
+    }
+}
+
+/// Whether `path` no longer names the file of `identity` (device, inode): replaced or deleted.
+pub(crate) fn is_replaced(path: &Path, identity: (u64, u64)) -> bool {
+    match fs::metadata(path) {
+        Ok(m) => (m.dev(), m.ino()) != identity,
+        Err(_) => true,
+    }
+}
+
 /// Packs payload bytes into little-endian words, the last one zero-padded.
 fn payload_words(payload: &[u8]) -> impl Iterator<Item = u64> + '_ {
     payload.chunks(8).map(|chunk| {
@@ -348,30 +482,12 @@ impl RingWriter {
             .and_then(|w| w.checked_mul(8))
             .ok_or_else(|| RingError::Config("ring size overflows".into()))?;
         let pid = std::process::id();
-        let tmp = temp_path(path, pid);
-        let file = create_exclusive(&tmp, mode)?;
-        let mapped = Self::init_file(&file, &tmp, len, mode, gid)
-            .and_then(|()| WritableWords::map(&file).map_err(io_err(&tmp)));
-        let map = match mapped {
-            Ok(map) => map,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let NewFile { tmp, file, map } = NewFile::create(path, pid, len, mode, gid)?;
         let identity = file
             .metadata()
             .map(|m| (m.dev(), m.ino()))
             .map_err(io_err(&tmp))?;
-        // Unique per create: two sensors started in the same nanosecond differ by pid, and a
-        // restarted sensor with a recycled pid differs by time.
-        let generation = crate::unix_now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
-        // Secret from clients (the file is readable by the sensor and httpd only), different for
-        // every ring: std's RandomState draws its keys from the OS's random source.
-        let hash_seed = {
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new().hash_one((generation, pid))
-        };
+        let (generation, hash_seed) = new_generation(pid);
         let words = map.words();
         let set = |i: usize, v: u64| {
             if let Some(w) = words.get(i) {
@@ -782,7 +898,7 @@ fn mapped_damage(m: &MappedState<'_>) -> Option<RingError> {
 
 /// Loads header word `i` of a read-only mapping (0 if the mapping is shorter). Relaxed load plus
 /// acquire fence: the ordering of an Acquire load, in the form that is sound on read-only memory.
-fn load_word(words: &[SharedWord], i: usize) -> u64 {
+pub(crate) fn load_word(words: &[SharedWord], i: usize) -> u64 {
     let v = words.get(i).map_or(0, SharedWord::load);
     fence(Ordering::Acquire);
     v
@@ -792,59 +908,13 @@ impl RingReader {
     /// Maps an existing ring read-only and validates its header (magic, version, sizes against
     /// the file length). A missing, truncated or garbage file is an error, never a crash.
     pub fn open(path: &Path) -> Result<Self, RingError> {
-        // O_NONBLOCK: opening a FIFO planted at the path must not hang an httpd child; anything
-        // but a regular file is refused right after.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(io_err(path))?;
-        let meta = file.metadata().map_err(io_err(path))?;
-        if !meta.is_file() {
-            return Err(RingError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let len = meta.len();
-        if len < layout::HEADER_BYTES as u64 {
-            return Err(RingError::Truncated {
-                path: path.to_path_buf(),
-                len,
-                needed: layout::HEADER_BYTES as u64,
-            });
-        }
-        let map = ReadOnlyWords::map(&file).map_err(io_err(path))?;
+        let MappedFile {
+            map,
+            meta,
+            mapped_len,
+        } = MappedFile::open(path, &layout::FILE_HEADER)?;
         let words = map.words();
-        // From here on only the mapping counts: the file may have changed size since the stat.
-        let mapped_len = (words.len() as u64).saturating_mul(8);
-        if mapped_len < layout::HEADER_BYTES as u64 {
-            return Err(RingError::Truncated {
-                path: path.to_path_buf(),
-                len: mapped_len,
-                needed: layout::HEADER_BYTES as u64,
-            });
-        }
         let word = |i: usize| load_word(words, i);
-        if word(layout::W_MAGIC) != layout::MAGIC {
-            return Err(RingError::BadMagic {
-                path: path.to_path_buf(),
-            });
-        }
-        let (version, header_bytes) = layout::unpack(word(layout::W_VERSION));
-        if version != layout::LAYOUT_VERSION {
-            return Err(RingError::Version {
-                path: path.to_path_buf(),
-                found: version,
-                expected: layout::LAYOUT_VERSION,
-            });
-        }
-        if header_bytes as usize != layout::HEADER_BYTES {
-            return Err(RingError::BadHeader {
-                path: path.to_path_buf(),
-                field: "header_bytes",
-                value: u64::from(header_bytes),
-            });
-        }
         let (slot_size, slot_count) = layout::unpack(word(layout::W_SLOTS));
         let (index_buckets, probe_limit) = layout::unpack(word(layout::W_INDEX));
         let geometry = Geometry {
@@ -1032,10 +1102,7 @@ impl RingReader {
     /// True when the file at the path is no longer the one mapped (sensor restarted and replaced
     /// it, or it was deleted), so the caller should re-open. Costs one `stat`.
     pub fn is_replaced(&self) -> bool {
-        match fs::metadata(&self.path) {
-            Ok(m) => (m.dev(), m.ino()) != self.identity,
-            Err(_) => true,
-        }
+        is_replaced(&self.path, self.identity)
     }
 
     /// The inode of the mapped file.

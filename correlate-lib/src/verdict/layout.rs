@@ -40,6 +40,10 @@ pub const HEADER_BYTES: usize = HEADER_WORDS * 8;
 
 pub const W_MAGIC: usize = 0;
 pub const W_VERSION: usize = 1;
+// The reader opens the table with the ring's `MappedFile`, which checks these two words where
+// the ring has them.
+const _: () =
+    assert!(W_MAGIC == crate::ring::layout::W_MAGIC && W_VERSION == crate::ring::layout::W_VERSION);
 pub const W_SLOTS: usize = 2;
 pub const W_GENERATION: usize = 3;
 pub const W_WRITER_PID: usize = 4;
@@ -87,14 +91,15 @@ pub const MIN_SLOT_COUNT: u32 = 16;
 /// 1 Mi slots × 128 bytes = 128 MiB: anything larger is a corrupt header, not a configuration.
 pub const MAX_SLOT_COUNT: u32 = 1 << 20;
 
-pub fn pack(lo: u32, hi: u32) -> u64 {
-    u64::from(lo) | (u64::from(hi) << 32)
-}
+/// What a reader checks first (the ring's `MappedFile::open`).
+pub(crate) const FILE_HEADER: crate::ring::FileHeader = crate::ring::FileHeader {
+    magic: MAGIC,
+    version: LAYOUT_VERSION,
+    header_bytes: HEADER_BYTES,
+};
 
-pub fn unpack(w: u64) -> (u32, u32) {
-    // Truncation is the point: the two halves of the word.
-    (w as u32, (w >> 32) as u32)
-}
+/// Two 32-bit halves in one header word, as the ring packs them.
+pub use crate::ring::layout::{pack, unpack};
 
 /// Total words of a file with `slot_count` slots.
 pub fn total_words(slot_count: u32) -> usize {

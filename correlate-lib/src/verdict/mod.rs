@@ -14,19 +14,19 @@
 
 pub mod layout;
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use layout::{BODY_WORDS, SLOT_WORDS};
 
 use crate::record::normalize_ip;
 use crate::ring::mapping::{ReadOnlyWords, SharedWord, WritableWords};
 use crate::ring::seqlock::{self, ReadAttempt};
-use crate::ring::RingError;
+use crate::ring::{load_word, MappedFile, NewFile, RingError};
 
 /// Default location: beside the ring, in tmpfs.
 pub const DEFAULT_VERDICT_PATH: &str = "/dev/shm/ja4sensor.verdicts";
@@ -87,10 +87,26 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VerdictError + '_ {
     }
 }
 
-/// The ring's file helpers speak `RingError`; only their I/O errors can happen here.
+/// The ring's file helpers speak `RingError`: their I/O errors and those of a file's first header
+/// words ([`MappedFile::open`]) have their counterparts here.
 fn from_ring(path: &Path, e: RingError) -> VerdictError {
     match e {
         RingError::Io { path, source } => VerdictError::Io { path, source },
+        RingError::NotAFile { path } => VerdictError::NotAFile { path },
+        RingError::Truncated { path, len, needed } => VerdictError::Truncated { path, len, needed },
+        RingError::BadMagic { path } => VerdictError::BadMagic { path },
+        RingError::Version {
+            path,
+            found,
+            expected,
+        } => VerdictError::Version {
+            path,
+            found,
+            expected,
+        },
+        RingError::BadHeader { path, field, value } => {
+            VerdictError::BadHeader { path, field, value }
+        }
         other => VerdictError::Io {
             path: path.to_path_buf(),
             source: io::Error::other(other.to_string()),
@@ -470,24 +486,13 @@ impl VerdictWriter {
         }
         let len = (layout::total_words(slot_count) * 8) as u64;
         let pid = std::process::id();
-        let tmp = crate::ring::temp_path(path, pid);
-        let file = crate::ring::create_exclusive(&tmp, mode).map_err(|e| from_ring(path, e))?;
-        let mapped = crate::ring::RingWriter::init_file(&file, &tmp, len, mode, gid)
-            .map_err(|e| from_ring(path, e))
-            .and_then(|()| WritableWords::map(&file).map_err(io_err(&tmp)));
-        let map = match mapped {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let generation = crate::unix_now_ns() ^ (u64::from(pid) << 40) ^ u64::from(pid);
-        // Secret from clients: the home slot of a key cannot be aimed at from outside.
-        let hash_seed = {
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new().hash_one((generation, pid))
-        };
+        // The file stays open until the table is in place, as the ring's.
+        let NewFile {
+            tmp,
+            file: _file,
+            map,
+        } = NewFile::create(path, pid, len, mode, gid).map_err(|e| from_ring(path, e))?;
+        let (generation, hash_seed) = crate::ring::new_generation(pid);
         let words = map.words();
         let set = |i: usize, v: u64| {
             if let Some(w) = words.get(i) {
@@ -806,65 +811,23 @@ pub struct VerdictEntry {
     pub set_ns: u64,
 }
 
-fn load_word(words: &[SharedWord], i: usize) -> u64 {
-    let v = words.get(i).map_or(0, SharedWord::load);
-    fence(Ordering::Acquire);
-    v
-}
-
 impl VerdictReader {
     /// Maps an existing table read-only and validates its header. A missing, truncated,
     /// foreign or garbage file is an error (the caller treats it as "no verdicts"), never a
     /// crash.
     pub fn open(path: &Path) -> Result<Self, VerdictError> {
-        // O_NONBLOCK: a FIFO planted at the path must not hang an httpd child.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(io_err(path))?;
-        let meta = file.metadata().map_err(io_err(path))?;
-        if !meta.is_file() {
-            return Err(VerdictError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let truncated = |len: u64, needed: u64| VerdictError::Truncated {
-            path: path.to_path_buf(),
-            len,
-            needed,
-        };
-        if meta.len() < layout::HEADER_BYTES as u64 {
-            return Err(truncated(meta.len(), layout::HEADER_BYTES as u64));
-        }
-        let map = ReadOnlyWords::map(&file).map_err(io_err(path))?;
+        let MappedFile {
+            map,
+            meta,
+            mapped_len,
+        } = MappedFile::open(path, &layout::FILE_HEADER).map_err(|e| from_ring(path, e))?;
         let words = map.words();
-        let mapped_len = (words.len() as u64).saturating_mul(8);
-        if mapped_len < layout::HEADER_BYTES as u64 {
-            return Err(truncated(mapped_len, layout::HEADER_BYTES as u64));
-        }
         let word = |i: usize| load_word(words, i);
-        if word(layout::W_MAGIC) != layout::MAGIC {
-            return Err(VerdictError::BadMagic {
-                path: path.to_path_buf(),
-            });
-        }
-        let (version, header_bytes) = layout::unpack(word(layout::W_VERSION));
-        if version != layout::LAYOUT_VERSION {
-            return Err(VerdictError::Version {
-                path: path.to_path_buf(),
-                found: version,
-                expected: layout::LAYOUT_VERSION,
-            });
-        }
         let bad = |field, value| VerdictError::BadHeader {
             path: path.to_path_buf(),
             field,
             value,
         };
-        if header_bytes as usize != layout::HEADER_BYTES {
-            return Err(bad("header_bytes", u64::from(header_bytes)));
-        }
         let (slot_count, slot_words) = layout::unpack(word(layout::W_SLOTS));
         if !layout::valid_slot_count(slot_count) {
             return Err(bad("slot_count", u64::from(slot_count)));
@@ -874,7 +837,11 @@ impl VerdictReader {
         }
         let needed = (layout::total_words(slot_count) * 8) as u64;
         if mapped_len < needed {
-            return Err(truncated(mapped_len, needed));
+            return Err(VerdictError::Truncated {
+                path: path.to_path_buf(),
+                len: mapped_len,
+                needed,
+            });
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -1007,10 +974,7 @@ impl VerdictReader {
     /// rebuilt it, or it was deleted): re-open. Costs one `stat`; the module does it at most
     /// once a second.
     pub fn is_replaced(&self) -> bool {
-        match fs::metadata(&self.path) {
-            Ok(m) => (m.dev(), m.ino()) != self.identity,
-            Err(_) => true,
-        }
+        crate::ring::is_replaced(&self.path, self.identity)
     }
 
     /// The inode of the mapped file.

@@ -1,6 +1,8 @@
-//! Records and helpers shared by the ring tests.
+//! Records and helpers shared by the ring tests; the stress tests' harness ([`stress`]).
 
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod stress;
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;

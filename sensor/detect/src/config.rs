@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use correlate_lib::config_file;
 use serde::Deserialize;
 
 use crate::event::{Kind, Severity};
@@ -25,8 +26,6 @@ pub const CONCURRENCY_RANGE: std::ops::RangeInclusive<usize> = 1..=256;
 pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=600_000;
 pub const QUEUE_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 pub const TTL_S_RANGE: std::ops::RangeInclusive<u64> = 1..=31 * 86_400;
-/// A config file is a few KiB; anything this large is not one.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Rule names travel into the verdict table (32 bytes) and into CSV file names.
 pub const MAX_RULE_NAME: usize = correlate_lib::verdict::layout::MAX_RULE_BYTES;
 /// Event type names become CSV file names.
@@ -34,18 +33,9 @@ const MAX_TYPE_NAME: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path} is {len} bytes, more than the {max} a config file can be")]
-    TooLarge { path: PathBuf, len: u64, max: u64 },
-    #[error("config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
+    /// Not read, too large, not YAML of the section's shape.
+    #[error(transparent)]
+    File(#[from] config_file::FileError<serde_yaml::Error>),
     #[error("detect.{key} = {value}: {expected}")]
     Invalid {
         key: String,
@@ -410,23 +400,7 @@ fn is_name(s: &str, max: usize) -> bool {
 
 impl DetectConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(read)?.len();
-        if len > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-                len,
-                max: MAX_CONFIG_BYTES,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
-        let cfg = Self::parse(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let cfg = config_file::load(path, Self::parse)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -405,6 +405,63 @@ fn exec_listener_counts_failures_and_kills_programs_past_their_timeout() {
     assert_eq!(spawn_errors, 2);
 }
 
+/// A config whose one listener writes the mismatch events to the `events.jsonl` it returns: one
+/// per line of [`mismatch_line`].
+fn mismatch_config(d: &Path) -> (DetectConfig, PathBuf) {
+    let events = d.join("events.jsonl");
+    let listeners = format!(
+        "    - {{type: jsonl, path: {}, types: [FingerprintMismatch]}}\n",
+        events.display()
+    );
+    (config(d, &listeners), events)
+}
+
+/// Line `n` of a client claiming Chrome on Windows over curl's handshake: one
+/// FingerprintMismatch, its parent `c<n>-1`.
+fn mismatch_line(n: u64) -> String {
+    line(
+        T0_MS + n,
+        "198.51.100.1",
+        "/",
+        200,
+        CHROME_WIN_UA,
+        Some(CURL_JA4),
+        n,
+    )
+}
+
+/// Appends lines `ns` of [`mismatch_line`] to `log`.
+fn append_mismatch_lines(log: &Path, ns: std::ops::Range<u64>) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    for n in ns {
+        writeln!(f, "{}", mismatch_line(n)).unwrap();
+    }
+}
+
+/// Lines in `events` so far (0 while it does not exist).
+fn event_count(events: &Path) -> usize {
+    std::fs::read_to_string(events)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// The `parent_correlation_id` of every event in `events`, in order.
+fn event_parents(events: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(events).unwrap();
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["parent_correlation_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Runs the follower until `events` holds `want` lines (or 20 s), then stops it.
 fn follow_until_events(cfg: &DetectConfig, events: &Path, want: usize) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -414,9 +471,7 @@ fn follow_until_events(cfg: &DetectConfig, events: &Path, want: usize) {
         let h = s.spawn(|| ja4sensor_detect::follow_until(cfg, &stop, &hup));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let n = std::fs::read_to_string(events)
-                .map(|t| t.lines().count())
-                .unwrap_or(0);
+            let n = event_count(events);
             if n >= want || Instant::now() > deadline {
                 break;
             }
@@ -433,40 +488,11 @@ fn follow_until_events(cfg: &DetectConfig, events: &Path, want: usize) {
 fn a_restarted_follower_neither_rereads_nor_skips_lines() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let events = d.join("events.jsonl");
-    // Only the mismatch events: one per line of the kind written below.
-    let listeners = format!(
-        "    - {{type: jsonl, path: {}, types: [FingerprintMismatch]}}\n",
-        events.display()
-    );
-    let cfg = config(d, &listeners);
+    let (cfg, events) = mismatch_config(d);
     let log = d.join("reqin.log");
-    let write = |from: u64, to: u64| {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        for n in from..to {
-            writeln!(
-                f,
-                "{}",
-                line(
-                    T0_MS + n,
-                    "198.51.100.1",
-                    "/",
-                    200,
-                    CHROME_WIN_UA,
-                    Some(CURL_JA4),
-                    n
-                )
-            )
-            .unwrap();
-        }
-    };
-    write(0, 300);
+    append_mismatch_lines(&log, 0..300);
     follow_until_events(&cfg, &events, 300);
-    write(300, 420);
+    append_mismatch_lines(&log, 300..420);
     // A partial last line is not read until its newline arrives.
     std::fs::OpenOptions::new()
         .append(true)
@@ -475,16 +501,7 @@ fn a_restarted_follower_neither_rereads_nor_skips_lines() {
         .write_all(b"{\"src_ip\":")
         .unwrap();
     follow_until_events(&cfg, &events, 420);
-    let text = std::fs::read_to_string(&events).unwrap();
-    let ids: Vec<String> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["parent_correlation_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids = event_parents(&events);
     assert_eq!(ids.len(), 420, "every line once");
     let want: Vec<String> = (0..420).map(|n| format!("c{n}-1")).collect();
     assert_eq!(ids, want, "in order, none twice, none skipped");
@@ -494,38 +511,10 @@ fn a_restarted_follower_neither_rereads_nor_skips_lines() {
 fn at_the_very_first_start_existing_lines_are_history_with_start_at_end() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let events = d.join("events.jsonl");
-    let listeners = format!(
-        "    - {{type: jsonl, path: {}, types: [FingerprintMismatch]}}\n",
-        events.display()
-    );
-    let mut cfg = config(d, &listeners);
+    let (mut cfg, events) = mismatch_config(d);
     cfg.input.start_at = ja4sensor_detect::config::StartAt::End;
     let log = d.join("reqin.log");
-    let write = |from: u64, to: u64| {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        for n in from..to {
-            writeln!(
-                f,
-                "{}",
-                line(
-                    T0_MS + n,
-                    "198.51.100.1",
-                    "/",
-                    200,
-                    CHROME_WIN_UA,
-                    Some(CURL_JA4),
-                    n
-                )
-            )
-            .unwrap();
-        }
-    };
-    write(0, 50);
+    append_mismatch_lines(&log, 0..50);
     // Runs until the checkpoint exists (it is saved at once, at the end of the files).
     let stop = Arc::new(AtomicBool::new(false));
     let hup = AtomicBool::new(false);
@@ -536,30 +525,16 @@ fn at_the_very_first_start_existing_lines_are_history_with_start_at_end() {
             std::thread::sleep(Duration::from_millis(20));
         }
         // New lines after the start are read.
-        write(50, 60);
+        append_mismatch_lines(&log, 50..60);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::read_to_string(&events)
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-            < 10
-            && Instant::now() < deadline
-        {
+        while event_count(&events) < 10 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap().unwrap();
     });
-    let text = std::fs::read_to_string(&events).unwrap();
-    let ids: Vec<String> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["parent_correlation_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids = event_parents(&events);
     let want: Vec<String> = (50..60).map(|n| format!("c{n}-1")).collect();
     assert_eq!(ids, want, "only the lines written after the first start");
 }
@@ -569,12 +544,8 @@ fn the_service_serves_its_counters_on_metrics() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let events = d.join("events.jsonl");
-    let listeners = format!(
-        "    - {{type: jsonl, path: {}, types: [FingerprintMismatch]}}\n",
-        events.display()
-    );
-    let mut cfg = config(d, &listeners);
+    // The events go to a file nobody reads here: the counters are what is looked at.
+    let (mut cfg, _events) = mismatch_config(d);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -585,20 +556,7 @@ fn the_service_serves_its_counters_on_metrics() {
     let log = d.join("reqin.log");
     let mut f = std::fs::File::create(&log).unwrap();
     for n in 0..40 {
-        writeln!(
-            f,
-            "{}",
-            line(
-                T0_MS + n,
-                "198.51.100.1",
-                "/",
-                200,
-                CHROME_WIN_UA,
-                Some(CURL_JA4),
-                n
-            )
-        )
-        .unwrap();
+        writeln!(f, "{}", mismatch_line(n)).unwrap();
     }
     writeln!(f, "garbage").unwrap();
     drop(f);

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::clickhouse::ClickHouse;
 use common::gen::{self, Config, Generated, SUSPECT_IP, TAG_KEY, TAG_VALUE};
 use common::{file_args, glob_in, manifest_dir, reference};
+use e2e_tests::clickhouse::ClickHouse;
 use ja4sensor_query::ch::ChSource;
 use ja4sensor_query::clients::Mapping;
 use ja4sensor_query::filter::{parse_ip, Filter};

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use plotters::coord::types::{RangedCoordi64, RangedCoordu64};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::aggregate::NS_PER_MINUTE;
@@ -66,6 +68,85 @@ fn minute_label(minute: i64, with_date: bool) -> String {
     }
 }
 
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+/// A chart over time buckets: minutes on x, counts on y.
+type TimeChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordi64, RangedCoordu64>>;
+
+/// One `<svg>` element of `size` on white, drawn by `draw`.
+fn svg(
+    name: &'static str,
+    size: (u32, u32),
+    draw: impl FnOnce(&Area<'_>) -> Result<(), ChartError>,
+) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err(name))?;
+        draw(&root)?;
+        root.present().map_err(err(name))?;
+    }
+    Ok(svg)
+}
+
+/// Headroom above the highest bar or point.
+fn y_end(top: u64) -> u64 {
+    top + top / 10 + 1
+}
+
+/// The buckets of width `b` minutes that cover minutes `[first, last]`.
+fn bucket_range(first: i64, last: i64, b: i64) -> std::ops::Range<i64> {
+    first.div_euclid(b) * b..last.div_euclid(b) * b + b
+}
+
+/// A time chart with its axes drawn: `x` minutes (labelled in UTC, with the date when the window
+/// spans more than a day), 0 to above `top` on y.
+fn time_chart<'a, 'b>(
+    root: &'a Area<'b>,
+    name: &'static str,
+    caption: String,
+    (first, last, b): (i64, i64, i64),
+    top: u64,
+    y_desc: &str,
+) -> Result<TimeChart<'a, 'b>, ChartError> {
+    let with_date = last - first > 24 * 60;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, (FONT, 16))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(bucket_range(first, last, b), 0u64..y_end(top))
+        .map_err(err(name))?;
+    chart
+        .configure_mesh()
+        .x_labels(10)
+        .x_label_style((FONT, 12))
+        .y_label_style((FONT, 12))
+        .x_label_formatter(&|m| minute_label(*m, with_date))
+        .x_desc("UTC")
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err(name))?;
+    Ok(chart)
+}
+
+/// The legend of the series drawn, boxed, where plotters puts it unless told otherwise.
+fn legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    name: &'static str,
+    position: Option<SeriesLabelPosition>,
+) -> Result<(), ChartError> {
+    let mut labels = chart.configure_series_labels();
+    if let Some(p) = position {
+        labels.position(p);
+    }
+    labels
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(name))
+}
+
 /// Requests per bucket, correlated stacked under orphans.
 pub fn requests(per_minute: &BTreeMap<i64, (u64, u64)>) -> Result<(String, i64), ChartError> {
     const NAME: &str = "requests";
@@ -86,36 +167,15 @@ pub fn requests(per_minute: &BTreeMap<i64, (u64, u64)>) -> Result<(String, i64),
         .max()
         .unwrap_or(0)
         .max(1);
-    let with_date = last - first > 24 * 60;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 320)).into_drawing_area();
-        root.fill(&WHITE).map_err(err(NAME))?;
-        let caption = if per_minute.is_empty() {
-            "no requests in the window".to_owned()
-        } else if b == 1 {
-            "requests per minute".to_owned()
-        } else {
-            format!("requests per {b} minutes")
-        };
-        let x_end = (last.div_euclid(b) * b) + b;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, (FONT, 16))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(first.div_euclid(b) * b..x_end, 0u64..top + top / 10 + 1)
-            .map_err(err(NAME))?;
-        chart
-            .configure_mesh()
-            .x_labels(10)
-            .x_label_style((FONT, 12))
-            .y_label_style((FONT, 12))
-            .x_label_formatter(&|m| minute_label(*m, with_date))
-            .x_desc("UTC")
-            .y_desc("requests")
-            .draw()
-            .map_err(err(NAME))?;
+    let caption = if per_minute.is_empty() {
+        "no requests in the window".to_owned()
+    } else if b == 1 {
+        "requests per minute".to_owned()
+    } else {
+        format!("requests per {b} minutes")
+    };
+    svg(NAME, (WIDTH, 320), |root| {
+        let mut chart = time_chart(root, NAME, caption, (first, last, b), top, "requests")?;
         chart
             .draw_series(
                 buckets.iter().map(|(m, (c, _))| {
@@ -134,15 +194,9 @@ pub fn requests(per_minute: &BTreeMap<i64, (u64, u64)>) -> Result<(String, i64),
             .map_err(err(NAME))?
             .label("orphan")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], ORPHAN.filled()));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err(NAME))?;
-        root.present().map_err(err(NAME))?;
-    }
-    Ok((svg, b))
+        legend(&mut chart, NAME, None)
+    })
+    .map(|svg| (svg, b))
 }
 
 /// Horizontal bars: one per `(label, count)`, largest first as given.
@@ -160,16 +214,13 @@ pub fn bars(
         .iter()
         .map(|(l, _)| crate::query::fit(l, 60))
         .collect();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(err(name))?;
-        let caption = if items.is_empty() {
-            format!("{caption}: none in the window")
-        } else {
-            caption.to_owned()
-        };
-        let mut chart = ChartBuilder::on(&root)
+    let caption = if items.is_empty() {
+        format!("{caption}: none in the window")
+    } else {
+        caption.to_owned()
+    };
+    svg(name, (WIDTH, height), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(caption, (FONT, 16))
             .margin(10)
             .x_label_area_size(30)
@@ -202,30 +253,26 @@ pub fn bars(
                     .data(items.iter().enumerate().map(|(i, (_, c))| (n - 1 - i, *c))),
             )
             .map_err(err(name))?;
-        root.present().map_err(err(name))?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Lines with their TTL seen in the client's SYN: vertical bars at each TTL value.
 pub fn ttl(ttl: &BTreeMap<u64, u64>) -> Result<String, ChartError> {
     const NAME: &str = "ttl";
     let top = ttl.values().copied().max().unwrap_or(0).max(1);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 300)).into_drawing_area();
-        root.fill(&WHITE).map_err(err(NAME))?;
-        let caption = if ttl.is_empty() {
-            "IP TTL of the SYN: no correlated lines in the window"
-        } else {
-            "IP TTL of the SYN (64: Linux/macOS, 128: Windows, 255: network gear; less the hops)"
-        };
-        let mut chart = ChartBuilder::on(&root)
+    let caption = if ttl.is_empty() {
+        "IP TTL of the SYN: no correlated lines in the window"
+    } else {
+        "IP TTL of the SYN (64: Linux/macOS, 128: Windows, 255: network gear; less the hops)"
+    };
+    svg(NAME, (WIDTH, 300), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(caption, (FONT, 16))
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(60)
-            .build_cartesian_2d(0u64..256u64, 0u64..top + top / 10 + 1)
+            .build_cartesian_2d(0u64..256u64, 0u64..y_end(top))
             .map_err(err(NAME))?;
         chart
             .configure_mesh()
@@ -248,9 +295,8 @@ pub fn ttl(ttl: &BTreeMap<u64, u64>) -> Result<String, ChartError> {
                     }),
             )
             .map_err(err(NAME))?;
-        root.present().map_err(err(NAME))?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Events per bucket, one line per rule (the eight rules with most events; the others summed).
@@ -300,37 +346,16 @@ pub fn events(per_rule: &BTreeMap<String, BTreeMap<i64, u64>>) -> Result<String,
         .max()
         .unwrap_or(0)
         .max(1);
-    let with_date = last - first > 24 * 60;
-    let x0 = first.div_euclid(b) * b;
-    let x1 = last.div_euclid(b) * b + b;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 320)).into_drawing_area();
-        root.fill(&WHITE).map_err(err(NAME))?;
-        let caption = if series.is_empty() {
-            "no events in the window".to_owned()
-        } else if b == 1 {
-            "events per rule per minute".to_owned()
-        } else {
-            format!("events per rule per {b} minutes")
-        };
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, (FONT, 16))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, 0u64..top + top / 10 + 1)
-            .map_err(err(NAME))?;
-        chart
-            .configure_mesh()
-            .x_labels(10)
-            .x_label_style((FONT, 12))
-            .y_label_style((FONT, 12))
-            .x_label_formatter(&|m| minute_label(*m, with_date))
-            .x_desc("UTC")
-            .y_desc("events")
-            .draw()
-            .map_err(err(NAME))?;
+    let std::ops::Range { start: x0, end: x1 } = bucket_range(first, last, b);
+    let caption = if series.is_empty() {
+        "no events in the window".to_owned()
+    } else if b == 1 {
+        "events per rule per minute".to_owned()
+    } else {
+        format!("events per rule per {b} minutes")
+    };
+    svg(NAME, (WIDTH, 320), |root| {
+        let mut chart = time_chart(root, NAME, caption, (first, last, b), top, "events")?;
         for (i, (rule, buckets)) in series.iter().enumerate() {
             let color = SERIES[i % SERIES.len()];
             // Zero where a bucket has no event, so a line drops instead of bridging the gap.
@@ -349,16 +374,10 @@ pub fn events(per_rule: &BTreeMap<String, BTreeMap<i64, u64>>) -> Result<String,
                 });
         }
         if !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(err(NAME))?;
+            legend(&mut chart, NAME, None)?;
         }
-        root.present().map_err(err(NAME))?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// One lane per connection: the handshake, each request and each event at its time (seconds
@@ -380,16 +399,13 @@ pub fn timeline(t: &Timeline, max_roots: usize) -> Result<String, ChartError> {
     let lanes = roots.len().max(1);
     let height = 90 + 22 * u32::try_from(lanes).unwrap_or(50);
     let lane_labels: Vec<String> = roots.iter().map(|r| crate::query::fit(&r.id, 28)).collect();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(err(NAME))?;
-        let caption = if roots.is_empty() {
-            "timeline: no connection matches".to_owned()
-        } else {
-            format!("timeline from {} (seconds)", time::format_ns(t0))
-        };
-        let mut chart = ChartBuilder::on(&root)
+    let caption = if roots.is_empty() {
+        "timeline: no connection matches".to_owned()
+    } else {
+        format!("timeline from {} (seconds)", time::format_ns(t0))
+    };
+    svg(NAME, (WIDTH, height), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(caption, (FONT, 16))
             .margin(10)
             .x_label_area_size(35)
@@ -452,14 +468,6 @@ pub fn timeline(t: &Timeline, max_roots: usize) -> Result<String, ChartError> {
             .map_err(err(NAME))?
             .label("event")
             .legend(|(x, y)| TriangleMarker::new((x + 6, y), 6, ALERT.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err(NAME))?;
-        root.present().map_err(err(NAME))?;
-    }
-    Ok(svg)
+        legend(&mut chart, NAME, Some(SeriesLabelPosition::UpperRight))
+    })
 }

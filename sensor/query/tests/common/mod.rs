@@ -3,7 +3,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod clickhouse;
 pub mod gen;
 
 use std::path::{Path, PathBuf};
