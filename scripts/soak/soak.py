@@ -578,6 +578,9 @@ def report(args, ev, httpd, loads, status, ch, root):
     sensor_deaths = sum(1 for e in ev.items if e["kind"] == "sensor died")
     correlated_up = sum(1 for l in tls_up if l.get("correlated"))
     share = correlated_up / len(tls_up) if tls_up else 0.0
+    # Why the others are not: the module's own orphan_reason, and what the sensor's capture lost.
+    reasons = Counter(l.get("orphan_reason", "?") for l in tls_up if not l.get("correlated"))
+    why = ", ".join(f"{r} {n}" for r, n in reasons.most_common()) or "none"
     ch_count = int(ch.query("SELECT count() FROM http_logs_raw").strip())
     ch_unique = int(ch.query("SELECT uniqExact(visitParamExtractString(raw_json, 'request_id')) FROM http_logs_raw").strip())
     write_errors = status.get("reqin_log_write_errors_total", 0)
@@ -594,6 +597,7 @@ def report(args, ev, httpd, loads, status, ch, root):
         ("failed requests at any other time", f"{unexplained_failures}"),
         ("5xx answers", f"{five_xx}"),
         ("TLS lines correlated while the sensor was up", f"{share * 100:.3f} % ({correlated_up}/{len(tls_up)})"),
+        ("  the others, by orphan_reason", why),
         ("sensor back → first correlated request (median, max)",
          f"{median(recoveries):.2f} s, {max(recoveries) if recoveries else 0:.2f} s over {len(recoveries)} recoveries"),
         ("rows in ClickHouse / lines on disk", f"{ch_count} / {len(raw)}"),
