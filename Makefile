@@ -1,6 +1,11 @@
 # The two commands of the README: `make demo` and `make test`. Both start with `make deps`.
 SHELL := /bin/bash
 CARGO ?= cargo
+# A CI run builds once from a clean clone: incremental compilation data (2 GB of target/ here)
+# would only cost disk and time there.
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL ?= 0
+endif
 
 .PHONY: deps build release test lint demo bench soak install rpm deb clean
 
