@@ -372,6 +372,17 @@ impl Output {
         }
     }
 
+    /// Reports the lines lost or dropped since the sinks' last reports (a child exiting: the
+    /// report interval would hold them back for ever).
+    pub fn report_pending(&self) {
+        if let Some(msg) = self.file.as_ref().and_then(|f| f.pending_report()) {
+            self.log.log(Level::Err, 0, &msg);
+        }
+        if let Some(msg) = self.socket.as_ref().and_then(|s| s.pending_report()) {
+            self.log.log(Level::Warning, 0, &msg);
+        }
+    }
+
     /// The error log of the server this output belongs to.
     pub fn logger(&self) -> Logger {
         self.log
@@ -673,6 +684,7 @@ impl Drop for ChildOwner {
         let now = Instant::now();
         for output in &self.outputs {
             output.flush(now, true);
+            output.report_pending();
         }
     }
 }

@@ -63,6 +63,12 @@ impl Reporter {
         self.failed_n(1)
     }
 
+    /// The failures counted since the last report, now reported (a child about to exit: what
+    /// the interval held back would otherwise be in no error log).
+    pub fn take_pending(&self) -> Option<u64> {
+        Some(self.failures.swap(0, Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
     /// Counts `n` failures at once (a buffered write that lost `n` lines).
     pub fn failed_n(&self, n: u64) -> Option<u64> {
         let failures = self.failures.fetch_add(n, Ordering::Relaxed) + n;
@@ -540,6 +546,16 @@ impl FileSink {
         }
     }
 
+    /// The lost lines not reported yet, as the report a child exiting writes.
+    pub fn pending_report(&self) -> Option<String> {
+        self.reporter.take_pending().map(|n| {
+            format!(
+                "ReqinLogFile {}: {n} log line(s) lost since the last report (this child is exiting)",
+                self.target
+            )
+        })
+    }
+
     /// When the oldest buffered line is due, if any.
     pub fn due(&self) -> Option<Instant> {
         self.buffer.as_ref().and_then(LineBuffer::due)
@@ -627,6 +643,16 @@ impl DatagramSink {
     }
 
     /// Sends one JSON object (without its newline) as one datagram; never blocks.
+    /// The dropped lines not reported yet, as the report a child exiting writes.
+    pub fn pending_report(&self) -> Option<String> {
+        self.reporter.take_pending().map(|n| {
+            format!(
+                "JsonSockLogSocket {}: {n} log line(s) dropped since the last report (this child is exiting)",
+                self.path.display()
+            )
+        })
+    }
+
     pub fn send(&self, line: &[u8]) -> Result<(), Option<String>> {
         let object = line.strip_suffix(b"\n").unwrap_or(line);
         let result = self.socket().and_then(|s| s.send(object).map(|_| ()));
@@ -677,6 +703,17 @@ mod tests {
         assert_eq!(r.failed(), Some(1));
         assert_eq!(r.failed(), None);
         assert_eq!(r.failed(), None);
+    }
+
+    #[test]
+    fn what_the_interval_held_back_is_taken_once_for_the_last_report() {
+        let r = Reporter::new(Duration::from_secs(3600));
+        assert_eq!(r.failed(), Some(1));
+        assert_eq!(r.take_pending(), None);
+        assert_eq!(r.failed_n(3), None);
+        assert_eq!(r.failed(), None);
+        assert_eq!(r.take_pending(), Some(4));
+        assert_eq!(r.take_pending(), None);
     }
 
     #[test]

@@ -260,6 +260,20 @@ impl Httpd {
         Ok(())
     }
 
+    /// `apache2 -k stop`, and wait until the parent is gone (after its children: their exit
+    /// hooks have run).
+    pub fn stop(&self) -> Result<()> {
+        let pid = self.pid();
+        self.ctl("stop")?;
+        if let Some(pid) = pid {
+            // The parent removes its pid file and exits after its children; /proc tells.
+            wait_for(STARTUP_TIMEOUT, "httpd to stop", || {
+                (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn https_url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{}", self.tls_port, path)
     }
@@ -310,14 +324,7 @@ impl Httpd {
 
 impl Drop for Httpd {
     fn drop(&mut self) {
-        let pid = self.pid();
-        let _ = self.ctl("stop");
-        if let Some(pid) = pid {
-            let _ = wait_for(STARTUP_TIMEOUT, "httpd to stop", || {
-                // The parent removes its pid file and exits after its children; /proc tells.
-                (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-            });
-        }
+        let _ = self.stop();
     }
 }
 

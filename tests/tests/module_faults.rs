@@ -211,6 +211,19 @@ fn lines_written_counts_only_lines_that_reached_the_file() -> Result<()> {
             m["reqin_log_lines_written_total"], 0.0,
             "buffer {buffer}: {m:?}"
         );
+        // The error log reports losses once per JsonSockLogErrorReportInterval (10 s); what the
+        // interval held back is reported when a child exits, so every lost line is in it.
+        h.stop()?;
+        let log = h.error_log_text();
+        let reported: f64 = log
+            .lines()
+            .filter_map(|l| l.split_once(": ")?.1.split_once(" log line(s) lost"))
+            .filter_map(|(n, _)| n.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            reported >= m["reqin_log_write_errors_total"],
+            "buffer {buffer}: {reported} lost lines reported, {m:?}\n{log}"
+        );
     }
     Ok(())
 }
