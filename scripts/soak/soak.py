@@ -641,7 +641,8 @@ def report(args, ev, httpd, loads, status, ch, root):
     ] + [f"| {k} | {v} |" for k, v in table] + ["", "Per client:", ""] + per_load + [
         "",
         "How the figures are counted: a request is *completed* when its client got an answer;",
-        "its line is found by request id (h2load: by count per URL). *Lost* lines are completed",
+        "curl's lines are matched by the unique id in their URL, h2load's counted per load against",
+        "its own count of succeeded requests. *Lost* lines are completed",
         "requests without a line; the module reports each in the error log (`N log line(s) lost`),",
         "the sum of which is the line above. *Correlated while the sensor was up* counts TLS lines of",
         "connections opened outside the windows of sensor and ring faults: from the fault to the",
