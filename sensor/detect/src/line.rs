@@ -115,10 +115,21 @@ impl<'a> Line<'a> {
         let text = simdutf8::basic::from_utf8(text).map_err(|_| LineError::Utf8)?;
         let bytes = text.len() as u64 + 1;
         let text = text.strip_suffix('\r').unwrap_or(text);
-        let mut de = serde_json::Deserializer::from_str(text);
         // An empty vector of 'static fields is one of 'a fields (covariance).
-        let fields = de.deserialize_map(LineVisitor(buf.0))?;
-        de.end()?;
+        let fields = match fast::parse(text, buf.0) {
+            Ok(fields) => fields,
+            Err(fields) => serde_parse(text, fields)?,
+        };
+        Ok(Self { fields, bytes })
+    }
+
+    /// [`Line::parse`] by serde_json alone (what the fast path must agree with).
+    #[cfg(test)]
+    fn parse_serde(text: &'a [u8]) -> Result<Self, LineError> {
+        let text = simdutf8::basic::from_utf8(text).map_err(|_| LineError::Utf8)?;
+        let bytes = text.len() as u64 + 1;
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        let fields = serde_parse(text, Vec::new())?;
         Ok(Self { fields, bytes })
     }
 
@@ -178,6 +189,161 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
 pub fn format_rfc3339_us(ns: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
     humantime::format_rfc3339_micros(t).to_string()
+}
+
+type Fields<'a> = Vec<(Cow<'a, str>, Scalar<'a>)>;
+
+/// The whole line through serde_json: any JSON object, its errors as serde_json words them.
+fn serde_parse<'a>(text: &'a str, buf: Fields<'a>) -> Result<Fields<'a>, LineError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = de.deserialize_map(LineVisitor(buf))?;
+    de.end()?;
+    Ok(fields)
+}
+
+/// The lines mod_reqin_log writes, without serde's machinery: one flat object of strings
+/// without escapes, unsigned integers of at most 19 digits, booleans and nulls, no control
+/// character anywhere (so no whitespace but spaces). Anything else (an escape, a negative or
+/// fractional number, a nested value, an error) gives the line back to serde_json whole, so the fast path accepts a subset of what serde_json accepts
+/// and yields the same fields for it.
+mod fast {
+    use super::{Fields, Scalar};
+    use std::borrow::Cow;
+
+    /// Whether `b` holds a control character or a backslash (then a `"` is not necessarily a
+    /// string's end). Branch-free, so that it vectorises.
+    #[inline]
+    fn has_escape_or_control(b: &[u8]) -> bool {
+        b.iter()
+            .fold(false, |bad, &c| bad | (c < 0x20) | (c == b'\\'))
+    }
+
+    struct Cursor<'a> {
+        s: &'a str,
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Cursor<'a> {
+        #[inline(always)]
+        fn peek(&mut self) -> Option<u8> {
+            // No control characters: spaces are the only whitespace.
+            while *self.b.get(self.i)? == b' ' {
+                self.i += 1;
+            }
+            Some(self.b[self.i])
+        }
+
+        /// The string whose opening quote is at `i` (no escapes: it ends at the next quote).
+        #[inline(always)]
+        fn string(&mut self) -> Option<&'a str> {
+            let start = self.i + 1;
+            let end = start + memchr::memchr(b'"', self.b.get(start..)?)?;
+            self.i = end + 1;
+            // Both ends are ASCII quotes: char boundaries.
+            self.s.get(start..end)
+        }
+
+        #[inline(always)]
+        fn literal(&mut self, word: &[u8], v: Scalar<'a>) -> Option<Scalar<'a>> {
+            if self.b.get(self.i..self.i + word.len())? != word {
+                return None;
+            }
+            self.i += word.len();
+            Some(v)
+        }
+
+        /// `0` or `[1-9][0-9]{0,18}` (below 2^64), not followed by a fraction or exponent.
+        #[inline(always)]
+        fn unsigned(&mut self) -> Option<Scalar<'a>> {
+            let b = self.b;
+            let start = self.i;
+            let mut v: u64 = 0;
+            let mut j = start;
+            while let Some(&c) = b.get(j) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                if j - start == 19 {
+                    return None;
+                }
+                v = v * 10 + u64::from(c - b'0');
+                j += 1;
+            }
+            if j - start > 1 && b[start] == b'0' {
+                return None;
+            }
+            if matches!(b.get(j), Some(b'.' | b'e' | b'E')) {
+                return None;
+            }
+            self.i = j;
+            Some(Scalar::U64(v))
+        }
+
+        #[inline(always)]
+        fn value(&mut self) -> Option<Scalar<'a>> {
+            match self.b[self.i] {
+                b'"' => Some(Scalar::Str(Cow::Borrowed(self.string()?))),
+                b't' => self.literal(b"true", Scalar::Bool(true)),
+                b'f' => self.literal(b"false", Scalar::Bool(false)),
+                b'n' => self.literal(b"null", Scalar::Null),
+                b'0'..=b'9' => self.unsigned(),
+                _ => None,
+            }
+        }
+    }
+
+    /// The fields of `text`, or the (emptied) vector back when serde_json must decide.
+    pub(super) fn parse<'a>(text: &'a str, mut out: Fields<'a>) -> Result<Fields<'a>, Fields<'a>> {
+        out.clear();
+        if has_escape_or_control(text.as_bytes()) {
+            return Err(out);
+        }
+        out.reserve(48);
+        let mut c = Cursor {
+            s: text,
+            b: text.as_bytes(),
+            i: 0,
+        };
+        if object(&mut c, &mut out).is_some() {
+            Ok(out)
+        } else {
+            out.clear();
+            Err(out)
+        }
+    }
+
+    #[inline(always)]
+    fn object<'a>(c: &mut Cursor<'a>, out: &mut Fields<'a>) -> Option<()> {
+        if c.peek()? != b'{' {
+            return None;
+        }
+        c.i += 1;
+        let mut first = true;
+        loop {
+            match c.peek()? {
+                b'}' if first => break,
+                b'"' => {}
+                _ => return None,
+            }
+            let k = c.string()?;
+            if c.peek()? != b':' {
+                return None;
+            }
+            c.i += 1;
+            c.peek()?;
+            let v = c.value()?;
+            out.push((Cow::Borrowed(k), v));
+            first = false;
+            match c.peek()? {
+                b',' => c.i += 1,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        c.i += 1;
+        (c.peek().is_none()).then_some(())
+    }
 }
 
 struct LineVisitor<'de>(Vec<(Cow<'de, str>, Scalar<'de>)>);
@@ -314,6 +480,147 @@ mod tests {
             (ptr, cap),
             "same allocation"
         );
+    }
+
+    /// The fast path and serde_json agree: same fields, same values, same borrowing, and an
+    /// error exactly when serde_json has one.
+    fn agree(text: &[u8]) {
+        let fast = Line::parse(text);
+        let serde = Line::parse_serde(text);
+        match (&fast, &serde) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a, b, "{:?}", String::from_utf8_lossy(text));
+                for ((ka, va), (kb, vb)) in a.fields.iter().zip(&b.fields) {
+                    let borrowed = |c: &Cow<str>| matches!(c, Cow::Borrowed(_));
+                    assert_eq!(borrowed(ka), borrowed(kb));
+                    if let (Scalar::Str(x), Scalar::Str(y)) = (va, vb) {
+                        assert_eq!(borrowed(x), borrowed(y));
+                    }
+                    if let (Scalar::F64(x), Scalar::F64(y)) = (va, vb) {
+                        assert_eq!(x.to_bits(), y.to_bits());
+                    }
+                }
+            }
+            (Err(_), Err(_)) => {}
+            _ => panic!(
+                "{:?}: fast {fast:?}, serde_json {serde:?}",
+                String::from_utf8_lossy(text)
+            ),
+        }
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_serde_json() {
+        let cases: &[&[u8]] = &[
+            b"{}",
+            b" { } ",
+            b"{ }\t\n",
+            b"{\"a\":1}",
+            b"{\"a\" : 1 , \"b\" :\"x\" }",
+            b"{\"a\":1,}",
+            b"{,}",
+            b"{\"a\"}",
+            b"{\"a\":}",
+            b"{\"a\":1 \"b\":2}",
+            b"{\"a\":1}}",
+            b"{\"a\":1} {}",
+            b"{\"a\":1",
+            b"{\"a\":\"x",
+            b"{\"a",
+            b"{",
+            b"",
+            b"   ",
+            b"[]",
+            b"\"x\"",
+            b"1",
+            b"{\"a\":0}",
+            b"{\"a\":00}",
+            b"{\"a\":01}",
+            b"{\"a\":-0}",
+            b"{\"a\":-1}",
+            b"{\"a\":-}",
+            b"{\"a\":1.5}",
+            b"{\"a\":1.}",
+            b"{\"a\":1e3}",
+            b"{\"a\":1E+3}",
+            b"{\"a\":0.0}",
+            b"{\"a\":1x}",
+            b"{\"a\":9999999999999999999}",
+            b"{\"a\":18446744073709551615}",
+            b"{\"a\":18446744073709551616}",
+            b"{\"a\":99999999999999999999999}",
+            b"{\"a\":true,\"b\":false,\"c\":null}",
+            b"{\"a\":tru}",
+            b"{\"a\":truex}",
+            b"{\"a\":nul}",
+            b"{\"a\":True}",
+            b"{\"a\":\"\\\"q\"}",
+            b"{\"a\\u0041\":\"\\u00e9\"}",
+            b"{\"a\":\"\\x\"}",
+            b"{\"a\":\"tab\there\"}",
+            b"{\"a\":\"nl\nhere\"}",
+            b"{\"a\":\"\x7f del\"}",
+            "{\"é\":\"日本語 – ok\"}".as_bytes(),
+            b"{\"a\":[1,{\"b\":2}],\"c\":{}}",
+            b"{\"a\":1,\"a\":2}",
+            b"{\"\":\"\"}",
+            b"{\"a\":1}\r",
+            b"{\"a\":1}\r\r",
+            b"\xff",
+            b"{\"a\":\"\xc3\"}",
+            b"{'a':1}",
+            b"{a:1}",
+            b"{\"a\":+1}",
+            b"{\"a\":.5}",
+            b"{\"a\":0x10}",
+            "{\"a\":1\u{a0}}".as_bytes(),
+        ];
+        for c in cases {
+            agree(c);
+        }
+        // Long strings, across memchr's and the scan's vector widths.
+        for n in [
+            0, 1, 55, 56, 57, 63, 64, 65, 127, 128, 8170, 8180, 8200, 20_000,
+        ] {
+            let long = format!(r#"{{"k":"{}","n":1}}"#, "x".repeat(n));
+            agree(long.as_bytes());
+            let spaced = format!(r#" {{ "k" : "{}" , "n" : 1 }} "#, "y".repeat(n));
+            agree(spaced.as_bytes());
+        }
+        // Every cut and many one-byte changes of a line shaped like the module's.
+        let line = br#"{"time":"2026-11-25T07:40:01.123456Z","src_ip":"10.0.0.1","src_port":40000,"correlated":true,"status":404,"path":"/a/b?c=d","header_User-Agent":"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0","ip_meta_ttl":52,"ja4":"t13d1516h2_8daaf6152771_02713d6af862","tls_alpn":null,"ip_meta_df":false,"tag_env":"prod"}"#;
+        agree(line);
+        let text = std::str::from_utf8(line).unwrap();
+        assert!(
+            fast::parse(text, Vec::new()).is_ok(),
+            "the module's lines take the fast path"
+        );
+        for n in 0..line.len() {
+            agree(&line[..n]);
+        }
+        let bytes = b"{}[]\",: \t\r\n\\/0123456789-+.eEtrufalsn\x00\x1f\x7f\xc3\xa9ax";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut m = line.to_vec();
+            for _ in 0..=(next() % 3) {
+                let at = (next() % m.len() as u64) as usize;
+                let b = bytes[(next() % bytes.len() as u64) as usize];
+                match next() % 3 {
+                    0 => m[at] = b,
+                    1 => m.insert(at, b),
+                    _ => {
+                        m.remove(at);
+                    }
+                }
+            }
+            agree(&m);
+        }
     }
 
     #[test]

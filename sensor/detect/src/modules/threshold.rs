@@ -402,6 +402,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn keys_short_and_long_are_told_apart() {
+        // Keys of many lengths: each its own count, evicted keys counted.
+        let ips: Vec<String> = [1, 53, 54, 55, 200]
+            .iter()
+            .flat_map(|&n| ["a", "b"].map(|c| c.repeat(n)))
+            .collect();
+        let mut t = Threshold::new(&[rule(2, 10_000, 0, vec![])], 100);
+        let once: Vec<_> = ips.iter().map(|ip| (1, ip.as_str(), 200)).collect();
+        assert!(feed(&mut t, &once).is_empty());
+        assert_eq!(feed(&mut t, &once).len(), ips.len());
+        assert_eq!(t.stats().tracked, ips.len() as u64);
+        let mut small = Threshold::new(&[rule(2, 10_000, 0, vec![])], 2);
+        assert!(feed(&mut small, &once).is_empty());
+        assert_eq!(small.stats().evicted, ips.len() as u64 - 2);
+    }
+
     /// Feeds `(ms, src_ip, status)` lines; returns the times (ms) of the events.
     fn feed(t: &mut Threshold, lines: &[(u64, &str, u64)]) -> Vec<u64> {
         let mut fired = Vec::new();
