@@ -487,7 +487,9 @@ fn partial_last_line_is_held_back_until_completed() {
 }
 
 /// `scripts/bench/ship_throughput.sh` (`make bench`): `cargo test -p reqin-shipper --release
-/// --test clickhouse -- --ignored --nocapture catch_up` (`SHIP_BENCH_LINES`, default 1 000 000).
+/// --test clickhouse -- --ignored --nocapture catch_up` (`SHIP_BENCH_LINES`, default 1 000 000;
+/// `SHIP_BENCH_CLICKHOUSE`: more `clickhouse:` keys for the shipper, e.g. `max_in_flight: 1`, to
+/// compare designs; the default config when unset).
 ///
 /// The shipper catching up a file of 1M correlated lines (~1 KB each, `request_id` per the
 /// contract) against the server's best rate for the same schema measured in the same run: the
@@ -506,7 +508,14 @@ fn catch_up_1m_lines_against_the_servers_best_insert_rate() {
     let ch = ClickHouse::start();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("reqin.log");
-    let setup = ShipSetup::new(dir.path(), &ch, &log.display().to_string(), "");
+    let extra: String = std::env::var("SHIP_BENCH_CLICKHOUSE")
+        .map(|keys| {
+            keys.split(';')
+                .map(|k| format!("    {}\n", k.trim()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let setup = ShipSetup::new(dir.path(), &ch, &log.display().to_string(), &extra);
     setup.init_schema();
     let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let count = || {
