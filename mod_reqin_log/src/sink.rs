@@ -642,7 +642,6 @@ impl DatagramSink {
         Ok(sock)
     }
 
-    /// Sends one JSON object (without its newline) as one datagram; never blocks.
     /// The dropped lines not reported yet, as the report a child exiting writes.
     pub fn pending_report(&self) -> Option<String> {
         self.reporter.take_pending().map(|n| {
@@ -653,6 +652,7 @@ impl DatagramSink {
         })
     }
 
+    /// Sends one JSON object (without its newline) as one datagram; never blocks.
     pub fn send(&self, line: &[u8]) -> Result<(), Option<String>> {
         let object = line.strip_suffix(b"\n").unwrap_or(line);
         let result = self.socket().and_then(|s| s.send(object).map(|_| ()));

@@ -273,8 +273,9 @@ struct Ctx {
     /// only: a batch waiting to learn whether its attempt landed (its host down or frozen) holds
     /// none, so the next batches go to the other hosts meanwhile.
     permits: Semaphore,
-    /// Batches waiting for such an answer; they do not count against `max_in_flight`.
-    in_doubt: AtomicUsize,
+    /// Batches waiting for such an answer, per input (one stream each); they do not count
+    /// against `max_in_flight`.
+    in_doubt: [AtomicUsize; 2],
 }
 
 /// Counts a batch in doubt while it lives.
@@ -333,6 +334,11 @@ impl Ctx {
             p = self.permits.acquire() => p.ok(),
             _ = stop.wait_for(|s| *s) => None,
         }
+    }
+
+    /// The batches of `input`'s stream waiting to learn whether their attempt landed.
+    fn in_doubt(&self, input: Input) -> &AtomicUsize {
+        &self.in_doubt[input as usize]
     }
 
     fn url(&self, h: usize) -> &str {
@@ -686,7 +692,7 @@ impl Shipper {
             stop: stop.clone(),
             done: Notify::new(),
             permits: Semaphore::new(cfg_in_flight),
-            in_doubt: AtomicUsize::new(0),
+            in_doubt: [AtomicUsize::new(0), AtomicUsize::new(0)],
         });
         Ok(Self {
             ctx,
@@ -917,7 +923,7 @@ impl Shipper {
                 .iter()
                 .filter(|j| j.task.as_ref().is_some_and(|t| !t.is_finished()))
                 .count()
-                .saturating_sub(ctx.in_doubt.load(Ordering::Relaxed))
+                .saturating_sub(ctx.in_doubt(st.input).load(Ordering::Relaxed))
         };
         while running(&self.streams[s], &self.ctx) <= max_in_flight
             && self.streams[s].jobs.len() < MAX_WINDOW
@@ -1322,9 +1328,10 @@ async fn ship_batch(ctx: &Ctx, input: Input, file: LogFile, start: u64, block: B
         }
         Metrics::add(&ctx.metrics.dead_letters, p.dead.len() as u64);
     }
-    // 2. The rows (each attempt waits for its turn: at most `max_in_flight` are being inserted,
-    // the next batch is prepared meanwhile), as one part or, after timeouts, several: (file start, file end, depth, id,
-    // rows). The lines themselves are dropped: the body holds the rows once.
+    // 2. The rows, as one part or, after timeouts, several: (file start, file end, depth, id,
+    // rows). Each attempt waits for its turn (at most `max_in_flight` are being inserted; the
+    // next batch is prepared meanwhile). The lines themselves are dropped: the body holds the
+    // rows once.
     let (start, end, all_dead) = (p.start, p.block.end, p.dead.len() == p.block.len());
     drop(p.block);
     let mut parts: VecDeque<(u64, u64, u32, String, Body)> = VecDeque::new();
@@ -1409,7 +1416,7 @@ async fn ship_part(
     };
     loop {
         if let Some((h, deadline)) = uncertain {
-            let _doubt = InDoubt::new(&ctx.in_doubt);
+            let _doubt = InDoubt::new(ctx.in_doubt(input));
             match ctx.already_in(h, id, deadline).await {
                 Ok(Some(true)) => {
                     log::info!("batch {id} is already in ClickHouse: not sending it again");
