@@ -597,7 +597,7 @@ fn catch_up_1m_lines_against_the_servers_best_insert_rate() {
         let sub = dir.path().join(format!("pair{pair}"));
         std::fs::create_dir(&sub).unwrap();
         let log = sub.join("reqin.log");
-        let setup = ShipSetup::new(&sub, &ch, &log.display().to_string(), "");
+        let setup = ShipSetup::new(&sub, &ch, &log.display().to_string(), &extra);
         let mut shipper = setup.spawn();
         assert!(wait_for(Duration::from_secs(30), || shipper
             .get("/health")
