@@ -17,6 +17,7 @@ pub mod fingerprint;
 pub mod follow;
 pub mod join;
 pub mod jsonl;
+pub mod jsonscan;
 pub mod record;
 pub mod ring;
 pub mod verdict;

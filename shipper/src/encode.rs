@@ -5,8 +5,8 @@
 //! Why `RowBinary` and not `JSONEachRow` (the first versions): a line needs no escaping into a JSON
 //! string here and no unescaping and parsing on the server; it is copied as it is, behind its
 //! length. Profiled at 100 000-line batches, escaping and a full `serde_json::Map` per line
-//! (validation) were half of the shipper's CPU (BENCHMARKS.md). Validation now parses without
-//! building anything (`IgnoredAny`).
+//! (validation) were half of the shipper's CPU (BENCHMARKS.md). Validation now builds nothing:
+//! `correlate_lib::jsonscan` for lines without escapes, serde_json's `IgnoredAny` for the rest.
 //!
 //! The deadline is per attempt, the rest of the body is not: [`Body::set_deadline`] patches the
 //! four bytes of every row in place, so a retry does not re-encode the batch.
@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use correlate_lib::jsonscan;
 use serde::de::IgnoredAny;
 
 use crate::follow::Block;
@@ -160,11 +161,16 @@ pub fn json_object_line(line: &[u8], overlong: bool) -> Option<&[u8]> {
     }
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     // serde_json skips string contents without decoding them: UTF-8 is checked apart (SIMD).
-    simdutf8::basic::from_utf8(line).ok()?;
+    let text = simdutf8::basic::from_utf8(line).ok()?;
     if line.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
-    // Checks the whole syntax (and that nothing follows the object) without building it.
+    // A line without escapes (nearly all) is checked whole by the shared fast path; the rest,
+    // and whatever it declines, by serde_json. Both check the whole syntax (and that nothing
+    // follows the object) without building anything.
+    if jsonscan::object_entries(text, |_, _| {}).is_some() {
+        return Some(line);
+    }
     serde_json::from_slice::<IgnoredAny>(line).ok()?;
     Some(line)
 }

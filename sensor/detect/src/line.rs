@@ -201,111 +201,39 @@ fn serde_parse<'a>(text: &'a str, buf: Fields<'a>) -> Result<Fields<'a>, LineErr
     Ok(fields)
 }
 
-/// The lines mod_reqin_log writes, without serde's machinery: one flat object of strings
-/// without escapes, unsigned integers of at most 19 digits, booleans and nulls, no control
-/// character anywhere (so no whitespace but spaces). Anything else (an escape, a negative or
-/// fractional number, a nested value, an error) gives the line back to serde_json whole, so the fast path accepts a subset of what serde_json accepts
-/// and yields the same fields for it.
+/// The lines mod_reqin_log writes, without serde's machinery ([`correlate_lib::jsonscan`]'s
+/// cursor): one object of strings without escapes, unsigned integers of at most 19 digits,
+/// booleans, nulls and nested values (kept as [`Scalar::Other`], as serde_json's path keeps
+/// them), no control character anywhere (so no whitespace but spaces). Anything else (an
+/// escape, a negative or fractional number, an error) gives the line back to serde_json whole,
+/// so the fast path accepts a subset of what serde_json accepts and yields the same fields for
+/// it.
 mod fast {
     use super::{Fields, Scalar};
+    use correlate_lib::jsonscan::{self, Cursor};
     use std::borrow::Cow;
 
-    /// Whether `b` holds a control character or a backslash (then a `"` is not necessarily a
-    /// string's end). Branch-free, so that it vectorises.
-    #[inline]
-    fn has_escape_or_control(b: &[u8]) -> bool {
-        b.iter()
-            .fold(false, |bad, &c| bad | (c < 0x20) | (c == b'\\'))
-    }
-
-    struct Cursor<'a> {
-        s: &'a str,
-        b: &'a [u8],
-        i: usize,
-    }
-
-    impl<'a> Cursor<'a> {
-        #[inline(always)]
-        fn peek(&mut self) -> Option<u8> {
-            // No control characters: spaces are the only whitespace.
-            while *self.b.get(self.i)? == b' ' {
-                self.i += 1;
-            }
-            Some(self.b[self.i])
-        }
-
-        /// The string whose opening quote is at `i` (no escapes: it ends at the next quote).
-        #[inline(always)]
-        fn string(&mut self) -> Option<&'a str> {
-            let start = self.i + 1;
-            let end = start + memchr::memchr(b'"', self.b.get(start..)?)?;
-            self.i = end + 1;
-            // Both ends are ASCII quotes: char boundaries.
-            self.s.get(start..end)
-        }
-
-        #[inline(always)]
-        fn literal(&mut self, word: &[u8], v: Scalar<'a>) -> Option<Scalar<'a>> {
-            if self.b.get(self.i..self.i + word.len())? != word {
-                return None;
-            }
-            self.i += word.len();
-            Some(v)
-        }
-
-        /// `0` or `[1-9][0-9]{0,18}` (below 2^64), not followed by a fraction or exponent.
-        #[inline(always)]
-        fn unsigned(&mut self) -> Option<Scalar<'a>> {
-            let b = self.b;
-            let start = self.i;
-            let mut v: u64 = 0;
-            let mut j = start;
-            while let Some(&c) = b.get(j) {
-                if !c.is_ascii_digit() {
-                    break;
-                }
-                if j - start == 19 {
-                    return None;
-                }
-                v = v * 10 + u64::from(c - b'0');
-                j += 1;
-            }
-            if j - start > 1 && b[start] == b'0' {
-                return None;
-            }
-            if matches!(b.get(j), Some(b'.' | b'e' | b'E')) {
-                return None;
-            }
-            self.i = j;
-            Some(Scalar::U64(v))
-        }
-
-        #[inline(always)]
-        fn value(&mut self) -> Option<Scalar<'a>> {
-            match self.b[self.i] {
-                b'"' => Some(Scalar::Str(Cow::Borrowed(self.string()?))),
-                b't' => self.literal(b"true", Scalar::Bool(true)),
-                b'f' => self.literal(b"false", Scalar::Bool(false)),
-                b'n' => self.literal(b"null", Scalar::Null),
-                b'0'..=b'9' => self.unsigned(),
-                _ => None,
-            }
+    #[inline(always)]
+    fn value<'a>(c: &mut Cursor<'a>, first: u8) -> Option<Scalar<'a>> {
+        match first {
+            b'"' => Some(Scalar::Str(Cow::Borrowed(c.string()?))),
+            b't' => c.literal(b"true").map(|()| Scalar::Bool(true)),
+            b'f' => c.literal(b"false").map(|()| Scalar::Bool(false)),
+            b'n' => c.literal(b"null").map(|()| Scalar::Null),
+            b'0'..=b'9' => c.unsigned().map(Scalar::U64),
+            b'{' | b'[' => c.value().map(|_| Scalar::Other),
+            _ => None,
         }
     }
 
     /// The fields of `text`, or the (emptied) vector back when serde_json must decide.
     pub(super) fn parse<'a>(text: &'a str, mut out: Fields<'a>) -> Result<Fields<'a>, Fields<'a>> {
         out.clear();
-        if has_escape_or_control(text.as_bytes()) {
+        if !jsonscan::plain(text.as_bytes()) {
             return Err(out);
         }
         out.reserve(48);
-        let mut c = Cursor {
-            s: text,
-            b: text.as_bytes(),
-            i: 0,
-        };
-        if object(&mut c, &mut out).is_some() {
+        if object(&mut Cursor::new(text), &mut out).is_some() {
             Ok(out)
         } else {
             out.clear();
@@ -315,10 +243,7 @@ mod fast {
 
     #[inline(always)]
     fn object<'a>(c: &mut Cursor<'a>, out: &mut Fields<'a>) -> Option<()> {
-        if c.peek()? != b'{' {
-            return None;
-        }
-        c.i += 1;
+        c.expect(b'{')?;
         let mut first = true;
         loop {
             match c.peek()? {
@@ -327,12 +252,9 @@ mod fast {
                 _ => return None,
             }
             let k = c.string()?;
-            if c.peek()? != b':' {
-                return None;
-            }
-            c.i += 1;
-            c.peek()?;
-            let v = c.value()?;
+            c.expect(b':')?;
+            let next = c.peek()?;
+            let v = value(c, next)?;
             out.push((Cow::Borrowed(k), v));
             first = false;
             match c.peek()? {
@@ -342,7 +264,7 @@ mod fast {
             }
         }
         c.i += 1;
-        (c.peek().is_none()).then_some(())
+        c.at_end().then_some(())
     }
 }
 

@@ -1,10 +1,13 @@
 //! One flat JSON object (a log line or an event) read in place: keys borrowed from the line,
 //! values kept as the raw JSON text and decoded only when asked for. Parsing still validates the
-//! whole line (every value is checked by serde_json's parser), so a line that is not a JSON
-//! object is refused as a whole, with the reason it was refused.
+//! whole line, so a line that is not a JSON object is refused as a whole, with the reason it was
+//! refused: lines without escapes (nearly all) by [`correlate_lib::jsonscan`]'s cursor, anything
+//! else (and anything that cursor declines) by serde_json's parser, which words the reason.
 
 use std::borrow::Cow;
 use std::fmt;
+
+use correlate_lib::jsonscan;
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::error::Category;
@@ -12,6 +15,8 @@ use serde_json::value::RawValue;
 
 /// Entries a log line usually has (about 40 fields with a few headers): one allocation per line.
 const TYPICAL_FIELDS: usize = 48;
+/// Entries a nested object (an event's `correlation_tags`) usually has.
+const NESTED_FIELDS: usize = 8;
 
 /// Why a line was skipped. Each kind is counted separately (see [`crate::scan::SkipCounts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +35,8 @@ pub enum LineError {
 /// A JSON object whose keys and raw values point into the line.
 #[derive(Debug)]
 pub struct Object<'a> {
-    entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Keys and the JSON text of their values.
+    entries: Vec<(Cow<'a, str>, &'a str)>,
 }
 
 impl<'a> Object<'a> {
@@ -41,6 +47,15 @@ impl<'a> Object<'a> {
     }
 
     pub fn parse_str(text: &'a str) -> Result<Self, LineError> {
+        Self::parse_str_sized(text, TYPICAL_FIELDS)
+    }
+
+    /// [`Object::parse_str`] with room for `fields` entries before the first reallocation.
+    fn parse_str_sized(text: &'a str, fields: usize) -> Result<Self, LineError> {
+        let mut entries = Vec::with_capacity(fields);
+        if jsonscan::object_entries(text, |k, v| entries.push((Cow::Borrowed(k), v))).is_some() {
+            return Ok(Object { entries });
+        }
         serde_json::from_str::<Object<'a>>(text).map_err(classify)
     }
 
@@ -49,14 +64,24 @@ impl<'a> Object<'a> {
     /// the cost of keeping every raw value. What a query's exact test reads.
     pub fn parse_keys<K: AsRef<str>>(line: &'a [u8], keys: &[K]) -> Result<Self, LineError> {
         let text = simdutf8::basic::from_utf8(line).map_err(|_| LineError::InvalidUtf8)?;
+        let mut entries = Vec::with_capacity(keys.len());
+        let fast = jsonscan::object_entries(text, |k, v| {
+            if keys.iter().any(|w| w.as_ref() == k) {
+                entries.push((Cow::Borrowed(k), v));
+            }
+        });
+        if fast.is_some() {
+            return Ok(Object { entries });
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         let o = Selected { keys }.deserialize(&mut de).map_err(classify)?;
         de.end().map_err(classify)?;
         Ok(o)
     }
 
-    /// The raw value of `key`; the last one when a key repeats (as serde_json and Python read it).
-    pub fn raw(&self, key: &str) -> Option<&'a RawValue> {
+    /// The JSON text of `key`'s value; the last one when a key repeats (as serde_json and Python
+    /// read it).
+    pub fn raw(&self, key: &str) -> Option<&'a str> {
         self.entries
             .iter()
             .rev()
@@ -71,11 +96,11 @@ impl<'a> Object<'a> {
 
     /// The value of `key` as an unsigned integer (JSON integers only).
     pub fn u64(&self, key: &str) -> Option<u64> {
-        self.raw(key).and_then(|v| v.get().parse().ok())
+        self.raw(key).and_then(|v| v.parse().ok())
     }
 
     pub fn bool(&self, key: &str) -> Option<bool> {
-        match self.raw(key)?.get() {
+        match self.raw(key)? {
             "true" => Some(true),
             "false" => Some(false),
             _ => None,
@@ -85,14 +110,14 @@ impl<'a> Object<'a> {
     /// A nested object (an event's `correlation_tags`, `data`).
     pub fn object(&self, key: &str) -> Option<Object<'a>> {
         let raw = self.raw(key)?;
-        if !raw.get().starts_with('{') {
+        if !raw.starts_with('{') {
             return None;
         }
-        Object::parse_str(raw.get()).ok()
+        Object::parse_str_sized(raw, NESTED_FIELDS).ok()
     }
 
     /// Every entry in the order of the line (a repeated key appears each time).
-    pub fn entries(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &'a str)> + '_ {
         self.entries.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
@@ -101,8 +126,8 @@ impl<'a> Object<'a> {
         let raw = self.raw(key)?;
         match decode_str(raw) {
             Some(s) => Some(s),
-            None if raw.get() == "null" => None,
-            None => Some(Cow::Borrowed(raw.get())),
+            None if raw == "null" => None,
+            None => Some(Cow::Borrowed(raw)),
         }
     }
 }
@@ -137,7 +162,7 @@ impl<'de, K: AsRef<str>> Visitor<'de> for Selected<'_, K> {
         while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
             if self.keys.iter().any(|w| w.as_ref() == k.as_ref()) {
                 let v: &'de RawValue = map.next_value()?;
-                entries.push((k, v));
+                entries.push((k, v.get()));
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -147,8 +172,7 @@ impl<'de, K: AsRef<str>> Visitor<'de> for Selected<'_, K> {
 }
 
 /// A JSON string value decoded; borrowed when it has no escape (nearly every value).
-pub fn decode_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
+pub fn decode_str(text: &str) -> Option<Cow<'_, str>> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
         return Some(Cow::Borrowed(inner));
@@ -193,7 +217,7 @@ impl<'de> Deserialize<'de> for Object<'de> {
                 let mut entries = Vec::with_capacity(TYPICAL_FIELDS);
                 while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
                     let v: &'de RawValue = map.next_value()?;
-                    entries.push((k, v));
+                    entries.push((k, v.get()));
                 }
                 Ok(Object { entries })
             }

@@ -16,7 +16,8 @@
 //! - [`stream`] writes what each part produced in order (oldest file first, lines in their
 //!   order in the file): each reader hands its output over a bounded channel, and a reader may
 //!   be at most [`PARTS_AHEAD_PER_THREAD`] parts per thread ahead of the writer, so memory stays
-//!   bounded whatever the answer's size.
+//!   bounded whatever the answer's size. A single part (one small file) is read on the calling
+//!   thread and written straight out.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -708,6 +709,19 @@ pub fn stream(
 ) -> Result<ScanStats, ScanError> {
     let threads = thread_count(threads, usize::MAX);
     let units = units(sources, threads);
+    if let [unit] = units.as_slice() {
+        // One file read whole: on this thread, straight into `out` (no reader thread, no
+        // parts, no hand-over: what a query of one small file is made of).
+        let mut result = Ok(());
+        let stats = work(unit, &mut |bytes: &[u8]| match out.write_all(bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                result = Err(e);
+                false
+            }
+        });
+        return finish(result.and_then(|()| out.flush()), stats);
+    }
     let channels: Vec<_> = units
         .iter()
         .map(|_| crossbeam_channel::bounded::<Chunk>(OUTPUT_CHUNKS_AHEAD))
@@ -774,13 +788,17 @@ pub fn stream(
         receivers.clear();
         drop(ahead_rx);
     });
-    match result {
-        Ok(()) => out.flush().map_err(ScanError::Output)?,
+    finish(result.and_then(|()| out.flush()), total)
+}
+
+/// The answer of [`stream`] once the output is written (and flushed) or failed.
+fn finish(written: io::Result<()>, stats: ScanStats) -> Result<ScanStats, ScanError> {
+    match written {
+        Ok(()) => Ok(stats),
         // `| head` closed the pipe: the reader asked for no more, not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(ScanError::Output(e)),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(stats),
+        Err(e) => Err(ScanError::Output(e)),
     }
-    Ok(total)
 }
 
 #[cfg(test)]
