@@ -282,6 +282,40 @@ pub fn object_entries<'a>(text: &'a str, mut entry: impl FnMut(&'a str, &'a str)
     }
 }
 
+/// `count` copies of `line`, each with one to three bytes replaced, inserted or removed (bytes
+/// that matter to JSON's grammar, to UTF-8 and to the fast path's checks), the same sequence on
+/// every run: what a parser's agreement with serde_json is tested on (other crates: feature
+/// `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub fn mutations(line: &[u8], count: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let bytes = b"{}[]\",: \t\r\n\\/0123456789-+.eEtrufalsn\x00\x1f\x7f\xc3\xa9ax";
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..count).map(move |_| {
+        let mut m = line.to_vec();
+        for _ in 0..=(next() % 3) {
+            if m.is_empty() {
+                m.push(b'{');
+            }
+            let at = (next() % m.len() as u64) as usize;
+            let b = bytes[(next() % bytes.len() as u64) as usize];
+            match next() % 3 {
+                0 => m[at] = b,
+                1 => m.insert(at, b),
+                _ => {
+                    m.remove(at);
+                }
+            }
+        }
+        m
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -411,27 +445,7 @@ mod tests {
         for n in 0..line.len() {
             agree(&line[..n]);
         }
-        let bytes = b"{}[]\",: \t\r\n\\/0123456789-+.eEtrufalsn\x00\x1f\x7f\xc3\xa9ax";
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..20_000 {
-            let mut m = line.to_vec();
-            for _ in 0..=(next() % 3) {
-                let at = (next() % m.len() as u64) as usize;
-                let b = bytes[(next() % bytes.len() as u64) as usize];
-                match next() % 3 {
-                    0 => m[at] = b,
-                    1 => m.insert(at, b),
-                    _ => {
-                        m.remove(at);
-                    }
-                }
-            }
+        for m in mutations(line, 20_000) {
             agree(&m);
         }
     }

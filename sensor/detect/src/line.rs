@@ -520,27 +520,7 @@ mod tests {
         for n in 0..line.len() {
             agree(&line[..n]);
         }
-        let bytes = b"{}[]\",: \t\r\n\\/0123456789-+.eEtrufalsn\x00\x1f\x7f\xc3\xa9ax";
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..20_000 {
-            let mut m = line.to_vec();
-            for _ in 0..=(next() % 3) {
-                let at = (next() % m.len() as u64) as usize;
-                let b = bytes[(next() % bytes.len() as u64) as usize];
-                match next() % 3 {
-                    0 => m[at] = b,
-                    1 => m.insert(at, b),
-                    _ => {
-                        m.remove(at);
-                    }
-                }
-            }
+        for m in correlate_lib::jsonscan::mutations(line, 20_000) {
             agree(&m);
         }
     }
