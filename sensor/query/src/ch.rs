@@ -41,20 +41,8 @@ pub struct ChSource {
     pub timeout: Duration,
 }
 
-/// A string literal for ClickHouse SQL.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
+/// A string literal for ClickHouse SQL (the shipper's: one escaping rule for both).
+pub use reqin_shipper::ch::quote;
 
 /// `AND`-clauses for a window in Unix ns over a `DateTime` column (whole seconds, widened).
 pub fn window_sql(column: &str, since_ns: Option<i64>, until_ns: Option<i64>) -> String {
