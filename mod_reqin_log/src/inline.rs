@@ -49,9 +49,9 @@ const MEMO_ENTRIES: usize = 256;
 
 /// Results of a pure function of `K` a child has computed, so a client that sends what an
 /// earlier connection of the child sent costs a hash and a lookup. The key is the complete
-/// input (a hello's [`hello::hello_key`]: every byte its parse reads; the OS guess reads only
-/// [`OsKey`]), compared whole, so a hit is the function's own result. Bounded: full, it starts
-/// over. The lock is held for a lookup or an insert, never for a computation.
+/// input (a hello's [`hello::hello_key`]: every byte its parse reads; for the SYN's fields and
+/// OS guess, its [`SynShape`]), compared whole, so a hit is the function's own result. Bounded:
+/// full, it starts over. The lock is held for a lookup or an insert, never for a computation.
 struct Memo<K, V> {
     hasher: foldhash::quality::RandomState,
     /// By the key's hash (already a good one: the map's own hasher only spreads it).

@@ -988,6 +988,22 @@ impl<'b> Object<'b> {
         self.out.extend_from_slice(b"\":");
     }
 
+    /// The key `prefix` + `name`, both from [`fields`] (plain ASCII, written as they are).
+    fn field_key(&mut self, prefix: &'static str, name: &'static str) {
+        debug_assert!(prefix
+            .bytes()
+            .chain(name.bytes())
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(prefix.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
     /// The key `prefix` + `name`, where `prefix` is one of the plain-ASCII field prefixes.
     fn prefixed_key(&mut self, prefix: &str, name: &str) {
         if !self.empty {
@@ -1169,7 +1185,7 @@ pub fn write_line(out: &mut Vec<u8>, req: &RequestSnapshot<'_>, fp: LineFingerpr
         let a_ns = u64::try_from(req.request_time_us)
             .unwrap_or(0)
             .saturating_mul(1000);
-        o.prefixed_key(fields::PREFIX_A, fields::TIMESTAMP);
+        o.field_key(fields::PREFIX_A, fields::TIMESTAMP);
         o.out
             .extend_from_slice(itoa::Buffer::new().format(a_ns).as_bytes());
         o.out.extend_from_slice(&t.json);
