@@ -610,6 +610,19 @@ mod tests {
         assert_eq!(hello_key(&first[..first.len() - 1]), None);
     }
 
+    #[test]
+    fn a_reused_key_buffer_holds_only_the_last_key() {
+        let long = HelloBuilder::default()
+            .sni("a-much-longer-name.example.com")
+            .message();
+        let short = HelloBuilder::default().sni("a.b").message();
+        let mut key = Vec::new();
+        assert_eq!(hello_key_into(&long, &mut key), Some(()));
+        assert_eq!(Some(key.clone()), hello_key(&long));
+        assert_eq!(hello_key_into(&short, &mut key), Some(()));
+        assert_eq!(Some(key), hello_key(&short));
+    }
+
     proptest::proptest! {
         #[test]
         fn equal_keys_parse_alike(a in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
