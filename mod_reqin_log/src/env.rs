@@ -38,22 +38,35 @@ pub const JA4: &CStr = c"JA4";
 pub const JA4_R: &CStr = c"JA4_R";
 pub const JA3: &CStr = c"JA3";
 pub const JA3_HASH: &CStr = c"JA3_HASH";
+pub const TLS_SNI: &CStr = c"TLS_SNI";
+pub const TLS_ALPN: &CStr = c"TLS_ALPN";
+pub const TLS_VERSION: &CStr = c"TLS_VERSION";
+pub const TCP_TTL: &CStr = c"TCP_TTL";
+pub const TCP_WINDOW: &CStr = c"TCP_WINDOW";
+pub const TCP_MSS: &CStr = c"TCP_MSS";
+pub const TCP_OPTIONS: &CStr = c"TCP_OPTIONS";
+pub const TCP_OS: &CStr = c"TCP_OS";
 
-/// Every variable set from a joined record, in the README's order.
+/// Every variable set from a joined record, in the README's order: those of the ClientHello
+/// alone ([`HELLO_VARS`]), then those of the SYN alone ([`SYN_VARS`]).
 pub const FROM_RECORD: &[&CStr] = &[
     JA4,
     JA4_R,
     JA3,
     JA3_HASH,
-    c"TLS_SNI",
-    c"TLS_ALPN",
-    c"TLS_VERSION",
-    c"TCP_TTL",
-    c"TCP_WINDOW",
-    c"TCP_MSS",
-    c"TCP_OPTIONS",
-    c"TCP_OS",
+    TLS_SNI,
+    TLS_ALPN,
+    TLS_VERSION,
+    TCP_TTL,
+    TCP_WINDOW,
+    TCP_MSS,
+    TCP_OPTIONS,
+    TCP_OS,
 ];
+
+/// How many of [`FROM_RECORD`] come from the ClientHello alone; the rest come from the SYN
+/// (its shape: the IP id is not among them) and its OS guess.
+const HELLO_VARS: usize = 7;
 
 /// A variable's value: borrowed from the record, or a number formatted on the stack.
 pub enum EnvValue<'a> {
@@ -85,6 +98,13 @@ pub fn env_vars<'a>(
     let Some((rec, meta)) = joined else {
         return v;
     };
+    v.extend(record_vars(rec));
+    v.extend(meta_vars(meta));
+    v
+}
+
+/// The variables of a record's fields, in [`FROM_RECORD`]'s order, without the empty ones.
+fn record_vars(rec: &TlsRecord) -> impl Iterator<Item = (&'static CStr, EnvValue<'_>)> {
     let tcp = rec.tcp.as_ref();
     let number = |n: u16| EnvValue::Number(itoa::Buffer::new(), n);
     let values: [Option<EnvValue<'_>>; 12] = [
@@ -101,21 +121,43 @@ pub fn env_vars<'a>(
         tcp.map(|t| EnvValue::Text(t.options.as_str())),
         Some(EnvValue::Text(&rec.tcp_os)),
     ];
-    v.extend(FROM_RECORD.iter().zip(values).filter_map(|(k, val)| {
+    FROM_RECORD.iter().zip(values).filter_map(|(k, val)| {
         val.filter(|s| !matches!(s, EnvValue::Text(t) if t.is_empty()))
             .map(|s| (*k, s))
-    }));
-    v.push((
-        REQIN_FINGERPRINT_SOURCE,
-        EnvValue::Text(meta.source.as_str()),
-    ));
-    if let Some(ja4t) = &meta.ja4t {
-        v.push((JA4T, EnvValue::Text(ja4t.as_str())));
-    }
-    if let Some(client) = &meta.client {
-        v.push((REQIN_CLIENT, EnvValue::Text(client.as_str())));
-    }
-    v
+    })
+}
+
+/// What [`env_vars`] sets for a joined record from its ClientHello alone: `REQIN_CORRELATED=1`
+/// and the [`FROM_RECORD`] variables of the TLS fields. The same for every connection that
+/// sends the same hello, so `inline` renders them once per hello ([`crate::ffi::EnvBlock`]).
+pub fn hello_vars(rec: &TlsRecord) -> impl Iterator<Item = (&'static CStr, EnvValue<'_>)> {
+    std::iter::once((REQIN_CORRELATED, EnvValue::Text("1")))
+        .chain(record_vars(rec).filter(|(k, _)| FROM_RECORD[..HELLO_VARS].contains(k)))
+}
+
+/// The [`FROM_RECORD`] variables of a record's SYN fields and OS guess: the same for every
+/// connection with the same SYN shape.
+pub fn syn_vars(rec: &TlsRecord) -> impl Iterator<Item = (&'static CStr, EnvValue<'_>)> {
+    record_vars(rec).filter(|(k, _)| FROM_RECORD[HELLO_VARS..].contains(k))
+}
+
+/// What [`env_vars`] sets after the record's variables, from what the connection's half of
+/// the line says besides its record.
+pub fn meta_vars(meta: &FragmentMeta) -> impl Iterator<Item = (&'static CStr, EnvValue<'_>)> {
+    [
+        Some((
+            REQIN_FINGERPRINT_SOURCE,
+            EnvValue::Text(meta.source.as_str()),
+        )),
+        meta.ja4t
+            .as_ref()
+            .map(|j| (JA4T, EnvValue::Text(j.as_str()))),
+        meta.client
+            .as_ref()
+            .map(|c| (REQIN_CLIENT, EnvValue::Text(c.as_str()))),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 #[cfg(test)]
@@ -159,6 +201,46 @@ mod tests {
             vars.last(),
             Some(&(REQIN_FINGERPRINT_SOURCE, "inline".to_owned()))
         );
+    }
+
+    #[test]
+    fn hello_syn_and_meta_parts_are_the_whole_list() {
+        let rec = TlsRecord {
+            ja4: "t13d".into(),
+            ja3: "771".into(),
+            tls_version: "1.3".into(),
+            ip: Some(IpMeta {
+                ttl: 64,
+                ..IpMeta::default()
+            }),
+            tcp: Some(TcpMeta {
+                window_size: 65495,
+                mss: 0,
+                window_scale: None,
+                options: "MSS,NOP".into(),
+            }),
+            tcp_os: "Linux".into(),
+            ..TlsRecord::default()
+        };
+        let meta = FragmentMeta {
+            ja4t: Some("65495_2_0_0".into()),
+            client: Some("curl".into()),
+            ..FragmentMeta::of(crate::record::Source::Inline)
+        };
+        let text = |v: Vec<(&'static CStr, EnvValue<'_>)>| -> Vec<(&'static CStr, String)> {
+            v.into_iter()
+                .map(|(k, mut v)| (k, v.as_str().to_owned()))
+                .collect()
+        };
+        let whole = text(env_vars(Some((&rec, &meta))));
+        let parts = text(
+            hello_vars(&rec)
+                .chain(syn_vars(&rec))
+                .chain(meta_vars(&meta))
+                .collect(),
+        );
+        assert_eq!(whole, parts);
+        assert!(!whole.iter().any(|(k, _)| *k == TCP_MSS || *k == JA4_R));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::ffi::{
 };
 use crate::flusher::{BothPending, Flusher, Pending};
 use crate::ids::{self, Ids as IdSource};
-use crate::inline::{Capture, InlineGeneration};
+use crate::inline::{Capture, InlineGeneration, KnownHello, KnownSyn};
 use crate::record::{
     self, FragmentMeta, LineFingerprint, OrphanReason, RequestSnapshot, Text, TlsFragment,
 };
@@ -201,15 +201,17 @@ pub struct ConnState {
     /// Requests read so far (HTTP/2: streams), for `keepalives`.
     requests: AtomicU64,
     /// The connection's final record, once decided: the sensor's (`sensor`), or `both`'s merge
-    /// of the inline one with the sensor's.
-    pub(crate) joined: OnceLock<Joined>,
+    /// of the inline one with the sensor's. Boxed, as `inline`: with a [`Joined`] inline
+    /// twice the state was 1 368 bytes, above what glibc's per-thread cache serves (1 032),
+    /// and allocating it cost `pre_connection` 1 670 instructions more (callgrind).
+    pub(crate) joined: OnceLock<Box<Joined>>,
     /// A request of this connection already waited the full lookup wait in vain: later ones
     /// look once and do not wait again (the handshake preceded the first request).
     pub(crate) waited_in_vain: AtomicBool,
     /// What httpd captured of the handshake (inline, both).
     capture: Capture,
     /// The record built from it, or why there is none (inline, both).
-    pub(crate) inline: OnceLock<Result<Joined, OrphanReason>>,
+    pub(crate) inline: OnceLock<Result<Box<Joined>, OrphanReason>>,
 }
 
 impl ConnState {
@@ -248,28 +250,46 @@ pub struct Joined {
 
 impl Joined {
     pub fn new(rec: TlsRecord, meta: FragmentMeta, primary: Conn<'_>, check: Check) -> Self {
-        Self::rendered(rec, meta, primary, check, None)
+        let env = primary.env(&[], crate::env::env_vars(Some((&rec, &meta))), |v| {
+            v.as_str()
+        });
+        let (client, local) = (primary.client_addr(), primary.local_addr());
+        Self {
+            fragment: TlsFragment::new(rec, meta, client, local),
+            env,
+            check,
+        }
     }
 
-    /// As [`Joined::new`]; `parts`: the record's TLS fields and SYN fields already rendered
-    /// ([`record::tls_json`], [`record::syn_json`]).
-    pub fn rendered(
+    /// As [`Joined::new`] for a record httpd made itself (`inline`), from the parts a child
+    /// renders once per ClientHello and per SYN shape ([`crate::inline::KnownHello`],
+    /// [`crate::inline::KnownSyn`]): their fields of the line and their environment variables,
+    /// which the connection's environment points at instead of copying.
+    pub fn inline(
         rec: TlsRecord,
         meta: FragmentMeta,
         primary: Conn<'_>,
-        check: Check,
-        parts: Option<(&[u8], Option<&[u8]>)>,
+        hello: &KnownHello,
+        syn: Option<&KnownSyn>,
     ) -> Self {
-        let env = primary.env(crate::env::env_vars(Some((&rec, &meta))), |v| v.as_str());
-        let (client, local) = (primary.client_addr(), primary.local_addr());
-        let fragment = match parts {
-            Some((tls, syn)) => TlsFragment::with_parts(rec, meta, client, local, tls, syn),
-            None => TlsFragment::new(rec, meta, client, local),
+        let meta_vars = crate::env::meta_vars(&meta);
+        let env = match syn {
+            Some(syn) => primary.env(&[&hello.env, &syn.env], meta_vars, |v| v.as_str()),
+            None => primary.env(&[&hello.env], meta_vars, |v| v.as_str()),
         };
+        let (client, local) = (primary.client_addr(), primary.local_addr());
+        let fragment = TlsFragment::with_parts(
+            rec,
+            meta,
+            client,
+            local,
+            &hello.json,
+            syn.map(|s| s.json.as_slice()),
+        );
         Self {
             fragment,
             env,
-            check,
+            check: Check::None,
         }
     }
 

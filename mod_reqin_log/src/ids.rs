@@ -68,10 +68,13 @@ impl Default for Ids {
 
 /// The id of the `sequence`-th request (1-based) on connection `conn_id`.
 pub fn request_id(conn_id: &str, sequence: u64) -> String {
-    let mut s = String::with_capacity(conn_id.len() + 4);
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(sequence);
+    // Exactly the length: the hooks keep it as a `Box<str>`, which would reallocate a spare byte.
+    let mut s = String::with_capacity(conn_id.len() + 1 + digits.len());
     s.push_str(conn_id);
     s.push('-');
-    s.push_str(itoa::Buffer::new().format(sequence));
+    s.push_str(digits);
     s
 }
 

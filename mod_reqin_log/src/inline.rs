@@ -23,11 +23,11 @@ use correlate_lib::fingerprint::hello::{self, HelloError, MAX_HELLO_BYTES};
 use correlate_lib::fingerprint::os::{OsDatabase, OsGuess};
 use correlate_lib::fingerprint::syn::SynTraits;
 use correlate_lib::fingerprint::{self, syn, TlsFingerprint, Transport};
-use correlate_lib::{ConnKey, TlsRecord};
+use correlate_lib::{ConnKey, IpMeta, TlsRecord};
 
 use crate::ffi::openssl::{CapturedHello, HelloSlot, OpenSsl, TlsConn};
 use crate::ffi::socket::{self, ClientSocket, SavedSyn};
-use crate::ffi::{Conn, Level, Server};
+use crate::ffi::{Conn, EnvBlock, Level, Server};
 use crate::hooks::{ConnState, ModuleLog, ServerState};
 use crate::record::OrphanReason;
 
@@ -49,16 +49,16 @@ const MEMO_ENTRIES: usize = 256;
 
 /// Results of a pure function of `K` a child has computed, so a client that sends what an
 /// earlier connection of the child sent costs a hash and a lookup. The key is the complete
-/// input (a hello's [`hello::hello_key`]: every byte its parse reads; the OS guess reads only
-/// [`OsKey`]), compared whole, so a hit is the function's own result. Bounded: full, it starts
-/// over. The lock is held for a lookup or an insert, never for a computation.
+/// input (a hello's [`hello::hello_key`]: every byte its parse reads; for the SYN's fields and
+/// OS guess, its [`SynShape`]), compared whole, so a hit is the function's own result. Bounded:
+/// full, it starts over. The lock is held for a lookup or an insert, never for a computation.
 struct Memo<K, V> {
     hasher: foldhash::quality::RandomState,
     /// By the key's hash (already a good one: the map's own hasher only spreads it).
     map: Mutex<HashMap<u64, (K, V), foldhash::fast::RandomState>>,
 }
 
-impl<K: Hash + Eq, V: Clone> Memo<K, V> {
+impl<K, V: Clone> Memo<K, V> {
     fn new() -> Self {
         Self {
             hasher: foldhash::quality::RandomState::default(),
@@ -69,19 +69,32 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
         }
     }
 
-    fn get_or<E>(&self, key: K, compute: impl FnOnce(&K) -> Result<V, E>) -> Result<V, E> {
-        let hash = self.hasher.hash_one(&key);
+    /// The hash a key is looked up by: of a borrowed view of it, so a lookup needs no key of
+    /// its own (only an insert makes one).
+    fn hash(&self, key: &(impl Hash + ?Sized)) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The value remembered for the key of `hash` that `is_key` recognises, else `compute`'s,
+    /// remembered under `key()`.
+    fn get_or<E>(
+        &self,
+        hash: u64,
+        is_key: impl Fn(&K) -> bool,
+        key: impl FnOnce() -> K,
+        compute: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
         if let Some((k, v)) = self.lock().get(&hash) {
-            if *k == key {
+            if is_key(k) {
                 return Ok(v.clone());
             }
         }
-        let value = compute(&key)?;
+        let value = compute()?;
         let mut map = self.lock();
         if map.len() >= MEMO_ENTRIES {
             map.clear();
         }
-        map.insert(hash, (key, value.clone()));
+        map.insert(hash, (key(), value.clone()));
         Ok(value)
     }
 
@@ -90,25 +103,70 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
     }
 }
 
-/// A hello's fingerprint and its fields as the line writes them ([`crate::record::tls_json`]).
+/// A hello's fingerprint, its fields as the line writes them ([`crate::record::tls_json`])
+/// and its environment variables ([`crate::env::hello_vars`]).
 pub struct KnownHello {
     fingerprint: TlsFingerprint,
     pub json: Vec<u8>,
+    pub env: Arc<EnvBlock>,
 }
 
-/// What the line takes from a SYN shape: the OS guess and the SYN's fields as the fragment
-/// writes them ([`crate::record::syn_json`]).
+/// What the line takes from a SYN shape: the OS guess, the SYN's fields as the fragment
+/// writes them ([`crate::record::syn_json`]) and their environment variables
+/// ([`crate::env::syn_vars`]).
 pub struct KnownSyn {
     guess: Option<OsGuess>,
     pub json: Vec<u8>,
+    pub env: Arc<EnvBlock>,
 }
 
 /// A SYN without its IP id, the one trait that changes from one connection of a client to the
-/// next: the key of what [`KnownSyn`] holds, which depends on nothing else.
-fn syn_shape(syn: &SynTraits) -> SynTraits {
-    let mut shape = syn.clone();
-    shape.ip.id = 0;
-    shape
+/// next: the key of what [`KnownSyn`] holds, which depends on nothing else. Hashed and compared
+/// in place (every field named, so a new one cannot be left out unnoticed).
+struct SynShape<'a>(&'a SynTraits);
+
+impl Hash for SynShape<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let SynTraits {
+            ip,
+            tcp,
+            option_kinds,
+            p0f,
+        } = self.0;
+        let IpMeta {
+            ttl,
+            total_length,
+            id: _,
+            df,
+        } = ip;
+        (ttl, total_length, df, tcp, option_kinds, p0f).hash(state);
+    }
+}
+
+impl SynShape<'_> {
+    fn is(&self, other: &SynTraits) -> bool {
+        let SynTraits {
+            ip,
+            tcp,
+            option_kinds,
+            p0f,
+        } = self.0;
+        let IpMeta {
+            ttl,
+            total_length,
+            id: _,
+            df,
+        } = ip;
+        (ttl, total_length, df, tcp, option_kinds, p0f)
+            == (
+                &other.ip.ttl,
+                &other.ip.total_length,
+                &other.ip.df,
+                &other.tcp,
+                &other.option_kinds,
+                &other.p0f,
+            )
+    }
 }
 
 /// What a configuration generation that fingerprints inline needs, shared by its servers.
@@ -160,16 +218,32 @@ impl InlineGeneration {
     /// The TLS fingerprint of a ClientHello message (correlate-lib's `fingerprint_client_hello`,
     /// remembered by the message's [`hello::hello_key`]).
     fn tls(&self, message: &[u8]) -> Result<Arc<KnownHello>, HelloError> {
-        match hello::hello_key(message) {
-            Some(key) => self.hellos.get_or(key, |_| Self::known(message)),
-            None => Self::known(message),
+        thread_local! {
+            /// The key of the thread's last hello: a lookup copies the message into it, and
+            /// only a new hello's entry gets a key of its own.
+            static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        KEY.with(|cell| {
+            let Ok(mut key) = cell.try_borrow_mut() else {
+                return Self::known(message);
+            };
+            if hello::hello_key_into(message, &mut key).is_none() {
+                return Self::known(message);
+            }
+            let key = key.as_slice();
+            self.hellos.get_or(
+                self.hellos.hash(key),
+                |k| k.as_slice() == key,
+                || key.to_vec(),
+                || Self::known(message),
+            )
+        })
     }
 
     fn known(message: &[u8]) -> Result<Arc<KnownHello>, HelloError> {
         let parsed = hello::parse_handshake_message(message)?;
         let fingerprint = TlsFingerprint::of(&parsed, Transport::Tcp);
-        let json = crate::record::tls_json(&TlsRecord {
+        let rec = TlsRecord {
             tls_version: fingerprint.tls_version.clone(),
             tls_sni: fingerprint.sni.clone().unwrap_or_default(),
             tls_alpn: fingerprint.tls_alpn.clone(),
@@ -178,16 +252,22 @@ impl InlineGeneration {
             ja3: fingerprint.ja3.clone(),
             ja3_hash: fingerprint.ja3_hash.clone(),
             ..TlsRecord::default()
-        });
-        Ok(Arc::new(KnownHello { fingerprint, json }))
+        };
+        let json = crate::record::tls_json(&rec);
+        let env = Arc::new(EnvBlock::new(crate::env::hello_vars(&rec), |v| v.as_str()));
+        Ok(Arc::new(KnownHello {
+            fingerprint,
+            json,
+            env,
+        }))
     }
 
     /// The OS guess of a SYN (correlate-lib's; `None` without the database) and its rendered
     /// fields, remembered by the SYN's shape.
     fn syn(&self, syn: &SynTraits) -> Arc<KnownSyn> {
-        let known = |_: &SynTraits| {
+        let known = || {
             let guess = self.os.as_ref().map(|db| db.guess(syn));
-            let json = crate::record::syn_json(&TlsRecord {
+            let rec = TlsRecord {
                 ip: Some(syn.ip),
                 tcp: Some(syn.tcp.clone()),
                 tcp_os: guess
@@ -196,10 +276,18 @@ impl InlineGeneration {
                     .unwrap_or_default(),
                 tcp_os_distance: guess.as_ref().map(|g| g.distance),
                 ..TlsRecord::default()
-            });
-            Ok::<_, std::convert::Infallible>(Arc::new(KnownSyn { guess, json }))
+            };
+            let json = crate::record::syn_json(&rec);
+            let env = Arc::new(EnvBlock::new(crate::env::syn_vars(&rec), |v| v.as_str()));
+            Ok::<_, std::convert::Infallible>(Arc::new(KnownSyn { guess, json, env }))
         };
-        match self.syns.get_or(syn_shape(syn), known) {
+        let shape = SynShape(syn);
+        match self.syns.get_or(
+            self.syns.hash(&shape),
+            |k| shape.is(k),
+            || syn.clone(),
+            known,
+        ) {
             Ok(k) => k,
             Err(never) => match never {},
         }

@@ -289,7 +289,7 @@ fn join<'a>(
                         None,
                         &rec,
                     );
-                    Joined::new(rec, meta, primary, Check::None)
+                    Box::new(Joined::new(rec, meta, primary, Check::None))
                 }));
             }
         }
@@ -319,9 +319,9 @@ fn join<'a>(
 fn inline_record<'a>(
     state: &ServerState,
     admitted: &Admitted<'a, '_>,
-) -> &'a Result<Joined, OrphanReason> {
+) -> Result<&'a Joined, OrphanReason> {
     let Admitted { primary, key, cs } = admitted;
-    cs.inline.get_or_init(|| {
+    let record = cs.inline.get_or_init(|| {
         let generation = state
             .inline_generation()
             .ok_or(OrphanReason::HelloNotCaptured)?;
@@ -333,18 +333,15 @@ fn inline_record<'a>(
             f.partial,
             &f.record,
         );
-        let parts = (
-            f.hello.json.as_slice(),
-            f.syn.as_ref().map(|s| s.json.as_slice()),
-        );
-        Ok(Joined::rendered(
+        Ok(Box::new(Joined::inline(
             f.record,
             meta,
             *primary,
-            Check::None,
-            Some(parts),
-        ))
-    })
+            &f.hello,
+            f.syn.as_deref(),
+        )))
+    });
+    record.as_deref().map_err(|reason| *reason)
 }
 
 /// `inline`: the record httpd built itself.
@@ -364,7 +361,7 @@ fn inline<'a>(
     };
     match inline_record(state, &admitted) {
         Ok(joined) => Decision::Joined(joined),
-        Err(reason) => Decision::Never(*reason),
+        Err(reason) => Decision::Never(reason),
     }
 }
 
@@ -402,7 +399,7 @@ fn both<'a>(
         if rules.belongs(&rec, &key, cs.accept_ns).is_ok() {
             return Decision::Joined(
                 cs.joined
-                    .get_or_init(|| merged(state, server, inline, &rec, primary)),
+                    .get_or_init(|| Box::new(merged(state, server, inline, &rec, primary))),
             );
         }
     }

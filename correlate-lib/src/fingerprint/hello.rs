@@ -184,14 +184,24 @@ pub fn parse_handshake_message(message: &[u8]) -> Result<ClientHello, HelloError
 /// one connection to the next). `None` when the framing does not hold (then parse it: it fails
 /// or gives what it gives).
 pub fn hello_key(message: &[u8]) -> Option<Vec<u8>> {
+    let mut key = Vec::new();
+    hello_key_into(message, &mut key)?;
+    Some(key)
+}
+
+/// [`hello_key`] written into `key` (its old content replaced), so a caller that looks keys up
+/// far more often than it keeps one can reuse a buffer. `None`, and `key` unspecified, when
+/// the framing does not hold.
+pub fn hello_key_into(message: &[u8], key: &mut Vec<u8>) -> Option<()> {
     if message.first() != Some(&HANDSHAKE_CLIENT_HELLO)
         || wanted_len(message) != Some(message.len())
         || message.len() - HANDSHAKE_HEADER_LEN > MAX_HELLO_BYTES
     {
         return None;
     }
-    let mut key = message.to_vec();
-    let zero = |key: &mut Vec<u8>, at: usize, len: usize| -> Option<()> {
+    key.clear();
+    key.extend_from_slice(message);
+    let zero = |key: &mut [u8], at: usize, len: usize| -> Option<()> {
         key.get_mut(at..at.checked_add(len)?)?.fill(0);
         Some(())
     };
@@ -204,15 +214,15 @@ pub fn hello_key(message: &[u8]) -> Option<Vec<u8>> {
     };
     // Header (4), legacy_version (2), random (32).
     let mut at = HANDSHAKE_HEADER_LEN + 2;
-    zero(&mut key, at, 32)?;
+    zero(key, at, 32)?;
     at += 32;
     let session_id = u8_at(at)?;
-    zero(&mut key, at + 1, session_id)?;
+    zero(key, at + 1, session_id)?;
     at += 1 + session_id;
     at += 2 + u16_at(at)?; // cipher suites
     at += 1 + u8_at(at)?; // compression methods
     if at >= message.len() {
-        return Some(key);
+        return Some(());
     }
     let end = (at + 2).checked_add(u16_at(at)?)?.min(message.len());
     at += 2;
@@ -229,11 +239,11 @@ pub fn hello_key(message: &[u8]) -> Option<Vec<u8>> {
                 | EXT_SUPPORTED_VERSIONS
         );
         if !read && at + 4 + len <= end {
-            zero(&mut key, at + 4, len)?;
+            zero(key, at + 4, len)?;
         }
         at += 4 + len;
     }
-    Some(key)
+    Some(())
 }
 
 /// Collects the fragments of the first handshake message from a run of TLS records; returns it
@@ -598,6 +608,19 @@ mod tests {
         let sni = builder.clone().sni("example.org");
         assert_ne!(hello_key(&first), hello_key(&sni.message()));
         assert_eq!(hello_key(&first[..first.len() - 1]), None);
+    }
+
+    #[test]
+    fn a_reused_key_buffer_holds_only_the_last_key() {
+        let long = HelloBuilder::default()
+            .sni("a-much-longer-name.example.com")
+            .message();
+        let short = HelloBuilder::default().sni("a.b").message();
+        let mut key = Vec::new();
+        assert_eq!(hello_key_into(&long, &mut key), Some(()));
+        assert_eq!(Some(key.clone()), hello_key(&long));
+        assert_eq!(hello_key_into(&short, &mut key), Some(()));
+        assert_eq!(Some(key), hello_key(&short));
     }
 
     proptest::proptest! {

@@ -162,6 +162,34 @@ fn pool_box<T: Send + Sync + 'static>(pool: *mut sys::apr_pool_t, value: T) -> *
     raw
 }
 
+/// Keeps `value` alive until `pool` runs its cleanups: one reference of the `Arc`, handed to
+/// the pool without a box of its own.
+fn pool_arc<T: Send + Sync + 'static>(pool: *mut sys::apr_pool_t, value: std::sync::Arc<T>) {
+    let raw = std::sync::Arc::into_raw(value);
+    // SAFETY: `pool` is a live pool httpd gave us; `drop_arc::<T>` gives back exactly this
+    // reference, once, when the pool runs its cleanups. As in `pool_box`, nothing is freed
+    // in a child process's cleanup before exec.
+    unsafe {
+        sys::apr_pool_cleanup_register(
+            pool,
+            raw as *const c_void,
+            Some(drop_arc::<T>),
+            Some(sys::apr_pool_cleanup_null),
+        );
+    }
+}
+
+unsafe extern "C" fn drop_arc<T>(data: *mut c_void) -> apr_status_t {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: registered by `pool_arc::<T>` with a pointer from `Arc::<T>::into_raw`; APR
+        // runs a cleanup once.
+        drop(unsafe { std::sync::Arc::from_raw(data as *const T) });
+    });
+    // As in `drop_box`: a panicking Drop is not reported, httpd continues.
+    let _ = result;
+    APR_SUCCESS
+}
+
 unsafe extern "C" fn drop_box<T>(data: *mut c_void) -> apr_status_t {
     let result = std::panic::catch_unwind(|| {
         // SAFETY: registered by `pool_box::<T>` with a pointer from `Box::<T>::into_raw`; APR
@@ -488,12 +516,19 @@ impl<'a> Conn<'a> {
     }
 
     /// Copies the values of `vars` into this connection's pool once, for
-    /// [`Request::set_conn_env`]; the names are static and kept as they are.
+    /// [`Request::set_conn_env`]; the names are static and kept as they are. The variables
+    /// of `shared` come first, not copied: the connection's pool keeps each block alive.
     pub fn env<V>(
         &self,
+        shared: &[&std::sync::Arc<EnvBlock>],
         vars: impl IntoIterator<Item = (&'static CStr, V)>,
         mut value: impl FnMut(&mut V) -> &str,
     ) -> ConnEnv {
+        let mut out = Vec::with_capacity(16);
+        for block in shared {
+            pool_arc(self.raw.pool, std::sync::Arc::clone(block));
+            out.extend(block.vars.iter().map(|(k, v)| (k.as_ptr(), v.as_ptr())));
+        }
         let dup = |s: &str| {
             // memchr: the values include JA4_R and JA3, hundreds of bytes each.
             if memchr::memchr(0, s.as_bytes()).is_some() {
@@ -508,13 +543,14 @@ impl<'a> Conn<'a> {
                     as *const c_char
             }
         };
+        out.extend(
+            vars.into_iter()
+                .map(|(name, mut v)| (name.as_ptr(), dup(value(&mut v))))
+                .filter(|(_, v)| !v.is_null()),
+        );
         ConnEnv {
             conn: self.raw,
-            vars: vars
-                .into_iter()
-                .map(|(name, mut v)| (name.as_ptr(), dup(value(&mut v))))
-                .filter(|(_, v)| !v.is_null())
-                .collect(),
+            vars: out,
         }
     }
 
@@ -531,15 +567,42 @@ impl<'a> Conn<'a> {
 }
 
 /// Environment variables made once for a connection ([`Conn::env`]) and set on each of its
-/// requests without copying: the strings live in that connection's pool.
+/// requests without copying: the strings live in that connection's pool, or in an
+/// [`EnvBlock`] the pool keeps alive.
 pub struct ConnEnv {
     conn: *const sys::conn_rec,
     vars: Vec<(*const c_char, *const c_char)>,
 }
 
-// SAFETY: the values are NUL-terminated strings of a connection pool, never written after
-// `Conn::env` made them, the names static strings of this module; they are only read, and only
-// while that connection is alive (see `Request::set_conn_env`).
+/// Environment variables rendered once as C strings, shared by every connection they
+/// describe (`inline`: those of one ClientHello, or of one SYN shape, in the child's memo),
+/// so a connection's [`ConnEnv`] points at them instead of copying them. Never changed once
+/// made; [`Conn::env`] hands the connection's pool a reference, so a block lives at least as
+/// long as every request table that holds its pointers, whatever becomes of the memo.
+pub struct EnvBlock {
+    vars: Vec<(&'static CStr, CString)>,
+}
+
+impl EnvBlock {
+    /// The values of `vars`, each with its static name (a value with a NUL byte as
+    /// [`Conn::env`] copies it).
+    pub fn new<V>(
+        vars: impl IntoIterator<Item = (&'static CStr, V)>,
+        mut value: impl FnMut(&mut V) -> &str,
+    ) -> Self {
+        Self {
+            vars: vars
+                .into_iter()
+                .map(|(name, mut v)| (name, to_cstring(value(&mut v))))
+                .collect(),
+        }
+    }
+}
+
+// SAFETY: the values are NUL-terminated strings of a connection pool or of an `EnvBlock` that
+// pool holds a reference to (`pool_arc`), never written after `Conn::env` made them, the names
+// static strings of this module; they are only read, and only while that connection is alive
+// (see `Request::set_conn_env`): its requests' pools are destroyed before its own cleanups run.
 unsafe impl Send for ConnEnv {}
 // SAFETY: as for Send: shared, read-only data.
 unsafe impl Sync for ConnEnv {}
