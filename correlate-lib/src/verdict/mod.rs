@@ -164,14 +164,15 @@ const IP_KEY_BYTES: usize = 17;
 /// hashes on the request path, built in registers.
 #[inline]
 fn ip_key(ip: IpAddr) -> [u8; IP_KEY_BYTES] {
-    // `normalize_ip` then back to the mapped form is the identity on these 16 bytes.
-    let octets = match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+    // `normalize_ip` then back to the mapped form is the identity on these 16 bytes. As one
+    // integer: the compiler then writes the bytes as two words, not one by one.
+    let addr: u128 = match ip {
+        IpAddr::V4(v4) => 0xffff_0000_0000 | u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
     };
     let mut b = [0u8; IP_KEY_BYTES];
     b[0] = layout::KIND_IP;
-    b[1..].copy_from_slice(&octets);
+    b[1..].copy_from_slice(&addr.to_be_bytes());
     b
 }
 
@@ -885,8 +886,14 @@ impl VerdictReader {
 
     /// The verdict for `key` that has not expired at `now_ns`. O(1): at most
     /// [`layout::PROBE_LIMIT`] tag loads and one checked copy.
-    #[inline]
     pub fn lookup(&self, key: &VerdictKey, now_ns: u64) -> VerdictLookup {
+        self.lookup_inline(key, now_ns)
+    }
+
+    /// [`VerdictReader::lookup`], inlined into each entry point: one call from the module
+    /// per request, the rest in registers.
+    #[inline(always)]
+    fn lookup_inline(&self, key: &VerdictKey, now_ns: u64) -> VerdictLookup {
         // An empty table (the detector runs but has no verdict: what most requests meet) is a
         // miss without hashing the key.
         if load_word(self.map.words(), layout::W_LIVE) == 0 {
@@ -906,8 +913,28 @@ impl VerdictReader {
     /// The probes of a lookup from `hash`'s home slot. A miss reads one tag word per slot, and
     /// nothing else: the window is bounds-checked once, not per slot, and the key is only
     /// unpacked for a slot whose tag is the key's ([`VerdictReader::read_candidate`]).
+    #[inline(always)]
     fn probe(&self, key: &VerdictKey, hash: u64, now_ns: u64) -> VerdictLookup {
         let want = layout::live_tag(hash);
+        let n = self.slot_count as usize;
+        let home = hash as usize & (n - 1);
+        let words = self.map.words();
+        let start = layout::HEADER_WORDS + home * SLOT_WORDS;
+        const WINDOW: usize = layout::PROBE_LIMIT * SLOT_WORDS;
+        // All but the few homes within PROBE_LIMIT of the last slot: one run of slots.
+        if home + layout::PROBE_LIMIT <= n {
+            if let Some(window) = words.get(start..start + WINDOW) {
+                return self.scan([window, &[]], key, want, now_ns);
+            }
+        }
+        self.probe_wrapping(key, hash, now_ns)
+    }
+
+    /// [`VerdictReader::probe`] of a window that runs past the last slot: up to it, then on
+    /// from slot 0.
+    #[cold]
+    #[inline(never)]
+    fn probe_wrapping(&self, key: &VerdictKey, hash: u64, now_ns: u64) -> VerdictLookup {
         let n = self.slot_count as usize;
         let home = hash as usize & (n - 1);
         let slots = self
@@ -915,8 +942,6 @@ impl VerdictReader {
             .words()
             .get(layout::HEADER_WORDS..layout::HEADER_WORDS + n * SLOT_WORDS)
             .unwrap_or_default();
-        // The window from the home slot, in at most two runs: up to the last slot, then, for
-        // the few homes within PROBE_LIMIT of the end, on from slot 0.
         let first = (n - home).min(layout::PROBE_LIMIT);
         let runs = [
             slots
@@ -926,12 +951,24 @@ impl VerdictReader {
                 .get(..(layout::PROBE_LIMIT - first) * SLOT_WORDS)
                 .unwrap_or_default(),
         ];
+        self.scan(runs, key, layout::live_tag(hash), now_ns)
+    }
+
+    /// The tag words of the slots in `runs`, in order, until a never-used slot (the writer
+    /// never places a key beyond one) or the key's own slot.
+    #[inline(always)]
+    fn scan(
+        &self,
+        runs: [&[SharedWord]; 2],
+        key: &VerdictKey,
+        want: u64,
+        now_ns: u64,
+    ) -> VerdictLookup {
         let mut torn = false;
         for run in runs {
             for slot in run.chunks_exact(SLOT_WORDS) {
                 let tag = slot.get(1).map_or(layout::TAG_EMPTY, SharedWord::load);
                 if tag == layout::TAG_EMPTY {
-                    // The writer never places a key beyond a never-used slot.
                     return if torn {
                         VerdictLookup::Torn
                     } else {
@@ -957,10 +994,9 @@ impl VerdictReader {
         }
     }
 
-    /// [`VerdictReader::lookup`] of a client address.
-    #[inline]
+    /// [`VerdictReader::lookup`] of a client address: what every request pays.
     pub fn lookup_ip(&self, ip: IpAddr, now_ns: u64) -> VerdictLookup {
-        self.lookup(&VerdictKey::Ip(ip), now_ns)
+        self.lookup_inline(&VerdictKey::Ip(ip), now_ns)
     }
 
     /// [`VerdictReader::lookup`] of a JA4.
