@@ -847,8 +847,9 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         export_env(r, &decision);
         if let Some(v) = &verdict {
             r.add_env_str(crate::env::REQIN_VERDICT, v.word());
-            if !v.rule().is_empty() {
-                r.add_env_str(crate::env::REQIN_VERDICT_RULE, v.rule());
+            let rule = v.rule();
+            if !rule.is_empty() {
+                r.add_env_str(crate::env::REQIN_VERDICT_RULE, rule);
             }
         }
         if let Some(id) = &rs.request_id {
