@@ -3,8 +3,10 @@
 //! difference): what the module adds per request when it looks a client up.
 //!
 //!     verdict_lookups empty|hit|miss N
-//!     verdict_lookups write PATH N     a table of N live verdicts (10.1.x.y), mode 0644, kept
-//!                                      at PATH for httpd to map (scripts/bench/verdict_module.py)
+//!     verdict_lookups write PATH N [CLIENT]
+//!                                      a table of N live verdicts (10.1.x.y), and one for the
+//!                                      address CLIENT if given, mode 0644, kept at PATH for
+//!                                      httpd to map (scripts/bench/verdict_module.py)
 
 use std::net::IpAddr;
 
@@ -18,10 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if kind == "write" {
         let path = std::path::PathBuf::from(args.next().ok_or("PATH")?);
         let n: u32 = args.next().ok_or("N")?.parse()?;
+        let client: Option<IpAddr> = args.next().map(|a| a.parse()).transpose()?;
         let mut w = VerdictWriter::create(&path, DEFAULT_SLOT_COUNT, 0o644, None)?;
         let now = correlate_lib::unix_now_ns();
-        for i in 0..n {
-            let ip = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+        let ips = (0..n).map(|i| IpAddr::from([10, 1, (i >> 8) as u8, i as u8]));
+        for ip in ips.chain(client) {
             w.set(
                 &correlate_lib::verdict::VerdictKey::Ip(ip),
                 "block",

@@ -29,10 +29,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use correlate_lib::join::JoinRules;
+use correlate_lib::verdict::Verdict;
 use correlate_lib::{unix_now_ns, TlsRecord};
 
 use crate::config::{LogTarget, Settings, Verbosity};
-use crate::correlation::{ClientVerdict, FileEvent, RingHandle, VerdictHandle};
+use crate::correlation::{FileEvent, RingHandle, VerdictHandle};
 use crate::ffi::openssl::{HelloSlot, HoldsHello};
 use crate::ffi::shm::SharedCounters;
 use crate::ffi::socket::ClientSocket;
@@ -308,7 +309,7 @@ pub struct RequestState {
     /// `ReqinLogJA4Plus On`: JA4H and its raw form, of the request as the client sent it.
     ja4h: Option<(String, String)>,
     /// What the detector's verdict table said at `post_read_request`.
-    verdict: OnceLock<ClientVerdict>,
+    verdict: OnceLock<Verdict>,
 }
 
 /// The counters in shared memory, the same block for every generation of this httpd parent
@@ -859,15 +860,16 @@ pub fn post_read_request(r: Request<'_>) -> c_int {
         false,
     );
     let verdict = verdict(state, server, r, cs, decision_ja4(&decision));
-    if let Some(v) = &verdict {
-        let _ = rs.verdict.set(v.clone());
+    if let Some(v) = verdict {
+        let _ = rs.verdict.set(v);
     }
     if state.settings.export_env() {
         export_env(r, &decision);
         if let Some(v) = &verdict {
-            r.add_env_str(crate::env::REQIN_VERDICT, &v.word);
-            if !v.rule.is_empty() {
-                r.add_env_str(crate::env::REQIN_VERDICT_RULE, &v.rule);
+            r.add_env_str(crate::env::REQIN_VERDICT, v.word());
+            let rule = v.rule();
+            if !rule.is_empty() {
+                r.add_env_str(crate::env::REQIN_VERDICT_RULE, rule);
             }
         }
         if let Some(id) = &rs.request_id {
@@ -906,16 +908,14 @@ fn verdict(
     r: Request<'_>,
     cs: Option<&ConnState>,
     ja4: Option<&str>,
-) -> Option<ClientVerdict> {
+) -> Option<Verdict> {
     let table = state.verdicts.get()?;
     let ip = cs?.client_ip?;
     // The request's own time (httpd read the clock when the request arrived): a verdict that
     // expires within the request's first microseconds is a hair late, and no clock is read.
-    let (found, event) = table.verdict(ip, ja4, arrival_ns(r));
-    if let Some(event) = event {
-        log_file_event(server, &event);
-    }
-    found
+    table.verdict(ip, ja4, arrival_ns(r), |event| {
+        log_file_event(server, &event)
+    })
 }
 
 /// The fingerprint's environment variables (`REQIN_CORRELATED=0` without one).
@@ -1078,7 +1078,7 @@ fn wait_for_sensor(
 struct Ids<'a> {
     conn_id: Option<&'a str>,
     request_id: Option<&'a str>,
-    verdict: Option<&'a ClientVerdict>,
+    verdict: Option<&'a Verdict>,
 }
 
 /// `ReqinLogTag`s that apply to `r`, evaluated now (a failed expression leaves its tag out).
@@ -1169,12 +1169,9 @@ fn snapshot<'a>(
         keepalives,
         conn_id: ids.conn_id.map(Cow::Borrowed),
         request_id: ids.request_id.map(Cow::Borrowed),
-        verdict: ids.verdict.map(|v| {
-            (
-                Cow::Borrowed(v.word.as_str()),
-                Cow::Borrowed(v.rule.as_str()),
-            )
-        }),
+        verdict: ids
+            .verdict
+            .map(|v| (Cow::Borrowed(v.word()), Cow::Borrowed(v.rule()))),
         stream_id: state.h2_probe.get().and_then(|p| p.stream_id(r)),
         headers,
         tags: tags(state, r),

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --release -p correlate-lib --example verdict_lookups
-bin=target/release/examples/verdict_lookups
+bin=${CARGO_TARGET_DIR:-target}/release/examples/verdict_lookups
 n=1000000
 ir() { # kind count
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |

@@ -7,6 +7,8 @@ callgrind, one connection at a time), three ways:
   off    ReqinLogVerdictTable Off: the module without a table
   empty  a verdict table the detector created, with no verdict in it
   full   the same table with 32 768 live verdicts (half its slots), none for this client
+  hit    the full table and one more verdict, for this client (127.0.0.1): what a refused
+         or challenged client's requests pay (not a target)
 
 Only what runs inside httpd's `post_read_request` hooks is counted (callgrind's
 `--toggle-collect=ap_run_post_read_request`), where the lookup lives: the request line, the
@@ -39,8 +41,9 @@ def per_request(table, tmp, small, large):
         if table == "off":
             extra = "ReqinLogVerdictTable Off\n"
         else:
-            count = {"empty": 0, "full": 32768}[table]
-            subprocess.run([str(EXAMPLE), "write", str(path), str(count)], check=True,
+            count = {"empty": 0, "full": 32768, "hit": 32768}[table]
+            client = ["127.0.0.1"] if table == "hit" else []
+            subprocess.run([str(EXAMPLE), "write", str(path), str(count), *client], check=True,
                            stdout=subprocess.DEVNULL)
             extra = f'ReqinLogVerdictTable "{path}"\n'
         server.conf.write_text(server.conf.read_text() + "\n" + extra)
@@ -62,7 +65,7 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory(prefix="reqin-verdict-") as tmp:
         os.chmod(tmp, 0o755)
-        for table in ("off", "empty", "full"):
+        for table in ("off", "empty", "full", "hit"):
             results[table] = per_request(table, tmp, *args.requests)
             print(f"{table}: {results[table]:.0f} instructions per keep-alive request",
                   file=sys.stderr, flush=True)

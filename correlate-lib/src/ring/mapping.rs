@@ -137,6 +137,7 @@ impl ReadOnlyWords {
     }
 
     /// The mapping as load-only words; a trailing partial word is not part of the view.
+    #[inline]
     pub fn words(&self) -> &[SharedWord] {
         let (ptr, len) = (self.map.as_ptr(), self.map.len());
         // mmap returns page-aligned memory (memmap2 maps one page even for an empty file); checked

@@ -898,6 +898,7 @@ fn mapped_damage(m: &MappedState<'_>) -> Option<RingError> {
 
 /// Loads header word `i` of a read-only mapping (0 if the mapping is shorter). Relaxed load plus
 /// acquire fence: the ordering of an Acquire load, in the form that is sound on read-only memory.
+#[inline]
 pub(crate) fn load_word(words: &[SharedWord], i: usize) -> u64 {
     let v = words.get(i).map_or(0, SharedWord::load);
     fence(Ordering::Acquire);

@@ -112,6 +112,7 @@ pub fn valid_slot_count(n: u32) -> bool {
 }
 
 /// The live tag of a key whose hash is `hash`.
+#[inline]
 pub fn live_tag(hash: u64) -> u64 {
     hash | TAG_LIVE
 }

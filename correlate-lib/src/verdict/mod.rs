@@ -156,6 +156,26 @@ impl std::fmt::Display for OwnedKey {
     }
 }
 
+/// Bytes hashed for an address key: the kind byte, then 16 address bytes.
+const IP_KEY_BYTES: usize = 17;
+
+/// The hashed bytes of an address key (what [`KeyBytes`] holds for it, without the padding): an
+/// IPv4 client as `::ffff:a.b.c.d`, so both spellings of one client are one key. What a lookup
+/// hashes on the request path, built in registers.
+#[inline]
+fn ip_key(ip: IpAddr) -> [u8; IP_KEY_BYTES] {
+    // `normalize_ip` then back to the mapped form is the identity on these 16 bytes. As one
+    // integer: the compiler then writes the bytes as two words, not one by one.
+    let addr: u128 = match ip {
+        IpAddr::V4(v4) => 0xffff_0000_0000 | u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    let mut b = [0u8; IP_KEY_BYTES];
+    b[0] = layout::KIND_IP;
+    b[1..].copy_from_slice(&addr.to_be_bytes());
+    b
+}
+
 /// A key as stored: kind, length, bytes (zero-padded). The kind byte and the bytes are kept
 /// side by side, exactly what the hash reads, so hashing a key copies nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,12 +192,7 @@ impl KeyBytes {
         let mut buf = [0u8; 1 + layout::MAX_KEY_BYTES];
         match *key {
             VerdictKey::Ip(ip) => {
-                let octets = match normalize_ip(ip) {
-                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                    IpAddr::V6(v6) => v6.octets(),
-                };
-                buf[0] = layout::KIND_IP;
-                buf[1..17].copy_from_slice(&octets);
+                buf[..IP_KEY_BYTES].copy_from_slice(&ip_key(ip));
                 Some(Self { len: 16, buf })
             }
             VerdictKey::Ja4(s) => {
@@ -340,6 +355,17 @@ pub enum VerdictLookup {
     /// The key's slot was being rewritten on every attempt, or failed its checksum: treated
     /// as a miss, counted apart.
     Torn,
+}
+
+impl VerdictLookup {
+    /// The verdict of a hit (a miss and a torn read are both "no verdict" to a request).
+    #[inline]
+    pub fn hit(self) -> Option<Verdict> {
+        match self {
+            VerdictLookup::Hit(v) => Some(v),
+            VerdictLookup::Miss | VerdictLookup::Torn => None,
+        }
+    }
 }
 
 /// A decoded, checked slot body.
@@ -861,36 +887,104 @@ impl VerdictReader {
     /// The verdict for `key` that has not expired at `now_ns`. O(1): at most
     /// [`layout::PROBE_LIMIT`] tag loads and one checked copy.
     pub fn lookup(&self, key: &VerdictKey, now_ns: u64) -> VerdictLookup {
+        self.lookup_inline(key, now_ns)
+    }
+
+    /// [`VerdictReader::lookup`], inlined into each entry point: one call from the module
+    /// per request, the rest in registers.
+    #[inline(always)]
+    fn lookup_inline(&self, key: &VerdictKey, now_ns: u64) -> VerdictLookup {
         // An empty table (the detector runs but has no verdict: what most requests meet) is a
         // miss without hashing the key.
         if load_word(self.map.words(), layout::W_LIVE) == 0 {
             return VerdictLookup::Miss;
         }
-        let Some(kb) = KeyBytes::new(key) else {
-            return VerdictLookup::Miss;
+        let hash = match *key {
+            // Every request's key: hashed straight from the address bytes.
+            VerdictKey::Ip(ip) => xxhash_rust::xxh3::xxh3_64_with_seed(&ip_key(ip), self.hash_seed),
+            VerdictKey::Ja4(_) => match KeyBytes::new(key) {
+                Some(kb) => kb.hash(self.hash_seed),
+                None => return VerdictLookup::Miss,
+            },
         };
-        let hash = kb.hash(self.hash_seed);
+        self.probe(key, hash, now_ns)
+    }
+
+    /// The probes of a lookup from `hash`'s home slot. A miss reads one tag word per slot, and
+    /// nothing else: the window is bounds-checked once, not per slot, and the key is only
+    /// unpacked for a slot whose tag is the key's ([`VerdictReader::read_candidate`]).
+    #[inline(always)]
+    fn probe(&self, key: &VerdictKey, hash: u64, now_ns: u64) -> VerdictLookup {
         let want = layout::live_tag(hash);
-        let mask = self.slot_count as usize - 1;
-        let home = hash as usize & mask;
+        let n = self.slot_count as usize;
+        let home = hash as usize & (n - 1);
+        let words = self.map.words();
+        let start = layout::HEADER_WORDS + home * SLOT_WORDS;
+        const WINDOW: usize = layout::PROBE_LIMIT * SLOT_WORDS;
+        // All but the few homes within PROBE_LIMIT of the last slot: one run of slots.
+        if home + layout::PROBE_LIMIT <= n {
+            if let Some(window) = words.get(start..start + WINDOW) {
+                return self.scan([window, &[]], key, want, now_ns);
+            }
+        }
+        self.probe_wrapping(key, hash, now_ns)
+    }
+
+    /// [`VerdictReader::probe`] of a window that runs past the last slot: up to it, then on
+    /// from slot 0.
+    #[cold]
+    #[inline(never)]
+    fn probe_wrapping(&self, key: &VerdictKey, hash: u64, now_ns: u64) -> VerdictLookup {
+        let n = self.slot_count as usize;
+        let home = hash as usize & (n - 1);
+        let slots = self
+            .map
+            .words()
+            .get(layout::HEADER_WORDS..layout::HEADER_WORDS + n * SLOT_WORDS)
+            .unwrap_or_default();
+        let first = (n - home).min(layout::PROBE_LIMIT);
+        let runs = [
+            slots
+                .get(home * SLOT_WORDS..(home + first) * SLOT_WORDS)
+                .unwrap_or_default(),
+            slots
+                .get(..(layout::PROBE_LIMIT - first) * SLOT_WORDS)
+                .unwrap_or_default(),
+        ];
+        self.scan(runs, key, layout::live_tag(hash), now_ns)
+    }
+
+    /// The tag words of the slots in `runs`, in order, until a never-used slot (the writer
+    /// never places a key beyond one) or the key's own slot.
+    #[inline(always)]
+    fn scan(
+        &self,
+        runs: [&[SharedWord]; 2],
+        key: &VerdictKey,
+        want: u64,
+        now_ns: u64,
+    ) -> VerdictLookup {
         let mut torn = false;
-        for p in 0..layout::PROBE_LIMIT {
-            let Some(slot) = self.slot((home + p) & mask) else {
-                return VerdictLookup::Miss;
-            };
-            let tag = slot.get(1).map_or(layout::TAG_EMPTY, SharedWord::load);
-            if tag == layout::TAG_EMPTY {
-                break;
-            }
-            if tag != want {
-                continue;
-            }
-            match self.read_candidate(slot, &kb, want) {
-                Candidate::Ours(v) if v.expires_ns > now_ns => return VerdictLookup::Hit(v),
-                // A key has one slot: an expired verdict is the answer.
-                Candidate::Ours(_) => return VerdictLookup::Miss,
-                Candidate::Other => {}
-                Candidate::Torn => torn = true,
+        for run in runs {
+            for slot in run.chunks_exact(SLOT_WORDS) {
+                let tag = slot.get(1).map_or(layout::TAG_EMPTY, SharedWord::load);
+                if tag == layout::TAG_EMPTY {
+                    return if torn {
+                        VerdictLookup::Torn
+                    } else {
+                        VerdictLookup::Miss
+                    };
+                }
+                if tag != want {
+                    continue;
+                }
+                match self.read_candidate(slot, key, want) {
+                    Candidate::Ours(v) if v.expires_ns > now_ns => return VerdictLookup::Hit(v),
+                    // A key has one slot: an expired verdict is the answer.
+                    Candidate::Ours(_) => return VerdictLookup::Miss,
+                    Candidate::Other => {}
+                    Candidate::Torn => torn = true,
+                }
             }
         }
         if torn {
@@ -900,12 +994,13 @@ impl VerdictReader {
         }
     }
 
-    /// [`VerdictReader::lookup`] of a client address.
+    /// [`VerdictReader::lookup`] of a client address: what every request pays.
     pub fn lookup_ip(&self, ip: IpAddr, now_ns: u64) -> VerdictLookup {
-        self.lookup(&VerdictKey::Ip(ip), now_ns)
+        self.lookup_inline(&VerdictKey::Ip(ip), now_ns)
     }
 
     /// [`VerdictReader::lookup`] of a JA4.
+    #[inline]
     pub fn lookup_ja4(&self, ja4: &str, now_ns: u64) -> VerdictLookup {
         // The writer publishes how many JA4 verdicts are live: none, nothing to probe for.
         if load_word(self.map.words(), layout::W_LIVE_JA4) == 0 {
@@ -914,7 +1009,14 @@ impl VerdictReader {
         self.lookup(&VerdictKey::Ja4(ja4), now_ns)
     }
 
-    fn read_candidate(&self, slot: &[SharedWord], kb: &KeyBytes, want: u64) -> Candidate {
+    /// A slot whose tag word is the key's: copied under its seqlock and checked. Out of line:
+    /// the probe loop of a miss keeps to its registers.
+    #[inline(never)]
+    fn read_candidate(&self, slot: &[SharedWord], key: &VerdictKey, want: u64) -> Candidate {
+        // The tag matched, so the key is one `KeyBytes::new` accepted when it was hashed.
+        let Some(kb) = KeyBytes::new(key) else {
+            return Candidate::Other;
+        };
         let key_words = kb.words();
         for _ in 0..READ_ATTEMPTS {
             let (attempt, body) = seqlock::read_words::<SharedWord, BODY_WORDS>(slot);
@@ -926,13 +1028,13 @@ impl VerdictReader {
                 // Rewritten since its tag was read (another key, or a tombstone).
                 return Candidate::Other;
             }
-            if let Some(v) = decode_verdict(&body, kb, &key_words) {
+            if let Some(v) = decode_verdict(&body, &kb, &key_words) {
                 return Candidate::Ours(v);
             }
             // Our tag but not our verdict: another key with the same hash (as good as never:
             // 63 bits), else damage.
             return match decode(&body) {
-                Some(e) if e.key != *kb => Candidate::Other,
+                Some(e) if e.key != kb => Candidate::Other,
                 _ => Candidate::Torn,
             };
         }
@@ -1168,6 +1270,58 @@ mod tests {
         assert!(matches!(r.lookup(&last, NOW), VerdictLookup::Hit(_)));
         assert_eq!(r.entries(NOW).len(), w.live());
         assert_eq!(r.evictions(), w.evictions());
+    }
+
+    #[test]
+    fn an_address_hashes_the_same_on_the_lookup_path_as_in_the_writer() {
+        // The writer hashes `KeyBytes`, a lookup the address bytes built in registers: one
+        // key, one home slot, whatever the spelling.
+        for ip in [
+            "192.0.2.7",
+            "::ffff:192.0.2.7",
+            "2001:db8::1",
+            "::192.0.2.7",
+            "::",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let kb = KeyBytes::new(&VerdictKey::Ip(ip)).unwrap();
+            for seed in [0, 1, 0x9e37_79b9_7f4a_7c15, u64::MAX] {
+                assert_eq!(
+                    kb.hash(seed),
+                    xxhash_rust::xxh3::xxh3_64_with_seed(&ip_key(ip), seed),
+                    "{ip}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keys_whose_probe_window_wraps_past_the_last_slot_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, mut w) = table(dir.path(), 16);
+        // Eight keys whose home is one of the last four slots (picked under this table's
+        // random seed): half of them can only be placed in slots 0..4, past the wrap.
+        let home = |k: &VerdictKey| KeyBytes::new(k).unwrap().hash(w.hash_seed) & 15;
+        let keys: Vec<VerdictKey> = (0..=255u8)
+            .map(|i| VerdictKey::Ip(IpAddr::from([10, 9, 8, i])))
+            .filter(|k| home(k) >= 12)
+            .take(8)
+            .collect();
+        assert_eq!(keys.len(), 8);
+        for k in &keys {
+            w.set(k, "block", "r", NOW + HOUR, NOW).unwrap();
+        }
+        assert_eq!(w.evictions(), 0);
+        let r = VerdictReader::open(&p).unwrap();
+        for k in &keys {
+            assert!(matches!(r.lookup(k, NOW), VerdictLookup::Hit(_)), "{k:?}");
+        }
+        // Misses homed anywhere, the wrapped ones included, probe to an empty slot or the
+        // window's end and stop.
+        for i in 0..=255u8 {
+            let other = VerdictKey::Ip(IpAddr::from([10, 9, 9, i]));
+            assert_eq!(r.lookup(&other, NOW), VerdictLookup::Miss);
+        }
     }
 
     #[test]
