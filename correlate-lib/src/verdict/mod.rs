@@ -492,6 +492,9 @@ pub struct VerdictWriter {
     hash_seed: u64,
     states: Vec<SlotState>,
     keys: std::collections::HashMap<KeyBytes, u32>,
+    /// How many of `keys` are JA4 keys (the header's `W_LIVE_JA4`), kept as they come and go:
+    /// counting them at every `set` made filling a table quadratic.
+    live_ja4: usize,
     tombstones: usize,
     writes: u64,
     evictions: u64,
@@ -555,6 +558,7 @@ impl VerdictWriter {
             hash_seed,
             states: vec![SlotState::Empty; slot_count as usize],
             keys: std::collections::HashMap::new(),
+            live_ja4: 0,
             tombstones: 0,
             writes: 0,
             evictions: 0,
@@ -610,12 +614,7 @@ impl VerdictWriter {
     fn publish_counters(&self) {
         self.set_header(layout::W_WRITES, self.writes);
         self.set_header(layout::W_LIVE, self.keys.len() as u64);
-        let ja4 = self
-            .keys
-            .keys()
-            .filter(|k| k.kind() == layout::KIND_JA4)
-            .count();
-        self.set_header(layout::W_LIVE_JA4, ja4 as u64);
+        self.set_header(layout::W_LIVE_JA4, self.live_ja4 as u64);
         self.set_header(layout::W_EVICTIONS, self.evictions);
     }
 
@@ -674,7 +673,7 @@ impl VerdictWriter {
         // The slot's previous occupant (an expired or evicted verdict of another key) loses it.
         match self.states.get(slot).copied() {
             Some(SlotState::Live { key: old, .. }) if old != kb => {
-                self.keys.remove(&old);
+                self.forget(&old);
             }
             Some(SlotState::Tombstone) => self.tombstones = self.tombstones.saturating_sub(1),
             _ => {}
@@ -697,13 +696,24 @@ impl VerdictWriter {
                 key: kb,
             };
         }
-        self.keys.insert(kb, slot as u32);
+        if self.keys.insert(kb, slot as u32).is_none() && kb.kind() == layout::KIND_JA4 {
+            self.live_ja4 += 1;
+        }
         self.writes += 1;
         if outcome == SetOutcome::Evicted {
             self.evictions += 1;
         }
         self.publish_counters();
         Ok(outcome)
+    }
+
+    /// `key` no longer has a verdict: its slot, if it had one.
+    fn forget(&mut self, key: &KeyBytes) -> Option<u32> {
+        let slot = self.keys.remove(key)?;
+        if key.kind() == layout::KIND_JA4 {
+            self.live_ja4 = self.live_ja4.saturating_sub(1);
+        }
+        Some(slot)
     }
 
     fn bury(&mut self, slot: usize) {
@@ -721,7 +731,7 @@ impl VerdictWriter {
         let Some(kb) = KeyBytes::new(key) else {
             return false;
         };
-        let Some(slot) = self.keys.remove(&kb) else {
+        let Some(slot) = self.forget(&kb) else {
             return false;
         };
         self.bury(slot as usize);
@@ -743,7 +753,7 @@ impl VerdictWriter {
             .map(|(k, s)| (*k, *s))
             .collect();
         for (k, s) in &expired {
-            self.keys.remove(k);
+            self.forget(k);
             self.bury(*s as usize);
         }
         self.publish_counters();
@@ -1221,6 +1231,50 @@ mod tests {
         assert!(w.remove(&VerdictKey::Ja4(ja4)));
         assert_eq!(r.lookup_ja4(ja4, NOW), VerdictLookup::Miss);
         assert!(!w.remove(&VerdictKey::Ja4(ja4)));
+    }
+
+    #[test]
+    fn the_live_ja4_count_follows_sets_evictions_removals_and_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, mut w) = table(dir.path(), 16);
+        let ja4s: Vec<String> = (0..40)
+            .map(|i| format!("t13d1516h2_8daaf6152771_{i:012x}"))
+            .collect();
+        let check = |w: &VerdictWriter, what: &str| {
+            let brute = w
+                .keys
+                .keys()
+                .filter(|k| k.kind() == layout::KIND_JA4)
+                .count();
+            assert_eq!(w.live_ja4, brute, "{what}");
+            // Opened anew: an expiry may have rebuilt the table into a new file.
+            let r = VerdictReader::open(&p).unwrap();
+            assert_eq!(
+                load_word(r.map.words(), layout::W_LIVE_JA4),
+                brute as u64,
+                "{what}"
+            );
+        };
+        // More keys than slots: sets evict JA4 and IP verdicts alike.
+        for (i, ja4) in ja4s.iter().enumerate() {
+            let ttl = HOUR * (1 + i as u64 % 3);
+            w.set(&VerdictKey::Ja4(ja4), "block", "r", NOW + ttl, NOW)
+                .unwrap();
+            let ip = VerdictKey::Ip(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).into());
+            w.set(&ip, "block", "r", NOW + ttl, NOW).unwrap();
+            w.set(&VerdictKey::Ja4(ja4), "challenge", "r", NOW + ttl, NOW)
+                .unwrap();
+            check(&w, &format!("set {i}"));
+        }
+        for ja4 in &ja4s[30..] {
+            w.remove(&VerdictKey::Ja4(ja4));
+        }
+        check(&w, "removed");
+        w.expire(NOW + HOUR).unwrap();
+        check(&w, "expired");
+        w.expire(NOW + 3 * HOUR).unwrap();
+        check(&w, "all expired");
+        assert_eq!(w.live_ja4, 0);
     }
 
     #[test]
