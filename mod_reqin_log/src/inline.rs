@@ -125,47 +125,41 @@ pub struct KnownSyn {
 /// in place (every field named, so a new one cannot be left out unnoticed).
 struct SynShape<'a>(&'a SynTraits);
 
+/// A SYN's fields but its IP id, as references: what [`SynShape`] hashes and compares.
+type ShapeParts<'a> = (
+    &'a u8,
+    &'a u16,
+    &'a bool,
+    &'a correlate_lib::TcpMeta,
+    &'a correlate_lib::fingerprint::syn::OptionKinds,
+    &'a correlate_lib::fingerprint::syn::P0fTraits,
+);
+
+fn shape_parts(syn: &SynTraits) -> ShapeParts<'_> {
+    let SynTraits {
+        ip,
+        tcp,
+        option_kinds,
+        p0f,
+    } = syn;
+    let IpMeta {
+        ttl,
+        total_length,
+        id: _,
+        df,
+    } = ip;
+    (ttl, total_length, df, tcp, option_kinds, p0f)
+}
+
 impl Hash for SynShape<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let SynTraits {
-            ip,
-            tcp,
-            option_kinds,
-            p0f,
-        } = self.0;
-        let IpMeta {
-            ttl,
-            total_length,
-            id: _,
-            df,
-        } = ip;
-        (ttl, total_length, df, tcp, option_kinds, p0f).hash(state);
+        shape_parts(self.0).hash(state);
     }
 }
 
 impl SynShape<'_> {
     fn is(&self, other: &SynTraits) -> bool {
-        let SynTraits {
-            ip,
-            tcp,
-            option_kinds,
-            p0f,
-        } = self.0;
-        let IpMeta {
-            ttl,
-            total_length,
-            id: _,
-            df,
-        } = ip;
-        (ttl, total_length, df, tcp, option_kinds, p0f)
-            == (
-                &other.ip.ttl,
-                &other.ip.total_length,
-                &other.ip.df,
-                &other.tcp,
-                &other.option_kinds,
-                &other.p0f,
-            )
+        shape_parts(self.0) == shape_parts(other)
     }
 }
 
