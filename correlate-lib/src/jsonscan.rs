@@ -174,6 +174,12 @@ impl<'a> Cursor<'a> {
     /// Steps over the value at the cursor (after spaces), validating it, and returns its text.
     #[inline(always)]
     pub fn value(&mut self) -> Option<&'a str> {
+        self.value_at(0)
+    }
+
+    /// [`Cursor::value`] for a value nested `depth` deep.
+    #[inline(always)]
+    fn value_at(&mut self, depth: usize) -> Option<&'a str> {
         let first = self.peek()?;
         let start = self.i;
         // Strings and numbers (nearly every value) without the call.
@@ -182,7 +188,7 @@ impl<'a> Cursor<'a> {
                 self.string()?;
             }
             b'-' | b'0'..=b'9' => self.number()?,
-            _ => self.skip_value(first, 0)?,
+            _ => self.skip_value(first, depth)?,
         }
         self.s.get(start..self.i)
     }
@@ -191,33 +197,7 @@ impl<'a> Cursor<'a> {
     fn skip_value(&mut self, first: u8, depth: usize) -> Option<()> {
         match first {
             b'"' => self.string().map(drop),
-            b'{' => {
-                if depth == MAX_DEPTH {
-                    return None;
-                }
-                self.i += 1;
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    if self.peek()? != b'"' {
-                        return None;
-                    }
-                    self.string()?;
-                    self.expect(b':')?;
-                    let next = self.peek()?;
-                    self.skip_value(next, depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
+            b'{' => self.object(depth, |_, _| {}),
             b'[' => {
                 if depth == MAX_DEPTH {
                     return None;
@@ -228,15 +208,9 @@ impl<'a> Cursor<'a> {
                     return Some(());
                 }
                 loop {
-                    let next = self.peek()?;
-                    self.skip_value(next, depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
+                    self.value_at(depth + 1)?;
+                    if self.next_item(b']')? {
+                        return Some(());
                     }
                 }
             }
@@ -247,45 +221,61 @@ impl<'a> Cursor<'a> {
             _ => None,
         }
     }
+
+    /// The object whose `{` is at the cursor, `depth` deep: `entry(key, raw value text)` for
+    /// each of its entries, in order.
+    fn object(&mut self, depth: usize, mut entry: impl FnMut(&'a str, &'a str)) -> Option<()> {
+        if depth == MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let k = self.string()?;
+            self.expect(b':')?;
+            entry(k, self.value_at(depth + 1)?);
+            if self.next_item(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// After an item of a container closed by `close`: steps over a `,` (false: another item
+    /// follows) or over `close` (true: the container ends).
+    #[inline(always)]
+    fn next_item(&mut self, close: u8) -> Option<bool> {
+        let c = self.peek()?;
+        self.i += 1;
+        match c {
+            b',' => Some(false),
+            c if c == close => Some(true),
+            _ => None,
+        }
+    }
 }
 
 /// Calls `entry(key, raw value text)` for each entry of the object that is the whole of `text`
 /// (spaces around it allowed), in order, a repeated key each time; every value is validated,
 /// nested ones included. `None` when `text` is not [`plain`] or not such an object (then
 /// serde_json must decide; `entry` may have been called for the entries before the fault).
-pub fn object_entries<'a>(text: &'a str, mut entry: impl FnMut(&'a str, &'a str)) -> Option<()> {
+pub fn object_entries<'a>(text: &'a str, entry: impl FnMut(&'a str, &'a str)) -> Option<()> {
     if !plain(text.as_bytes()) {
         return None;
     }
     let mut c = Cursor::new(text);
-    c.expect(b'{')?;
-    if c.peek()? == b'}' {
-        c.i += 1;
-        return c.at_end().then_some(());
+    if c.peek()? != b'{' {
+        return None;
     }
-    loop {
-        if c.peek()? != b'"' {
-            return None;
-        }
-        let k = c.string()?;
-        c.expect(b':')?;
-        let v = c.value()?;
-        entry(k, v);
-        match c.peek()? {
-            b',' => c.i += 1,
-            b'}' => {
-                c.i += 1;
-                return c.at_end().then_some(());
-            }
-            _ => return None,
-        }
-    }
+    c.object(0, entry)?;
+    c.at_end().then_some(())
 }
 
-/// `count` copies of `line`, each with one to three bytes replaced, inserted or removed (bytes
-/// that matter to JSON's grammar, to UTF-8 and to the fast path's checks), the same sequence on
-/// every run: what a parser's agreement with serde_json is tested on (other crates: feature
-/// `test-support`).
 #[cfg(any(test, feature = "test-support"))]
 pub fn mutations(line: &[u8], count: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
     let bytes = b"{}[]\",: \t\r\n\\/0123456789-+.eEtrufalsn\x00\x1f\x7f\xc3\xa9ax";

@@ -846,9 +846,7 @@ impl serde::ser::SerializeMap for Merge {
     ) -> Result<(), Self::Error> {
         // The key as is: the record's keys are names of `fields`, which need no escaping.
         let name = self.key.as_slice();
-        debug_assert!(name
-            .iter()
-            .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\'));
+        debug_assert!(needs_no_escape(name));
         let class = classify(name);
         match class {
             // The module's id of the connection is the line's `conn_id` (the root of its
@@ -967,38 +965,42 @@ struct Object<'b> {
     empty: bool,
 }
 
+/// Printable ASCII without `"` or `\\`: what JSON writes between quotes as it is (the checks
+/// of the text the module copies without escaping it).
+fn needs_no_escape(text: &[u8]) -> bool {
+    text.iter()
+        .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 impl<'b> Object<'b> {
     fn open(out: &'b mut Vec<u8>) -> Self {
         out.push(b'{');
         Self { out, empty: true }
     }
 
-    /// A key from [`fields`]: plain ASCII, written as is (configured header names go through
-    /// [`Object::prefixed_key`], which escapes).
-    fn key(&mut self, name: &'static str) {
-        debug_assert!(name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+    /// The separator before a key (none before the first) and the key's opening quote.
+    #[inline]
+    fn open_key(&mut self) {
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
         self.out.push(b'"');
+    }
+
+    /// A key from [`fields`]: plain ASCII, written as is (configured header names go through
+    /// [`Object::prefixed_key`], which escapes).
+    fn key(&mut self, name: &'static str) {
+        debug_assert!(needs_no_escape(name.as_bytes()));
+        self.open_key();
         self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(b"\":");
     }
 
     /// The key `prefix` + `name`, both from [`fields`] (plain ASCII, written as they are).
     fn field_key(&mut self, prefix: &'static str, name: &'static str) {
-        debug_assert!(prefix
-            .bytes()
-            .chain(name.bytes())
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
-        if !self.empty {
-            self.out.push(b',');
-        }
-        self.empty = false;
-        self.out.push(b'"');
+        debug_assert!(needs_no_escape(prefix.as_bytes()) && needs_no_escape(name.as_bytes()));
+        self.open_key();
         self.out.extend_from_slice(prefix.as_bytes());
         self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(b"\":");
@@ -1006,11 +1008,7 @@ impl<'b> Object<'b> {
 
     /// The key `prefix` + `name`, where `prefix` is one of the plain-ASCII field prefixes.
     fn prefixed_key(&mut self, prefix: &str, name: &str) {
-        if !self.empty {
-            self.out.push(b',');
-        }
-        self.empty = false;
-        self.out.push(b'"');
+        self.open_key();
         self.out.extend_from_slice(prefix.as_bytes());
         // `name` escaped, without the opening quote `write_str` writes.
         let start = self.out.len();
@@ -1022,9 +1020,7 @@ impl<'b> Object<'b> {
     /// A value the module wrote itself from digits, letters and punctuation that JSON does not
     /// escape (a time, its own connection id): copied between quotes without the escape check.
     fn plain(&mut self, name: &'static str, value: &str) {
-        debug_assert!(value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+        debug_assert!(needs_no_escape(value.as_bytes()));
         self.key(name);
         self.out.reserve(value.len() + 2);
         self.out.push(b'"');

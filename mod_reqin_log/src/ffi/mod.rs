@@ -148,34 +148,35 @@ fn get_or_init_config<'a, T: Any + Send + Sync>(
 /// pool is cleared or destroyed (a new generation on graceful restart; the end of a connection).
 fn pool_box<T: Send + Sync + 'static>(pool: *mut sys::apr_pool_t, value: T) -> *mut T {
     let raw = Box::into_raw(Box::new(value));
-    // SAFETY: `pool` is a live pool httpd gave us; `drop_box::<T>` frees exactly this `Box<T>`,
-    // once, when the pool runs its cleanups. The child cleanup (after fork, before exec) must
-    // not free memory the parent still uses: apr_pool_cleanup_null, as mod_log_config does.
-    unsafe {
-        sys::apr_pool_cleanup_register(
-            pool,
-            raw as *const c_void,
-            Some(drop_box::<T>),
-            Some(sys::apr_pool_cleanup_null),
-        );
-    }
+    // `drop_box::<T>` frees exactly this `Box<T>`.
+    on_pool_cleanup(pool, raw as *const c_void, drop_box::<T>);
     raw
 }
 
 /// Keeps `value` alive until `pool` runs its cleanups: one reference of the `Arc`, handed to
 /// the pool without a box of its own.
 fn pool_arc<T: Send + Sync + 'static>(pool: *mut sys::apr_pool_t, value: std::sync::Arc<T>) {
-    let raw = std::sync::Arc::into_raw(value);
-    // SAFETY: `pool` is a live pool httpd gave us; `drop_arc::<T>` gives back exactly this
-    // reference, once, when the pool runs its cleanups. As in `pool_box`, nothing is freed
-    // in a child process's cleanup before exec.
+    // `drop_arc::<T>` gives back exactly this reference.
+    on_pool_cleanup(
+        pool,
+        std::sync::Arc::into_raw(value) as *const c_void,
+        drop_arc::<T>,
+    );
+}
+
+/// Runs `drop(data)` once, when `pool` runs its cleanups (cleared or destroyed); `data` must be
+/// what `drop` expects and belong to nothing else from now on.
+fn on_pool_cleanup(
+    pool: *mut sys::apr_pool_t,
+    data: *const c_void,
+    drop: unsafe extern "C" fn(*mut c_void) -> apr_status_t,
+) {
+    // SAFETY: `pool` is a live pool httpd gave us; APR runs a cleanup once, with `data`, and
+    // the callers hand over a pointer only `drop` releases. The child cleanup (after fork,
+    // before exec) must not free memory the parent still uses: apr_pool_cleanup_null, as
+    // mod_log_config does.
     unsafe {
-        sys::apr_pool_cleanup_register(
-            pool,
-            raw as *const c_void,
-            Some(drop_arc::<T>),
-            Some(sys::apr_pool_cleanup_null),
-        );
+        sys::apr_pool_cleanup_register(pool, data, Some(drop), Some(sys::apr_pool_cleanup_null));
     }
 }
 
