@@ -11,8 +11,8 @@ keep-alive) on free loopback ports, one after the other, and drives each with h2
      TCP_SAVED_SYN and ClientHello, no sensor, no capture
 
 for HTTP/1.1 and h2 over kept-alive connections, then (d) one new TLS connection per request
-(the worst case for the sensor), for (a), (c) and (e) interleaved: share of lines
-fingerprinted and req/s against (a).
+(the worst case for the sensor), for (a), (c) and (e) interleaved, the order rotating from one
+repeat to the next: share of lines fingerprinted and req/s against (a).
 
 Runs are interleaved (a b c a b c ...) and the median of the repeats is reported, so slow drift
 of the machine hits every variant alike. Besides req/s and latency, each run reports the CPU
@@ -293,10 +293,13 @@ def main():
             before_e = len(servers["e"].lines())
             # Interleaved repeats, medians: one run of each swings by ±5 % on this kind of machine.
             runs_a, runs_c, runs_e = [], [], []
-            for _ in range(args.repeats):
-                runs_a.append(new_connection_run(servers["a"], args.new_conn_requests, Path(tmp) / "d.log"))
-                runs_c.append(new_connection_run(servers["c"], args.new_conn_requests, Path(tmp) / "d.log"))
-                runs_e.append(new_connection_run(servers["e"], args.new_conn_requests, Path(tmp) / "d.log"))
+            # The order rotates from one repeat to the next (a c e, c e a, e a c, ...): no variant
+            # always runs right after the sensor's busiest run or first after the keep-alive phase.
+            runs = {"a": runs_a, "c": runs_c, "e": runs_e}
+            for rep in range(args.repeats):
+                order = "ace"[rep % 3:] + "ace"[:rep % 3]
+                for v in order:
+                    runs[v].append(new_connection_run(servers[v], args.new_conn_requests, Path(tmp) / "d.log"))
             new_a = {m: statistics.median(r[m] for r in runs_a) for m in ("rps", "httpd_cpu_us")}
             new_c = {m: statistics.median(r[m] for r in runs_c) for m in ("rps", "httpd_cpu_us", "sensor_cpu_us")}
             new_e = {m: statistics.median(r[m] for r in runs_e) for m in ("rps", "httpd_cpu_us")}
