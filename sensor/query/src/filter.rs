@@ -240,17 +240,11 @@ impl Filter {
     fn tags_match(&self, o: &Object, role: Role) -> bool {
         match role {
             Role::Log => self.tags.iter().all(|t| {
-                let key = format!("{}{}", fields::TAG_PREFIX, t.key);
-                o.str(&key).as_deref() == Some(t.value.as_str())
+                o.str_prefixed(fields::TAG_PREFIX, &t.key).as_deref() == Some(t.value.as_str())
             }),
-            Role::Events => {
-                let Some(tags) = o.object(fields::CORRELATION_TAGS) else {
-                    return false;
-                };
-                self.tags
-                    .iter()
-                    .all(|t| tags.str(&t.key).as_deref() == Some(t.value.as_str()))
-            }
+            Role::Events => self.tags.iter().all(|t| {
+                o.nested_str(fields::CORRELATION_TAGS, &t.key).as_deref() == Some(t.value.as_str())
+            }),
         }
     }
 }

@@ -116,6 +116,36 @@ impl<'a> Object<'a> {
         Object::parse_str_sized(raw, NESTED_FIELDS).ok()
     }
 
+    /// The string value of `inner` in the nested object `key` (an event's tag in
+    /// `correlation_tags`), read without building that object's entries.
+    pub fn nested_str(&self, key: &str, inner: &str) -> Option<Cow<'a, str>> {
+        let raw = self.raw(key)?;
+        if !raw.starts_with('{') {
+            return None;
+        }
+        let mut found = None;
+        if jsonscan::object_entries(raw, |k, v| {
+            if k == inner {
+                found = Some(v);
+            }
+        })
+        .is_some()
+        {
+            return found.and_then(decode_str);
+        }
+        Object::parse_str_sized(raw, NESTED_FIELDS).ok()?.str(inner)
+    }
+
+    /// The string value of the key `prefix` + `key` (a line's `tag_<key>`), without building
+    /// that key.
+    pub fn str_prefixed(&self, prefix: &str, key: &str) -> Option<Cow<'a, str>> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k.strip_prefix(prefix) == Some(key))
+            .and_then(|(_, v)| decode_str(v))
+    }
+
     /// Every entry in the order of the line (a repeated key appears each time).
     pub fn entries(&self) -> impl Iterator<Item = (&str, &'a str)> + '_ {
         self.entries.iter().map(|(k, v)| (k.as_ref(), *v))
@@ -241,6 +271,14 @@ mod tests {
         assert_eq!(o.u64("n"), Some(42));
         assert_eq!(o.bool("t"), Some(true));
         assert_eq!(o.object("o").unwrap().str("k").unwrap(), "v");
+        assert_eq!(o.nested_str("o", "k").unwrap(), "v");
+        assert_eq!(o.nested_str("o", "absent"), None);
+        assert_eq!(o.nested_str("a", "k"), None);
+        assert_eq!(o.str_prefixed("", "a").unwrap(), "last");
+        assert_eq!(o.str_prefixed("n", "").as_deref(), None);
+        let escaped = Object::parse(br#"{"o":{"k":"a\"b","k":"c\u00e9"},"tag_x":"y"}"#).unwrap();
+        assert_eq!(escaped.nested_str("o", "k").unwrap(), "c\u{e9}");
+        assert_eq!(escaped.str_prefixed("tag_", "x").unwrap(), "y");
         assert_eq!(o.str("n"), None);
         assert_eq!(o.text("n").unwrap(), "42");
         assert!(o.raw("absent").is_none());
