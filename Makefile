@@ -19,7 +19,7 @@ build: deps
 	$(CARGO) build -p mod_reqin_log --features foxio --target-dir target/foxio
 
 release: deps
-	$(CARGO) build --release -p mod_reqin_log -p ja4sensor -p reqin-shipper
+	$(CARGO) build --release -p mod_reqin_log -p ja4sensor -p ja4sensor-pcap -p reqin-shipper
 
 # Every test: unit, ring multi-process, JA4 corpus conformance, end-to-end with real httpd,
 # sensor on lo and real TLS clients. Needs root (pcap on lo, httpd binding as root).
@@ -28,13 +28,13 @@ test: build lint
 	# JA4T/JA4H (cargo feature `foxio`, FoxIO License 1.1, off by default): built and checked
 	# against FoxIO's published vectors so the feature stays correct.
 	$(CARGO) test -p correlate-lib --features foxio
-	$(CARGO) test -p ja4sensor --features foxio --test foxio_corpus
+	$(CARGO) test -p ja4sensor-pcap --features foxio --test foxio_corpus
 	$(CARGO) test -p mod_reqin_log --features foxio --target-dir target/foxio
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p correlate-lib -p ja4sensor --all-targets --features correlate-lib/foxio,ja4sensor/foxio -- -D warnings
+	$(CARGO) clippy -p correlate-lib -p ja4sensor -p ja4sensor-pcap --all-targets --features correlate-lib/foxio,ja4sensor/foxio,ja4sensor-pcap/foxio -- -D warnings
 	$(CARGO) clippy -p mod_reqin_log --all-targets --features foxio --target-dir target/foxio -- -D warnings
 
 demo: release

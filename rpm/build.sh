@@ -57,7 +57,7 @@ zigbuild() {
         cd "$stub"
         LIBPCAP_LIBDIR=$stub LIBPCAP_VER=1.9.1 \
             "$CARGO" zigbuild --manifest-path "$top/Cargo.toml" --release \
-            --target "$TRIPLE.$GLIBC_BASELINE" -p mod_reqin_log -p ja4sensor
+            --target "$TRIPLE.$GLIBC_BASELINE" -p mod_reqin_log -p ja4sensor -p ja4sensor-pcap
     )
 }
 
@@ -92,7 +92,8 @@ build_rpm() {
 
 # The .debs carry the same glibc 2.28 binaries as the RPMs (so they also install on Debian 10+
 # and Ubuntu 18.04+, and one build serves both formats). Only the sensor's library name
-# differs: Debian calls the same libpcap ABI libpcap.so.0.8, so the .deb's copy names that.
+# differs: Debian calls the same libpcap ABI libpcap.so.0.8, so the .deb's copy of the capture
+# binary (the only one linked to libpcap) names that.
 build_deb() {
     zigbuild
     if ! command -v patchelf >/dev/null; then
@@ -105,10 +106,10 @@ build_deb() {
     rm -rf "$stage"
     render_platform_files "$stage" www-data /var/log/apache2
     install -m 0644 "$el8_out/libmod_reqin_log.so" "$stage/mod_reqin_log.so"
-    install -m 0755 "$el8_out/ja4sensor" "$stage/ja4sensor"
+    install -m 0755 "$el8_out/ja4sensor" "$el8_out/ja4sensor-pcap" "$stage/"
     # As dh_strip and rpmbuild's brp-strip do: no debug sections in the package.
-    strip --strip-debug "$stage/mod_reqin_log.so" "$stage/ja4sensor"
-    patchelf --replace-needed libpcap.so.1 libpcap.so.0.8 "$stage/ja4sensor"
+    strip --strip-debug "$stage/mod_reqin_log.so" "$stage/ja4sensor" "$stage/ja4sensor-pcap"
+    patchelf --replace-needed libpcap.so.1 libpcap.so.0.8 "$stage/ja4sensor-pcap"
     rm -f "$target_dir"/debian/*.deb
     "$CARGO" deb --no-build -p mod_reqin_log
     "$CARGO" deb --no-build -p ja4sensor

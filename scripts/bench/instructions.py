@@ -80,9 +80,9 @@ def main():
     for tool in ("valgrind", "h2load", "apache2", "openssl"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: run `make deps`")
-    for f in (ov.MODULE, ov.SENSOR):
+    for f in (ov.MODULE, ov.SENSOR, ov.CAPTURE):
         if not f.exists():
-            sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor`")
+            sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor -p ja4sensor-pcap`")
     results = {}
     with tempfile.TemporaryDirectory(prefix="reqin-instr-") as tmp:
         os.chmod(tmp, 0o755)

@@ -40,6 +40,8 @@ TOP = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", TOP / "target")) / "release"
 MODULE = TARGET / "libmod_reqin_log.so"
 SENSOR = TARGET / "ja4sensor"
+# What `ja4sensor run` executes (the capture, linked to libpcap), next to it.
+CAPTURE = TARGET / "ja4sensor-pcap"
 TEMPLATE = TOP / "httpd-conf/test/httpd.conf.in"
 # Where the ring lives in production (the sensor's default /dev/shm/ja4sensor.ring): tmpfs. A ring
 # on a disk file system would add page-cache writeback to every publish.
@@ -265,9 +267,9 @@ def main():
     for tool in ("h2load", "apache2", "openssl"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: run `make deps`")
-    for f in (MODULE, SENSOR):
+    for f in (MODULE, SENSOR, CAPTURE):
         if not f.exists():
-            sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor`")
+            sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor -p ja4sensor-pcap`")
 
     results = {}  # (variant, proto) -> list of runs
     with tempfile.TemporaryDirectory(prefix="reqin-bench-") as tmp:

@@ -6,7 +6,7 @@
 # huginn-net (crates.io; its analyzer with TCP SYN OS matching and TLS JA4, HTTP off), built
 # from scripts/bench/huginn/ (bench-only, not shipped), against `ja4sensor read` with its OS
 # guess: hellos/s, peak RSS, and whether the JA4 values agree. Prints Markdown tables for
-# BENCHMARKS.md. Needs a release build: `cargo build --release -p ja4sensor`.
+# BENCHMARKS.md. Needs a release build: `cargo build --release -p ja4sensor -p ja4sensor-pcap`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SENSOR=${SENSOR:-target/release/ja4sensor}

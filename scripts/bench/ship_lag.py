@@ -123,7 +123,7 @@ def main():
     args = ap.parse_args()
     for f in (overhead.MODULE, overhead.SENSOR, SHIPPER):
         if not f.exists():
-            sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor -p reqin-shipper`")
+            sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor -p ja4sensor-pcap -p reqin-shipper`")
     with tempfile.TemporaryDirectory(prefix="reqin-shiplag-") as tmp:
         os.chmod(tmp, 0o755)
         ch = ClickHouse(Path(tmp) / "clickhouse")

@@ -39,6 +39,8 @@ TOP = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", TOP / "target")) / "release"
 MODULE = TARGET / "libmod_reqin_log.so"
 SENSOR = TARGET / "ja4sensor"
+# What `ja4sensor run` executes (the capture, linked to libpcap), next to it.
+CAPTURE = TARGET / "ja4sensor-pcap"
 TEMPLATE = TOP / "httpd-conf/test/httpd.conf.in"
 CH_SERVER = next((p for p in ("/usr/bin/clickhouse-server", "/usr/sbin/clickhouse-server") if os.path.exists(p)), "clickhouse-server")
 
@@ -364,7 +366,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the soak needs root (pcap on lo, httpd as root, tmpfs mounts)")
-    for p in (MODULE, SENSOR):
+    for p in (MODULE, SENSOR, CAPTURE):
         if not p.exists():
             raise SystemExit(f"{p} missing: run `make release`")
 

@@ -2,21 +2,26 @@
 //! ClientHellos, fingerprints them (JA4, JA3) and publishes one record per connection into the
 //! shared-memory ring that Apache reads.
 //!
-//! The code follows the packet: [`capture`] → [`flow`] → the ClientHello parser, JA4/JA3, the
-//! SYN traits and the OS guess of `correlate_lib::fingerprint` (the one implementation, shared
-//! with the Apache module's inline mode) → [`publish`] (the ring) and [`output`] (sentinel's
-//! JSON outputs), glued by [`pipeline`]; [`live`] and [`offline`] drive it from an interface or a
-//! file; [`config`] is sentinel's YAML. The binary (`main.rs`) is only the command line. The
-//! link decoding ([`capture`]) and the reassembly ([`flow`]) take hostile bytes and are fuzzed
-//! from `fuzz/` (targets `frame`, `segments`); the parsers from `correlate-lib/fuzz/`.
+//! The code follows the packet: [`capture`] (the frame's link, IP and TCP headers) → [`flow`] →
+//! the ClientHello parser, JA4/JA3, the SYN traits and the OS guess of
+//! `correlate_lib::fingerprint` (the one implementation, shared with the Apache module's inline
+//! mode) → [`publish`] (the ring) and [`output`] (sentinel's JSON outputs), glued by
+//! [`pipeline`]; [`config`] is sentinel's YAML and [`cli`] the flags of `run`. The link decoding
+//! ([`capture`]) and the reassembly ([`flow`]) take hostile bytes and are fuzzed from `fuzz/`
+//! (targets `frame`, `segments`); the parsers from `correlate-lib/fuzz/`.
+//!
+//! Nothing here links libpcap. The capture itself (libpcap, `run`'s loop, `read`) is the
+//! `ja4sensor-pcap` crate and binary: `ja4sensor run` and `ja4sensor read` execute it, so every
+//! other command (`ship`, `detect`, `query`, `timeline`, `report`) starts without libpcap and
+//! the libraries it pulls in (D-Bus, systemd, gcrypt...), and only that binary needs
+//! `CAP_NET_RAW`.
 
 #![forbid(unsafe_code)]
 
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod flow;
-pub mod live;
-pub mod offline;
 pub mod output;
 pub mod pipeline;
 pub mod publish;
@@ -26,8 +31,9 @@ pub mod publish;
 pub enum SensorError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// libpcap's errors (`ja4sensor_pcap::device::CaptureError`), which this crate does not link.
     #[error(transparent)]
-    Capture(#[from] capture::CaptureError),
+    Capture(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot create the ring: {0}")]
     Ring(#[from] correlate_lib::ring::RingError),
     #[error(transparent)]

@@ -1,14 +1,19 @@
 //! `ja4sensor` command line: `run` (live capture into the ring; also what a bare `ja4sensor
 //! [--config FILE]` does, so sentinel's unit line keeps working) and `read` (a capture file to
-//! JSON lines). Everything else lives in the library.
+//! JSON lines) are checked here and carried out by `ja4sensor-pcap`, which this process
+//! executes; `ship`, `detect`, `query`, `timeline` and `report` run here, without libpcap.
 
 #![forbid(unsafe_code)]
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Command as Process, ExitCode};
 
 use clap::{Parser, Subcommand};
-use ja4sensor::{live, offline};
+use ja4sensor::cli::{sentinel_flags, RunArgs};
+
+/// The capture binary, installed next to this one.
+const CAPTURE_BINARY: &str = "ja4sensor-pcap";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,13 +27,13 @@ struct Cli {
     command: Option<Command>,
     /// Without a subcommand: `run` with these options.
     #[command(flatten)]
-    run: live::RunArgs,
+    run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Capture live traffic and publish every ClientHello into the shared-memory ring.
-    Run(live::RunArgs),
+    Run(RunArgs),
     /// Print one JSON line per TLS ClientHello found in a pcap or pcapng file.
     Read {
         /// Capture file (pcap or pcapng, detected from its magic number).
@@ -47,55 +52,47 @@ enum Command {
     Report(ja4sensor_query::ReportArgs),
 }
 
-/// sentinel is a Go program: its flags have one dash (`ja4sentinel -config FILE`). Accept that
-/// spelling of the flags we share so its systemd unit's `ExecStart` line works unchanged.
-fn sentinel_flags(args: impl Iterator<Item = String>) -> Vec<String> {
-    args.map(|a| match a.as_str() {
-        "-config" => "--config".to_owned(),
-        _ => match a.strip_prefix("-config=") {
-            Some(v) => format!("--config={v}"),
-            None => a,
-        },
-    })
-    .collect()
+fn main() -> ExitCode {
+    let args = sentinel_flags(std::env::args());
+    let cli = Cli::parse_from(&args);
+    match cli.command {
+        Some(Command::Run(_) | Command::Read { .. }) | None => exec_capture(&args),
+        // Each its own error type and exit path: they share no state with the capture.
+        Some(Command::Ship(args)) => report("ship", reqin_shipper::run(&args)),
+        Some(Command::Detect(args)) => report("detect", ja4sensor_detect::run(&args)),
+        // grep-like exit codes (0 found, 1 nothing, 2 error), their own messages.
+        Some(Command::Query(args)) => ja4sensor_query::cli::query(args),
+        Some(Command::Timeline(args)) => ja4sensor_query::cli::timeline(args),
+        Some(Command::Report(args)) => ja4sensor_query::cli::report(args),
+    }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse_from(sentinel_flags(std::env::args()));
-    let result = match cli.command {
-        Some(Command::Run(args)) => live::run(args),
-        Some(Command::Read { file }) => offline::read(&file),
-        // Its own error type and exit path: the shipper shares no state with the capture.
-        Some(Command::Ship(args)) => {
-            return match reqin_shipper::run(&args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("ja4sensor ship: error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Some(Command::Detect(args)) => {
-            return match ja4sensor_detect::run(&args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("ja4sensor detect: error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        // grep-like exit codes (0 found, 1 nothing, 2 error), their own messages.
-        Some(Command::Query(args)) => return ja4sensor_query::cli::query(args),
-        Some(Command::Timeline(args)) => return ja4sensor_query::cli::timeline(args),
-        Some(Command::Report(args)) => return ja4sensor_query::cli::report(args),
-        None => live::run(cli.run),
-    };
+/// A command's outcome as its exit code; an error on stderr (its message includes its cause).
+fn report<E: std::fmt::Display>(command: &str, result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Every error message already includes its cause.
-            eprintln!("ja4sensor: error: {e}");
+            eprintln!("ja4sensor {command}: error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `run` and `read` (arguments already checked): this process becomes `ja4sensor-pcap` with the
+/// same arguments. The pid stays, so systemd's main process, its notify socket and watchdog
+/// carry over; so do the environment, the descriptors and ambient capabilities.
+fn exec_capture(args: &[String]) -> ExitCode {
+    let binary = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(CAPTURE_BINARY),
+        Err(e) => {
+            eprintln!("ja4sensor: error: cannot find this executable's directory (for {CAPTURE_BINARY}): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let e = Process::new(&binary).args(args.iter().skip(1)).exec();
+    eprintln!(
+        "ja4sensor: error: cannot execute {} ({e}): `run` and `read` are carried out by {CAPTURE_BINARY}, installed next to ja4sensor",
+        binary.display()
+    );
+    ExitCode::FAILURE
 }

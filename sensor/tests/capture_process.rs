@@ -1,7 +1,8 @@
 //! `ja4sensor run` holds CAP_NET_RAW: what runs in that process is the capture and nothing
-//! else. The same binary carries `ship` (an async runtime, an HTTP client), but `run` never
-//! starts them: one thread, one packet socket, no other socket, no epoll or eventfd (what an
-//! async reactor would open).
+//! else. `ja4sensor` carries `ship` (an async runtime, an HTTP client) and the forensic
+//! commands; `run` executes `ja4sensor-pcap` (same pid), which carries none of them: one thread,
+//! one packet socket, no other socket, no epoll or eventfd (what an async reactor would open).
+//! And only that binary is linked to libpcap.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -57,6 +58,8 @@ fn run_is_one_capture_thread_with_one_packet_socket_and_no_async_runtime() {
     // Past start-up: whatever it starts, it has started.
     std::thread::sleep(Duration::from_millis(500));
     let proc_dir = format!("/proc/{}", child.id());
+    let exe = fs::read_link(format!("{proc_dir}/exe")).unwrap();
+    let maps = fs::read_to_string(format!("{proc_dir}/maps")).unwrap();
     let threads: Vec<String> = fs::read_dir(format!("{proc_dir}/task"))
         .unwrap()
         .map(|t| {
@@ -78,7 +81,14 @@ fn run_is_one_capture_thread_with_one_packet_socket_and_no_async_runtime() {
     let _ = child.kill();
     let _ = child.wait();
 
-    assert_eq!(threads, ["ja4sensor"], "one thread, no runtime workers");
+    // `ja4sensor run` has become `ja4sensor-pcap` (same pid), the only binary linked to libpcap.
+    assert_eq!(
+        threads,
+        ["ja4sensor-pcap"],
+        "one thread, no runtime workers"
+    );
+    assert_eq!(exe.file_name().unwrap(), "ja4sensor-pcap");
+    assert!(maps.contains("libpcap"), "the capture maps libpcap");
     assert!(
         !fds.iter()
             .any(|f| f.contains("eventpoll") || f.contains("eventfd")),
@@ -194,4 +204,25 @@ fn a_ring_broken_by_someone_else_is_created_again_and_the_sensor_survives() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `ldd`'s list of the shared libraries `binary` needs, direct and indirect.
+fn libraries(binary: &str) -> String {
+    let out = Command::new("ldd").arg(binary).output().unwrap();
+    assert!(out.status.success(), "ldd {binary}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn only_the_capture_binary_is_linked_to_libpcap() {
+    // Next to ja4sensor (the workspace's build, `make build`, builds both).
+    let pcap = Path::new(env!("CARGO_BIN_EXE_ja4sensor")).with_file_name("ja4sensor-pcap");
+    let capture = libraries(pcap.to_str().unwrap());
+    assert!(capture.contains("libpcap"), "{capture}");
+    // Every other command (query, timeline, report, detect, ship) starts without libpcap and
+    // what it pulls in (D-Bus, systemd, gcrypt...).
+    let tool = libraries(env!("CARGO_BIN_EXE_ja4sensor"));
+    for lib in ["libpcap", "libdbus", "libsystemd", "libgcrypt"] {
+        assert!(!tool.contains(lib), "ja4sensor needs {lib}:\n{tool}");
+    }
 }

@@ -3,9 +3,10 @@
 //!
 //! - the RPMs hold exactly the expected files, with their owners, modes and config flags, and
 //!   require `httpd`, `libpcap`, `systemd` and only libraries el8 has;
-//! - every packaged ELF needs at most glibc 2.28 (el8), the sensor `libpcap.so.1` (RHEL's
-//!   SONAME, not Debian's `libpcap.so.0.8`); the el8 module loads into this Debian's apache2 and
-//!   the el8 sensor runs against a real libpcap;
+//! - every packaged ELF needs at most glibc 2.28 (el8), the capture (`ja4sensor-pcap`)
+//!   `libpcap.so.1` (RHEL's SONAME, not Debian's `libpcap.so.0.8`) and `ja4sensor` no libpcap;
+//!   the el8 module loads into this Debian's apache2 and the el8 sensor runs against a real
+//!   libpcap;
 //! - the units pass `systemd-analyze verify` and score well in `systemd-analyze security`;
 //! - the .debs install with `dpkg -i`, the module is enabled with `a2enmod` and loaded by the
 //!   system apache2 (`apache2ctl -t`, `-M`), and `dpkg --purge` leaves nothing behind;
@@ -227,6 +228,7 @@ fn rpms_hold_exactly_the_expected_files_owners_and_config_flags() -> Result<()> 
             "/etc/ja4sensor/config.yml -rw-r----- root:ja4sensor flags=cn",
             "/etc/logrotate.d/ja4sensor -rw-r--r-- root:root flags=cn",
             "/usr/bin/ja4sensor -rwxr-xr-x root:root flags=",
+            "/usr/bin/ja4sensor-pcap -rwxr-xr-x root:root flags=",
             "/usr/lib/systemd/system/ja4sensor-detect.service -rw-r--r-- root:root flags=",
             "/usr/lib/systemd/system/ja4sensor-ship.service -rw-r--r-- root:root flags=",
             "/usr/lib/systemd/system/ja4sensor.service -rw-r--r-- root:root flags=",
@@ -328,21 +330,31 @@ fn packaged_binaries_need_at_most_glibc_2_28_and_each_platforms_libpcap_name() -
             .arg(deb)
             .arg(deb_root.path()))?;
     }
-    // The same build in both formats; only the sensor's libpcap SONAME differs (RHEL: .so.1,
-    // Debian: .so.0.8, the same ABI).
+    // The same build in both formats; only the capture's libpcap SONAME differs (RHEL: .so.1,
+    // Debian: .so.0.8, the same ABI). `ja4sensor` itself needs no libpcap at all.
     for (root, elf, pcap) in [
         (
             rpm_root.path(),
             "usr/lib64/httpd/modules/mod_reqin_log.so",
             None,
         ),
-        (rpm_root.path(), "usr/bin/ja4sensor", Some("libpcap.so.1")),
+        (rpm_root.path(), "usr/bin/ja4sensor", None),
+        (
+            rpm_root.path(),
+            "usr/bin/ja4sensor-pcap",
+            Some("libpcap.so.1"),
+        ),
         (
             deb_root.path(),
             "usr/lib/apache2/modules/mod_reqin_log.so",
             None,
         ),
-        (deb_root.path(), "usr/bin/ja4sensor", Some("libpcap.so.0.8")),
+        (deb_root.path(), "usr/bin/ja4sensor", None),
+        (
+            deb_root.path(),
+            "usr/bin/ja4sensor-pcap",
+            Some("libpcap.so.0.8"),
+        ),
     ] {
         let (glibc, needed) = elf_needs(&root.join(elf))?;
         let top = highest(&glibc).ok_or(format!("{elf}: no GLIBC_ version needed?"))?;

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use correlate_lib::fingerprint::foxio::{ja4h, ja4t, HttpVersion};
 use correlate_lib::fingerprint::syn::parse_syn;
 use ja4sensor::capture;
+use ja4sensor_pcap::device;
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/ja4")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/ja4")
 }
 
 /// `capture\tsrc\tsport\tdst\tdport\tvalue` lines of an expected file, per capture.
@@ -48,8 +49,8 @@ fn captures() -> Vec<PathBuf> {
 
 /// Runs `f` on every decoded TCP segment of a capture.
 fn segments(path: &Path, mut f: impl FnMut(&capture::Segment<'_>)) {
-    let mut cap = capture::open_file(path).unwrap();
-    let link = capture::link_type(&cap).unwrap();
+    let mut cap = device::open_file(path).unwrap();
+    let link = device::link_type(&cap).unwrap();
     while let Ok(packet) = cap.next_packet() {
         if let Ok(seg) = capture::decode(link, packet.data) {
             f(&seg);

@@ -13,9 +13,10 @@ use std::process::Command;
 use correlate_lib::fingerprint::hello::parse_client_hello_prefix;
 use etherparse::PacketBuilder;
 use ja4sensor::capture;
+use ja4sensor_pcap::device;
 
 fn corpus_pcaps() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/ja4/pcap");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/ja4/pcap");
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -33,8 +34,8 @@ struct CapturedHello {
 }
 
 fn hellos_of(path: &Path) -> Vec<CapturedHello> {
-    let mut cap = capture::open_file(path).unwrap();
-    let link = capture::link_type(&cap).unwrap();
+    let mut cap = device::open_file(path).unwrap();
+    let link = device::link_type(&cap).unwrap();
     let mut out = Vec::new();
     while let Ok(packet) = cap.next_packet() {
         let Ok(seg) = capture::decode(link, packet.data) else {
@@ -154,7 +155,7 @@ fn write_scrambled(w: &mut PcapWriter, h: &CapturedHello, bytes: &[u8], segment:
 
 /// `(ja4, ja4_r, ja3, sni)` of every hello `ja4sensor read` prints for `path`.
 fn fingerprints(path: &Path) -> Vec<(String, String, String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_ja4sensor"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ja4sensor-pcap"))
         .arg("read")
         .arg(path)
         .output()

@@ -3,13 +3,12 @@
 //! at exit.
 //!
 //! Signals: SIGTERM and SIGINT stop the loop cleanly (the capture is non-blocking and the loop
-//! waits at most [`capture::POLL_TIMEOUT`]; a signal interrupts the wait), then the outputs are
+//! waits at most [`device::POLL_TIMEOUT`]; a signal interrupts the wait), then the outputs are
 //! flushed; SIGHUP reopens file outputs (logrotate). systemd: `READY=1` once capturing,
 //! `WATCHDOG=1` at half of `WatchdogSec` from the capture loop itself (a stuck loop gets the
 //! service restarted), `STOPPING=1` on the way out.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +16,15 @@ use std::time::{Duration, Instant};
 use correlate_lib::ring::{RingConfig, SensorCounter};
 use correlate_lib::unix_now_ns;
 
-use crate::capture::{self, CaptureError};
-use crate::config::Config;
-use crate::flow::MAX_FLOWS;
-use crate::output::{OutputCounts, Outputs};
-use crate::pipeline::{Counters, Event, Pipeline, PipelineConfig};
-use crate::publish::{RingSink, RingStats};
-use crate::SensorError;
+use ja4sensor::cli::RunArgs;
+use ja4sensor::config::Config;
+use ja4sensor::flow::MAX_FLOWS;
+use ja4sensor::output::{OutputCounts, Outputs};
+use ja4sensor::pipeline::{Counters, Event, Pipeline, PipelineConfig};
+use ja4sensor::publish::{RingSink, RingStats};
+use ja4sensor::SensorError;
+
+use crate::device::{self, CaptureError};
 
 /// How often counters are stored in the ring header (readers show them in status pages).
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
@@ -32,63 +33,6 @@ const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 /// Time the outputs get to write what is queued at shutdown: sentinel's unit stops with
 /// `TimeoutStopSec=2`, so the whole exit must fit in well under 2 s.
 const OUTPUT_DRAIN_GRACE: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Default, clap::Args)]
-pub struct RunArgs {
-    /// YAML config file (ja4sentinel's keys plus `ring:` and `core.sensor_id`). sentinel's
-    /// `-config FILE` spelling is accepted too.
-    #[arg(long, short = 'c')]
-    pub config: Option<PathBuf>,
-    /// Validate the configuration (file, environment, flags, BPF filter, output paths) and exit.
-    #[arg(long)]
-    pub check_config: bool,
-    /// Capture interface (`any` for all); overrides core.interface.
-    #[arg(long, short = 'i')]
-    pub interface: Option<String>,
-    /// Comma-separated server ports; overrides core.listen_ports.
-    #[arg(long, short = 'p', value_delimiter = ',')]
-    pub ports: Option<Vec<u16>>,
-    /// Ring file; overrides ring.path.
-    #[arg(long)]
-    pub ring: Option<PathBuf>,
-    /// Sensor identifier copied into every record; overrides core.sensor_id.
-    #[arg(long)]
-    pub sensor_id: Option<String>,
-    /// Group that may read the ring (the Apache group, e.g. www-data); overrides ring.group.
-    #[arg(long)]
-    pub ring_group: Option<String>,
-}
-
-impl RunArgs {
-    /// The config file (or the defaults) with the environment and command-line overrides
-    /// applied, validated.
-    pub fn config(&self) -> Result<Config, SensorError> {
-        let mut cfg = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
-        cfg.apply_env()?;
-        if let Some(i) = &self.interface {
-            cfg.core.interface = i.clone();
-        }
-        if let Some(p) = &self.ports {
-            cfg.core.listen_ports = p.clone();
-            // Ports given on the command line mean the generated filter.
-            cfg.core.bpf_filter.clear();
-        }
-        if let Some(r) = &self.ring {
-            cfg.ring.path = r.clone();
-        }
-        if let Some(s) = &self.sensor_id {
-            cfg.core.sensor_id = s.clone();
-        }
-        if let Some(g) = &self.ring_group {
-            cfg.ring.group = g.clone();
-        }
-        cfg.validate()?;
-        Ok(cfg)
-    }
-}
 
 /// The flags the signal handlers set.
 struct Signals {
@@ -128,14 +72,14 @@ fn server_addresses(cfg: &Config) -> Result<Vec<IpAddr>, SensorError> {
     if !configured.is_empty() || !cfg.core.bpf_filter.trim().is_empty() {
         return Ok(configured);
     }
-    Ok(capture::local_addresses()?)
+    Ok(device::local_addresses()?)
 }
 
 /// `--check-config`: everything `run` would check before capturing, without capturing.
 pub fn check_config(args: &RunArgs) -> Result<(), SensorError> {
     let cfg = args.config()?;
     let filter = cfg.bpf_filter(&server_addresses(&cfg)?);
-    capture::check_filter(&filter)?;
+    device::check_filter(&filter)?;
     let outputs = cfg.outputs()?;
     println!(
         "configuration OK: interface {}, filter {filter:?}, ring {} ({} slots, mode {}), {} output(s) enabled",
@@ -160,11 +104,11 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
         return check_config(&args);
     }
     let cfg = args.config()?;
-    crate::init_logging(&cfg.core.log_level);
+    ja4sensor::init_logging(&cfg.core.log_level);
     let signals = install_signals()?;
     let filter = cfg.bpf_filter(&server_addresses(&cfg)?);
-    let mut cap = capture::open_live(&cfg.core.interface, &filter, cfg.pcap_buffer_bytes())?;
-    let link = capture::link_type(&cap)?;
+    let mut cap = device::open_live(&cfg.core.interface, &filter, cfg.pcap_buffer_bytes())?;
+    let link = device::link_type(&cap)?;
     let ring_config = RingConfig {
         slot_count: cfg.ring.slot_count,
         ..RingConfig::default()
@@ -217,7 +161,7 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
         match cap.next_packet() {
             Ok(packet) => {
                 // Live captures are opened with microsecond timestamps.
-                let time_ns = capture::timestamp_ns(packet.header, 1_000);
+                let time_ns = device::timestamp_ns(packet.header, 1_000);
                 watermark_ns = watermark_ns.max(time_ns);
                 pipeline.process(time_ns, packet.data, &mut |event| match event {
                     Event::Hello(event) => {
@@ -245,10 +189,10 @@ pub fn run(args: RunArgs) -> Result<(), SensorError> {
                 // processed or still in the kernel's open block, which is handed over at most
                 // CAPTURE_LATENCY_NS after its first packet.
                 watermark_ns =
-                    watermark_ns.max(polled_at_ns.saturating_sub(capture::CAPTURE_LATENCY_NS));
+                    watermark_ns.max(polled_at_ns.saturating_sub(device::CAPTURE_LATENCY_NS));
                 ring.set_watermark(watermark_ns);
                 pipeline.tick(unix_now_ns());
-                if let Err(e) = capture::wait_readable(&cap, capture::POLL_TIMEOUT) {
+                if let Err(e) = device::wait_readable(&cap, device::POLL_TIMEOUT) {
                     result = Err(e.into());
                     break;
                 }

@@ -4,11 +4,12 @@
 use std::io::{BufWriter, Write as _};
 use std::path::Path;
 
-use crate::capture::{self, CaptureError};
-use crate::flow::MAX_FLOWS;
-use crate::pipeline::{Event, Pipeline};
-use crate::publish::JsonLinesSink;
-use crate::SensorError;
+use ja4sensor::flow::MAX_FLOWS;
+use ja4sensor::pipeline::{Event, Pipeline};
+use ja4sensor::publish::JsonLinesSink;
+use ja4sensor::SensorError;
+
+use crate::device::{self, CaptureError};
 
 /// Offline flows never time out by wall clock; a flow idle this long in capture time is gone.
 const OFFLINE_FLOW_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
@@ -17,9 +18,9 @@ const OFFLINE_FLOW_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
 const OUTPUT_BUFFER_BYTES: usize = 256 * 1024;
 
 pub fn read(path: &Path) -> Result<(), SensorError> {
-    crate::init_logging("warn");
-    let mut cap = capture::open_file(path)?;
-    let link = capture::link_type(&cap)?;
+    ja4sensor::init_logging("warn");
+    let mut cap = device::open_file(path)?;
+    let link = device::link_type(&cap)?;
     let mut pipeline = Pipeline::new(link, MAX_FLOWS, OFFLINE_FLOW_TIMEOUT_NS, String::new());
     let stdout = std::io::stdout();
     // Lines of ~1 KiB: a large buffer makes one write(2) per few hundred lines instead of one
@@ -32,7 +33,7 @@ pub fn read(path: &Path) -> Result<(), SensorError> {
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => return Err(CaptureError::Read(e).into()),
         };
-        let time_ns = capture::timestamp_ns(packet.header, 1);
+        let time_ns = device::timestamp_ns(packet.header, 1);
         pipeline.process(time_ns, packet.data, &mut |event| {
             let Event::Hello(event) = event else { return };
             if write_error.is_none() {
