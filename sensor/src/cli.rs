@@ -1,7 +1,10 @@
-//! The flags of `ja4sensor run` (parsed by `ja4sensor`, which hands them to `ja4sensor-pcap`
-//! unchanged, and by `ja4sensor-pcap` itself) and sentinel's one-dash spelling of them.
+//! The commands and flags of the capture, `run` and `read` (parsed by `ja4sensor`, which hands
+//! them to `ja4sensor-pcap` unchanged, and by `ja4sensor-pcap` itself), and sentinel's one-dash
+//! spelling of them.
 
 use std::path::PathBuf;
+
+use clap::Subcommand;
 
 use crate::config::Config;
 use crate::SensorError;
@@ -61,6 +64,18 @@ impl RunArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// The commands `ja4sensor-pcap` carries out: `ja4sensor`'s own list flattens them in.
+#[derive(Debug, Subcommand)]
+pub enum CaptureCommand {
+    /// Capture live traffic and publish every ClientHello into the shared-memory ring.
+    Run(RunArgs),
+    /// Print one JSON line per TLS ClientHello found in a pcap or pcapng file.
+    Read {
+        /// Capture file (pcap or pcapng, detected from its magic number).
+        file: PathBuf,
+    },
 }
 
 /// sentinel is a Go program: its flags have one dash (`ja4sentinel -config FILE`). Accept that

@@ -6,11 +6,10 @@
 #![forbid(unsafe_code)]
 
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
 use std::process::{Command as Process, ExitCode};
 
 use clap::{Parser, Subcommand};
-use ja4sensor::cli::{sentinel_flags, RunArgs};
+use ja4sensor::cli::{sentinel_flags, CaptureCommand, RunArgs};
 
 /// The capture binary, installed next to this one.
 const CAPTURE_BINARY: &str = "ja4sensor-pcap";
@@ -32,13 +31,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Capture live traffic and publish every ClientHello into the shared-memory ring.
-    Run(RunArgs),
-    /// Print one JSON line per TLS ClientHello found in a pcap or pcapng file.
-    Read {
-        /// Capture file (pcap or pcapng, detected from its magic number).
-        file: PathBuf,
-    },
+    /// `run` and `read`.
+    #[command(flatten)]
+    Capture(CaptureCommand),
     /// Follow mod_reqin_log's correlated log into ClickHouse (disk-first, exactly once).
     Ship(reqin_shipper::ShipArgs),
     /// Run detection modules over the correlated log (live, or --replay FILE...) and dispatch
@@ -56,7 +51,7 @@ fn main() -> ExitCode {
     let args = sentinel_flags(std::env::args());
     let cli = Cli::parse_from(&args);
     match cli.command {
-        Some(Command::Run(_) | Command::Read { .. }) | None => exec_capture(&args),
+        Some(Command::Capture(_)) | None => exec_capture(&args),
         // Each its own error type and exit path: they share no state with the capture.
         Some(Command::Ship(args)) => report("ship", reqin_shipper::run(&args)),
         Some(Command::Detect(args)) => report("detect", ja4sensor_detect::run(&args)),
