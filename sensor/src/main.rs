@@ -53,8 +53,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Capture(_)) | None => exec_capture(&args),
         // Each its own error type and exit path: they share no state with the capture.
-        Some(Command::Ship(args)) => report("ship", reqin_shipper::run(&args)),
-        Some(Command::Detect(args)) => report("detect", ja4sensor_detect::run(&args)),
+        Some(Command::Ship(args)) => outcome("ship", reqin_shipper::run(&args)),
+        Some(Command::Detect(args)) => outcome("detect", ja4sensor_detect::run(&args)),
         // grep-like exit codes (0 found, 1 nothing, 2 error), their own messages.
         Some(Command::Query(args)) => ja4sensor_query::cli::query(args),
         Some(Command::Timeline(args)) => ja4sensor_query::cli::timeline(args),
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
 }
 
 /// A command's outcome as its exit code; an error on stderr (its message includes its cause).
-fn report<E: std::fmt::Display>(command: &str, result: Result<(), E>) -> ExitCode {
+fn outcome<E: std::fmt::Display>(command: &str, result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
