@@ -41,6 +41,8 @@ REQUESTS_PER_CONN = 3.5
 
 
 TIME = "/usr/bin/time"
+# grep byte by byte, as ours reads (no locale decoding).
+ENV_C = dict(os.environ, LC_ALL="C")
 
 
 def run(cmd, out_path=os.devnull, env=None):
@@ -125,14 +127,13 @@ def main():
         # The floor any tool pays for this answer (start a process, read 5.5 MB, write 2.5 MB
         # into a file): grep -F of the tag's text in the same file, alternated run by run.
         grep_cmd = ["grep", "-a", "-F", EVENT_TAG_TEXT, ten_k]
-        env_c = dict(os.environ, LC_ALL="C")
         o_walls, g_walls = [], []
         for _ in range(a.repeats * 4):
             w, code = run(ours_cmd, matches)
             if code not in (0, 1):
                 sys.exit(f"{ours_cmd}: exit {code}")
             o_walls.append(w)
-            g_walls.append(run(grep_cmd, grep_matches, env_c)[0])
+            g_walls.append(run(grep_cmd, grep_matches, ENV_C)[0])
         wall, rss = statistics.median(o_walls), peak_rss_kib(ours_cmd, matches)
         found = lines_of(matches)
         rows.append(("tag search over %d events (%d matches), whole process, answer to a file; "
@@ -164,12 +165,11 @@ def main():
         n_lines = info["lines"]
         warm([log])
         grep_out, ours_out = os.path.join(big, "grep.out"), os.path.join(big, "ours.out")
-        env_c = dict(os.environ, LC_ALL="C")
 
         def versus(name, ours_cmd, grep_text, target):
             g_walls, o_walls = [], []
             for _ in range(a.repeats):
-                w, _ = run(["grep", "-a", "-F", grep_text, log], grep_out, env_c)
+                w, _ = run(["grep", "-a", "-F", grep_text, log], grep_out, ENV_C)
                 g_walls.append(w)
                 w, code = run(ours_cmd, ours_out)
                 if code not in (0, 1):

@@ -119,12 +119,8 @@ impl<'a> Object<'a> {
     /// The string value of `inner` in the nested object `key` (an event's tag in
     /// `correlation_tags`), read without building that object's entries.
     pub fn nested_str(&self, key: &str, inner: &str) -> Option<Cow<'a, str>> {
-        let raw = self.raw(key)?;
-        if !raw.starts_with('{') {
-            return None;
-        }
         let mut found = None;
-        if jsonscan::object_entries(raw, |k, v| {
+        if jsonscan::object_entries(self.raw(key)?, |k, v| {
             if k == inner {
                 found = Some(v);
             }
@@ -133,7 +129,8 @@ impl<'a> Object<'a> {
         {
             return found.and_then(decode_str);
         }
-        Object::parse_str_sized(raw, NESTED_FIELDS).ok()?.str(inner)
+        // Escapes or not an object: what [`Object::object`] reads.
+        self.object(key)?.str(inner)
     }
 
     /// The string value of the key `prefix` + `key` (a line's `tag_<key>`), without building
