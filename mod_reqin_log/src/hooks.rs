@@ -45,7 +45,8 @@ use crate::flusher::{BothPending, Flusher, Pending};
 use crate::ids::{self, Ids as IdSource};
 use crate::inline::{Capture, InlineGeneration, KnownHello, KnownSyn};
 use crate::record::{
-    self, FragmentMeta, LineFingerprint, OrphanReason, RequestSnapshot, Text, TlsFragment,
+    self, FragmentMeta, LineFingerprint, OrphanReason, RecordParts, RequestSnapshot, Text,
+    TlsFragment,
 };
 use crate::sink::{DatagramSink, FileSink};
 use crate::source::{self, Decision, Wait};
@@ -267,7 +268,7 @@ impl Joined {
     /// [`crate::inline::KnownSyn`]): their fields of the line and their environment variables,
     /// which the connection's environment points at instead of copying.
     pub fn inline(
-        rec: TlsRecord,
+        parts: RecordParts,
         meta: FragmentMeta,
         primary: Conn<'_>,
         hello: &KnownHello,
@@ -280,7 +281,7 @@ impl Joined {
         };
         let (client, local) = (primary.client_addr(), primary.local_addr());
         let fragment = TlsFragment::with_parts(
-            rec,
+            parts,
             meta,
             client,
             local,
@@ -891,9 +892,7 @@ fn decision_ja4<'a>(decision: &'a Decision<'_>) -> Option<&'a str> {
     let ja4 = match decision {
         Decision::Joined(joined)
         | Decision::Unchecked(joined)
-        | Decision::InlineAwaiting { inline: joined, .. } => {
-            Some(joined.fragment().record().ja4.as_str())
-        }
+        | Decision::InlineAwaiting { inline: joined, .. } => Some(joined.fragment().ja4()),
         Decision::Upstream(values) => values.ja4.as_deref(),
         Decision::NotYet(_) | Decision::Never(_) => None,
     };

@@ -20,16 +20,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use correlate_lib::fingerprint::hello::{self, HelloError, MAX_HELLO_BYTES};
-use correlate_lib::fingerprint::os::{OsDatabase, OsGuess};
+use correlate_lib::fingerprint::os::OsDatabase;
 use correlate_lib::fingerprint::syn::SynTraits;
-use correlate_lib::fingerprint::{self, syn, TlsFingerprint, Transport};
+use correlate_lib::fingerprint::{syn, TlsFingerprint, Transport};
 use correlate_lib::{ConnKey, IpMeta, TlsRecord};
 
 use crate::ffi::openssl::{CapturedHello, HelloSlot, OpenSsl, TlsConn};
 use crate::ffi::socket::{self, ClientSocket, SavedSyn};
 use crate::ffi::{Conn, EnvBlock, Level, Server};
 use crate::hooks::{ConnState, ModuleLog, ServerState};
-use crate::record::OrphanReason;
+use crate::record::{OrphanReason, RecordParts};
 
 /// A handshake message of at most this many bytes is copied: correlate-lib's limit on a hello
 /// body plus the 4-byte handshake header. A longer one is refused by the parser anyway.
@@ -106,16 +106,17 @@ impl<K, V: Clone> Memo<K, V> {
 /// A hello's fingerprint, its fields as the line writes them ([`crate::record::tls_json`])
 /// and its environment variables ([`crate::env::hello_vars`]).
 pub struct KnownHello {
-    fingerprint: TlsFingerprint,
+    /// The TLS fields of a record ([`RecordParts::hello`]).
+    record: Arc<TlsRecord>,
     pub json: Vec<u8>,
     pub env: Arc<EnvBlock>,
 }
 
-/// What the line takes from a SYN shape: the OS guess, the SYN's fields as the fragment
-/// writes them ([`crate::record::syn_json`]) and their environment variables
-/// ([`crate::env::syn_vars`]).
+/// What the line takes from a SYN shape: the SYN's fields of a record with the OS guess
+/// ([`RecordParts::syn`]), as the fragment writes them ([`crate::record::syn_json`]) and
+/// their environment variables ([`crate::env::syn_vars`]).
 pub struct KnownSyn {
-    guess: Option<OsGuess>,
+    record: Arc<TlsRecord>,
     pub json: Vec<u8>,
     pub env: Arc<EnvBlock>,
 }
@@ -238,19 +239,19 @@ impl InlineGeneration {
         let parsed = hello::parse_handshake_message(message)?;
         let fingerprint = TlsFingerprint::of(&parsed, Transport::Tcp);
         let rec = TlsRecord {
-            tls_version: fingerprint.tls_version.clone(),
-            tls_sni: fingerprint.sni.clone().unwrap_or_default(),
-            tls_alpn: fingerprint.tls_alpn.clone(),
-            ja4: fingerprint.ja4.clone(),
-            ja4_r: fingerprint.ja4_r.clone(),
-            ja3: fingerprint.ja3.clone(),
-            ja3_hash: fingerprint.ja3_hash.clone(),
+            tls_version: fingerprint.tls_version,
+            tls_sni: fingerprint.sni.unwrap_or_default(),
+            tls_alpn: fingerprint.tls_alpn,
+            ja4: fingerprint.ja4,
+            ja4_r: fingerprint.ja4_r,
+            ja3: fingerprint.ja3,
+            ja3_hash: fingerprint.ja3_hash,
             ..TlsRecord::default()
         };
         let json = crate::record::tls_json(&rec);
         let env = Arc::new(EnvBlock::new(crate::env::hello_vars(&rec), |v| v.as_str()));
         Ok(Arc::new(KnownHello {
-            fingerprint,
+            record: Arc::new(rec),
             json,
             env,
         }))
@@ -269,11 +270,16 @@ impl InlineGeneration {
                     .and_then(|g| g.label.clone())
                     .unwrap_or_default(),
                 tcp_os_distance: guess.as_ref().map(|g| g.distance),
+                tcp_option_kinds: syn.option_kinds,
                 ..TlsRecord::default()
             };
             let json = crate::record::syn_json(&rec);
             let env = Arc::new(EnvBlock::new(crate::env::syn_vars(&rec), |v| v.as_str()));
-            Ok::<_, std::convert::Infallible>(Arc::new(KnownSyn { guess, json, env }))
+            Ok::<_, std::convert::Infallible>(Arc::new(KnownSyn {
+                record: Arc::new(rec),
+                json,
+                env,
+            }))
         };
         let shape = SynShape(syn);
         match self.syns.get_or(
@@ -342,9 +348,35 @@ pub struct Capture {
     hello: HelloSlot,
 }
 
+/// The bytes of a SYN up to this many are kept in the connection's state itself, not in an
+/// allocation of their own: an IPv4 SYN always fits (60-byte IP and TCP headers at most), an
+/// IPv6 one unless it carries extension headers.
+const SYN_INLINE: usize = 120;
+
 enum SynCapture {
+    Inline { len: u8, bytes: [u8; SYN_INLINE] },
     Saved(Box<[u8]>),
     NotSaved,
+}
+
+impl SynCapture {
+    fn saved(syn: &[u8]) -> Self {
+        let mut bytes = [0u8; SYN_INLINE];
+        if let (Ok(len), Some(inline)) = (u8::try_from(syn.len()), bytes.get_mut(..syn.len())) {
+            inline.copy_from_slice(syn);
+            return SynCapture::Inline { len, bytes };
+        }
+        SynCapture::Saved(syn.into())
+    }
+
+    /// The SYN's bytes, if it was saved.
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            SynCapture::Inline { len, bytes } => bytes.get(..usize::from(*len)),
+            SynCapture::Saved(bytes) => Some(bytes),
+            SynCapture::NotSaved => None,
+        }
+    }
 }
 
 impl Capture {
@@ -383,7 +415,7 @@ pub fn pre_handshake(conn: Conn<'_>, tls: TlsConn<'_>, is_proxy: bool) {
         .socket
         .map_or(SavedSyn::Failed, |s| s.take_saved_syn(&mut buf));
     let syn = match saved {
-        SavedSyn::Saved(n) => SynCapture::Saved(buf[..n].into()),
+        SavedSyn::Saved(n) => SynCapture::saved(buf.get(..n).unwrap_or_default()),
         SavedSyn::NotSaved | SavedSyn::TooLong | SavedSyn::Failed => SynCapture::NotSaved,
     };
     let _ = capture.syn.set(syn);
@@ -394,7 +426,8 @@ pub fn pre_handshake(conn: Conn<'_>, tls: TlsConn<'_>, is_proxy: bool) {
 
 /// A connection's record as [`fingerprint`] builds it.
 pub struct Fingerprinted {
-    pub record: TlsRecord,
+    /// The record, its hello's and SYN's parts shared with earlier connections (no copy).
+    pub parts: RecordParts,
     /// Why the SYN's fields are missing, if they are.
     pub partial: Option<OrphanReason>,
     pub hello: Arc<KnownHello>,
@@ -416,23 +449,28 @@ pub fn fingerprint(
     let known = generation
         .tls(&message)
         .map_err(|_| OrphanReason::HelloUnparsable)?;
-    let (syn, partial, known_syn) = match capture.syn.get() {
-        Some(SynCapture::Saved(bytes)) => match syn::parse_syn(bytes) {
-            Ok(traits) => {
-                let known = generation.syn(&traits);
-                // The SYN's time is not known inline: no `syn_to_clienthello_ms`.
-                (Some((0, traits)), None, Some(known))
-            }
+    let (ip, partial, known_syn) = match capture.syn.get().and_then(SynCapture::bytes) {
+        Some(bytes) => match syn::parse_syn(bytes) {
+            Ok(traits) => (Some(traits.ip), None, Some(generation.syn(&traits))),
             Err(_) => (None, Some(OrphanReason::SynUnparsable), None),
         },
-        Some(SynCapture::NotSaved) | None => (None, Some(OrphanReason::SynNotSaved), None),
+        None => (None, Some(OrphanReason::SynNotSaved), None),
     };
-    let guess = known_syn.as_ref().and_then(|k| k.guess.clone());
-    // The accept time stands in for the hello's (`b_timestamp`).
-    let record =
-        fingerprint::connection_record(key, accept_ns, syn, known.fingerprint.clone(), guess, "");
+    // What `fingerprint::connection_record` makes of the same parts: the accept time stands in
+    // for the hello's (`b_timestamp`); the SYN's time is not known inline (no
+    // `syn_to_clienthello_ms`), nor a `sensor_id`.
+    let parts = RecordParts {
+        own: TlsRecord {
+            key: Some(key),
+            hello_time_ns: accept_ns,
+            ip,
+            ..TlsRecord::default()
+        },
+        hello: Arc::clone(&known.record),
+        syn: known_syn.as_ref().map(|k| Arc::clone(&k.record)),
+    };
     Ok(Fingerprinted {
-        record,
+        parts,
         partial,
         hello: known,
         syn: known_syn,

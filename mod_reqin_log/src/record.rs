@@ -365,7 +365,7 @@ pub fn collect_headers<'a>(
 /// (the rule of [`join::merge_fields`]).
 #[derive(Debug, Clone)]
 pub struct TlsFragment {
-    record: TlsRecord,
+    record: FragmentRecord,
     meta: FragmentMeta,
     /// The connection the fragment was rendered for.
     client: Option<SocketAddr>,
@@ -376,6 +376,55 @@ pub struct TlsFragment {
     /// `,"name":value` for every sensor field the request side does not already carry with the
     /// same value (those it carries with another value as `b_<name>`), `b_timestamp` included.
     json: Vec<u8>,
+}
+
+/// The record a fragment was rendered from.
+#[derive(Debug, Clone)]
+enum FragmentRecord {
+    Owned(TlsRecord),
+    /// Built only when asked for ([`TlsFragment::record`]: `both`'s cross-check, a line for
+    /// other addresses).
+    Parts(RecordParts),
+}
+
+/// A record in three parts: what belongs to this connection alone, and the fields of its
+/// ClientHello and of its SYN's shape, shared with every connection that sent the same hello
+/// and the same SYN. httpd's inline fingerprint keeps a connection's record so, instead of a
+/// record of its own with a copy of every string (an allocation each, and its free, on every
+/// new connection).
+#[derive(Debug, Clone)]
+pub struct RecordParts {
+    /// The 4-tuple, times, `ip` (with the SYN's IP id), `sensor_id`; no TLS or TCP field.
+    pub own: TlsRecord,
+    /// The TLS fields ([`TLS_FIELDS`]); nothing else is read.
+    pub hello: std::sync::Arc<TlsRecord>,
+    /// `tcp`, `tcp_os`, `tcp_os_distance` and `tcp_option_kinds`; nothing else is read.
+    /// `None` without a SYN (then `own.ip` is `None` too).
+    pub syn: Option<std::sync::Arc<TlsRecord>>,
+}
+
+impl RecordParts {
+    /// The whole record.
+    pub fn to_record(&self) -> TlsRecord {
+        let hello = &*self.hello;
+        let mut rec = TlsRecord {
+            tls_version: hello.tls_version.clone(),
+            tls_sni: hello.tls_sni.clone(),
+            tls_alpn: hello.tls_alpn.clone(),
+            ja4: hello.ja4.clone(),
+            ja4_r: hello.ja4_r.clone(),
+            ja3: hello.ja3.clone(),
+            ja3_hash: hello.ja3_hash.clone(),
+            ..self.own.clone()
+        };
+        if let Some(syn) = &self.syn {
+            rec.tcp.clone_from(&syn.tcp);
+            rec.tcp_os.clone_from(&syn.tcp_os);
+            rec.tcp_os_distance = syn.tcp_os_distance;
+            rec.tcp_option_kinds = syn.tcp_option_kinds;
+        }
+        rec
+    }
 }
 
 /// What a connection's half of the line says besides its record.
@@ -482,37 +531,43 @@ impl TlsFragment {
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
     ) -> Self {
-        Self::render(rec, meta, client, local, None, None)
+        Self::render_merged(rec, meta, client, local, None, None)
     }
 
-    /// As [`TlsFragment::new`], with the record's TLS fields already rendered by [`tls_json`]
-    /// (the same hello of an earlier connection), and its SYN fields by [`syn_json`] (the same
-    /// SYN): only the rest is rendered again.
+    /// As [`TlsFragment::new`] for the record of `parts`, with its TLS fields already rendered
+    /// by [`tls_json`] (the same hello of an earlier connection), and its SYN fields by
+    /// [`syn_json`] (the same SYN): only the rest is rendered again, and the record is kept in
+    /// its parts.
     pub fn with_parts(
-        rec: TlsRecord,
+        parts: RecordParts,
         meta: FragmentMeta,
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
         tls_json: &[u8],
         syn_json: Option<&[u8]>,
     ) -> Self {
-        Self::render(rec, meta, client, local, Some(tls_json), syn_json)
-    }
-
-    fn render(
-        rec: TlsRecord,
-        meta: FragmentMeta,
-        client: Option<SocketAddr>,
-        local: Option<SocketAddr>,
-        tls_json: Option<&[u8]>,
-        syn_json: Option<&[u8]>,
-    ) -> Self {
-        if let (Some(tls), Some(syn), Some(c), Some(l)) = (tls_json, syn_json, client, local) {
-            if rec.key.is_some_and(|k| k.src == c && k.dst == l) {
-                return Self::render_same_addresses(rec, meta, c, l, tls, syn);
+        if let (Some(syn), Some(c), Some(l)) = (syn_json, client, local) {
+            if parts.own.key.is_some_and(|k| k.src == c && k.dst == l) {
+                let (addresses, json) =
+                    Self::render_same_addresses(&parts.own, &meta, c, l, tls_json, syn);
+                return Self {
+                    record: FragmentRecord::Parts(parts),
+                    meta,
+                    client,
+                    local,
+                    addresses,
+                    json,
+                };
             }
         }
-        Self::render_merged(rec, meta, client, local, tls_json, syn_json)
+        Self::render_merged(
+            parts.to_record(),
+            meta,
+            client,
+            local,
+            Some(tls_json),
+            syn_json,
+        )
     }
 
     /// [`TlsFragment::render`] by the merge of every field.
@@ -555,7 +610,7 @@ impl TlsFragment {
             }
         }
         Self {
-            record: rec,
+            record: FragmentRecord::Owned(rec),
             meta,
             client,
             local,
@@ -564,19 +619,21 @@ impl TlsFragment {
         }
     }
 
-    /// [`TlsFragment::render`] of a record whose 4-tuple is the request side's own (httpd's
+    /// The `addresses` and `json` of a record whose 4-tuple is the request side's own (httpd's
     /// own record, inline), with its TLS and SYN fields rendered: every address field has the
     /// same value on both sides, so the merge writes the request side's and none of the
     /// record's, and what is left of the record is [`Merge::connection_fields`]' other
-    /// fields, written here in the same order without the merge's buffers.
+    /// fields, written here in the same order without the merge's buffers. Of `rec`, only
+    /// what [`RecordParts::own`] holds is read. Two buffers, not one: with a curl-sized hello
+    /// one would be above the 1 032 bytes glibc's per-thread cache serves (BENCHMARKS.md).
     fn render_same_addresses(
-        rec: TlsRecord,
-        meta: FragmentMeta,
+        rec: &TlsRecord,
+        meta: &FragmentMeta,
         client: SocketAddr,
         local: SocketAddr,
         tls_json: &[u8],
         syn_json: &[u8],
-    ) -> Self {
+    ) -> (Vec<u8>, Vec<u8>) {
         let mut addresses = Vec::with_capacity(96);
         for (ip, port, ip_name, port_name) in [
             (client.ip(), client.port(), fields::SRC_IP, fields::SRC_PORT),
@@ -617,25 +674,29 @@ impl TlsFragment {
         json.extend_from_slice(itoa::Buffer::new().format(rec.hello_time_ns).as_bytes());
         json.extend_from_slice(tls_json);
         json.extend_from_slice(syn_json);
-        push_meta(&mut json, &meta);
-        Self {
-            record: rec,
-            meta,
-            client: Some(client),
-            local: Some(local),
-            addresses,
-            json,
-        }
+        push_meta(&mut json, meta);
+        (addresses, json)
     }
 
     /// The same record's fragment for another pair of addresses.
     fn for_addresses(&self, client: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
-        Self::new(self.record.clone(), self.meta.clone(), client, local)
+        Self::new(self.record().into_owned(), self.meta.clone(), client, local)
     }
 
-    /// The record the fragment was rendered from.
-    pub fn record(&self) -> &TlsRecord {
-        &self.record
+    /// The record the fragment was rendered from (built from its parts if it was kept so).
+    pub fn record(&self) -> Cow<'_, TlsRecord> {
+        match &self.record {
+            FragmentRecord::Owned(rec) => Cow::Borrowed(rec),
+            FragmentRecord::Parts(parts) => Cow::Owned(parts.to_record()),
+        }
+    }
+
+    /// The record's JA4 (empty without one).
+    pub fn ja4(&self) -> &str {
+        match &self.record {
+            FragmentRecord::Owned(rec) => &rec.ja4,
+            FragmentRecord::Parts(parts) => &parts.hello.ja4,
+        }
     }
 
     pub fn meta(&self) -> &FragmentMeta {
@@ -1660,6 +1721,84 @@ mod tests {
         assert_eq!(syn.len(), 9, "every SYN field but the IP id: {syn:?}");
     }
 
+    /// `rec` in the parts httpd's inline fingerprint keeps (see `inline::fingerprint`).
+    fn parts_of(rec: &TlsRecord) -> RecordParts {
+        let hello = TlsRecord {
+            tls_version: rec.tls_version.clone(),
+            tls_sni: rec.tls_sni.clone(),
+            tls_alpn: rec.tls_alpn.clone(),
+            ja4: rec.ja4.clone(),
+            ja4_r: rec.ja4_r.clone(),
+            ja3: rec.ja3.clone(),
+            ja3_hash: rec.ja3_hash.clone(),
+            ..TlsRecord::default()
+        };
+        let syn = rec.ip.is_some().then(|| TlsRecord {
+            tcp: rec.tcp.clone(),
+            tcp_os: rec.tcp_os.clone(),
+            tcp_os_distance: rec.tcp_os_distance,
+            tcp_option_kinds: rec.tcp_option_kinds,
+            ..TlsRecord::default()
+        });
+        RecordParts {
+            own: TlsRecord {
+                key: rec.key,
+                syn_time_ns: rec.syn_time_ns,
+                hello_time_ns: rec.hello_time_ns,
+                closed_time_ns: rec.closed_time_ns,
+                ip: rec.ip,
+                sensor_id: rec.sensor_id.clone(),
+                ..TlsRecord::default()
+            },
+            hello: std::sync::Arc::new(hello),
+            syn: syn.map(std::sync::Arc::new),
+        }
+    }
+
+    #[test]
+    fn a_record_kept_in_parts_is_the_record() {
+        let with_syn = TlsRecord {
+            tcp_os: "Linux 3.11 and newer".into(),
+            tcp_os_distance: Some(0),
+            tcp_option_kinds: correlate_lib::fingerprint::syn::OptionKinds::from_slice(&[
+                2, 4, 8, 1, 3,
+            ]),
+            ..curl_record()
+        };
+        let without_syn = TlsRecord {
+            ip: None,
+            tcp: None,
+            syn_time_ns: 0,
+            ..curl_record()
+        };
+        for rec in [curl_record(), with_syn, without_syn] {
+            let parts = parts_of(&rec);
+            assert_eq!(parts.to_record(), rec);
+            let req = get_request();
+            let (tls, syn) = (tls_json(&rec), syn_json(&rec));
+            let kept = TlsFragment::with_parts(
+                parts,
+                FragmentMeta::of(Source::Inline),
+                req.client,
+                req.local,
+                &tls,
+                rec.ip.is_some().then_some(syn.as_slice()),
+            );
+            assert_eq!(*kept.record(), rec);
+            assert_eq!(kept.ja4(), rec.ja4);
+            let whole = TlsFragment::new(
+                rec.clone(),
+                FragmentMeta::of(Source::Inline),
+                req.client,
+                req.local,
+            );
+            assert_eq!(
+                parse(&log_line(&req, LineFingerprint::Connection(&kept))),
+                parse(&log_line(&req, LineFingerprint::Connection(&whole)))
+            );
+        }
+    }
+
     #[test]
     fn tls_fields_rendered_once_give_the_same_line() {
         let inline = FragmentMeta {
@@ -1692,7 +1831,7 @@ mod tests {
             let syn = syn_json(&rec);
             assert!(!String::from_utf8_lossy(&syn).contains("ip_meta_id"));
             let again = TlsFragment::with_parts(
-                rec.clone(),
+                parts_of(&rec),
                 meta.clone(),
                 req.client,
                 req.local,
@@ -1752,7 +1891,7 @@ mod tests {
             };
             let (tls, syn) = (tls_json(&rec), syn_json(&rec));
             let fast = TlsFragment::with_parts(
-                rec.clone(),
+                parts_of(&rec),
                 meta.clone(),
                 req.client,
                 req.local,

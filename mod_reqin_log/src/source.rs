@@ -326,15 +326,18 @@ fn inline_record<'a>(
             .inline_generation()
             .ok_or(OrphanReason::HelloNotCaptured)?;
         let f = crate::inline::fingerprint(generation, cs.capture(), *key, cs.accept_ns)?;
-        let meta = fragment_meta(
-            state.settings.ja4plus(),
-            state.clients(),
-            Source::Inline,
-            f.partial,
-            &f.record,
-        );
+        let meta = FragmentMeta {
+            partial: f.partial,
+            ja4t: f
+                .parts
+                .syn
+                .as_deref()
+                .and_then(|syn| ja4t(state.settings.ja4plus(), syn)),
+            client: client_label(state.clients(), &f.parts.hello),
+            ..FragmentMeta::of(Source::Inline)
+        };
         Ok(Box::new(Joined::inline(
-            f.record,
+            f.parts,
             meta,
             *primary,
             &f.hello,
@@ -436,7 +439,7 @@ pub fn merge_parts(
     inline: &crate::record::TlsFragment,
     sensor: &TlsRecord,
 ) -> (TlsRecord, FragmentMeta, Check) {
-    let (rec, differ) = crosscheck::merge_with_sensor(inline.record(), sensor);
+    let (rec, differ) = crosscheck::merge_with_sensor(&inline.record(), sensor);
     if !differ.is_empty() && generation.is_some_and(|g| g.log_disagreement()) {
         log.log(
             Level::Warning,
@@ -444,7 +447,7 @@ pub fn merge_parts(
             &format!(
                 "ReqinLogFingerprint both: inline and sensor disagree for {}: {}",
                 sensor.key.map_or_else(|| "?".to_owned(), |k| k.conn_id()),
-                crosscheck::describe(inline.record(), sensor, &differ)
+                crosscheck::describe(&inline.record(), sensor, &differ)
             ),
         );
     }
