@@ -16,7 +16,7 @@ APT_PACKAGES=(
   python3-venv                 # .venv: chdb (seed DDL on a modern engine), ziglang (glibc 2.28 builds)
   rpm patchelf logrotate       # `make rpm`, `make deb` (libpcap soname), the logrotate test
   binutils                     # readelf: GLIBC_ symbol versions of the packaged binaries
-  valgrind                     # `make bench`: instructions per request (callgrind)
+  valgrind                     # `make bench`: instructions and simulated cache misses per request (cachegrind, callgrind)
   systemd                      # systemd-analyze verify/security of the units
   # Real clients of the detector's ja4->client map (scripts/build_client_map.py) and of its
   # end-to-end tests: headless browsers, TLS tool clients, Go's net/http.
