@@ -3,6 +3,7 @@
 //! spelling of them.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Subcommand;
 
@@ -89,4 +90,16 @@ pub fn sentinel_flags(args: impl Iterator<Item = String>) -> Vec<String> {
         },
     })
     .collect()
+}
+
+/// A command's outcome as its exit code; an error on stderr after `program` (`ja4sensor`,
+/// `ja4sensor ship`...). Every error message already includes its cause.
+pub fn outcome<E: std::fmt::Display>(program: &str, result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

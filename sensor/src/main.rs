@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Command as Process, ExitCode};
 
 use clap::{Parser, Subcommand};
-use ja4sensor::cli::{sentinel_flags, CaptureCommand, RunArgs};
+use ja4sensor::cli::{outcome, sentinel_flags, CaptureCommand, RunArgs};
 
 /// The capture binary, installed next to this one.
 const CAPTURE_BINARY: &str = "ja4sensor-pcap";
@@ -53,23 +53,12 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Capture(_)) | None => exec_capture(&args),
         // Each its own error type and exit path: they share no state with the capture.
-        Some(Command::Ship(args)) => outcome("ship", reqin_shipper::run(&args)),
-        Some(Command::Detect(args)) => outcome("detect", ja4sensor_detect::run(&args)),
+        Some(Command::Ship(args)) => outcome("ja4sensor ship", reqin_shipper::run(&args)),
+        Some(Command::Detect(args)) => outcome("ja4sensor detect", ja4sensor_detect::run(&args)),
         // grep-like exit codes (0 found, 1 nothing, 2 error), their own messages.
         Some(Command::Query(args)) => ja4sensor_query::cli::query(args),
         Some(Command::Timeline(args)) => ja4sensor_query::cli::timeline(args),
         Some(Command::Report(args)) => ja4sensor_query::cli::report(args),
-    }
-}
-
-/// A command's outcome as its exit code; an error on stderr (its message includes its cause).
-fn outcome<E: std::fmt::Display>(command: &str, result: Result<(), E>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ja4sensor {command}: error: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ja4sensor::cli::{sentinel_flags, CaptureCommand, RunArgs};
+use ja4sensor::cli::{outcome, sentinel_flags, CaptureCommand, RunArgs};
 use ja4sensor_pcap::{live, offline};
 
 #[derive(Debug, Parser)]
@@ -32,12 +32,5 @@ fn main() -> ExitCode {
         Some(CaptureCommand::Read { file }) => offline::read(&file),
         None => live::run(cli.run),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Every error message already includes its cause.
-            eprintln!("ja4sensor: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    outcome("ja4sensor", result)
 }
