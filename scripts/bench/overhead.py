@@ -11,8 +11,11 @@ keep-alive) on free loopback ports, one after the other, and drives each with h2
      TCP_SAVED_SYN and ClientHello, no sensor, no capture
 
 for HTTP/1.1 and h2 over kept-alive connections, then (d) one new TLS connection per request
-(the worst case for the sensor), for (a), (c) and (e) interleaved, the order rotating from one
-repeat to the next: share of lines fingerprinted and req/s against (a).
+(the worst case for the sensor), for (a), (b), (c) and (e) interleaved, the order rotating from
+one repeat to the next: share of lines fingerprinted and req/s against (a), with (b), httpd's
+own logging, as the yardstick of what writing a line per request costs at all. A run's ratio is
+the median of its interleaved pairs; the 95 % interval beside it (bootstrap over the pairs) says
+how far that median can be trusted: `--repeats` more pairs narrow it.
 
 Runs are interleaved (a b c a b c ...) and the median of the repeats is reported, so slow drift
 of the machine hits every variant alike. Besides req/s and latency, each run reports the CPU
@@ -26,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -251,6 +255,14 @@ def h2load(url, proto, requests, clients, streams, log_file, extra=()):
     return {"rps": rps, "p50_us": p(0.50), "p99_us": p(0.99)}
 
 
+def median_interval(ratios, resamples=4000):
+    """The 95 % interval of the median of `ratios` (the interleaved pairs of one run), by
+    bootstrap: resampled with replacement, seeded, so a run's figures print the same twice."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return f"95 % interval {medians[int(0.025 * resamples)]:.3f}–{medians[int(0.975 * resamples) - 1]:.3f}"
+
+
 def new_connection_run(server, requests, log_file):
     """One TLS connection per request: h2load reconnects after each `Connection: close`."""
     return server.measure("h1", requests, 4, 1, log_file, extra=("-H", "Connection: close"))
@@ -294,17 +306,19 @@ def main():
             before = len(servers["c"].lines())
             before_e = len(servers["e"].lines())
             # Interleaved repeats, medians: one run of each swings by ±5 % on this kind of machine.
-            runs_a, runs_c, runs_e = [], [], []
-            # The order rotates from one repeat to the next (a c e, c e a, e a c, ...): no variant
+            runs_a, runs_b, runs_c, runs_e = [], [], [], []
+            # The order rotates from one repeat to the next (a b c e, b c e a, ...): no variant
             # always runs right after the sensor's busiest run or first after the keep-alive phase.
-            runs = {"a": runs_a, "c": runs_c, "e": runs_e}
+            runs = {"a": runs_a, "b": runs_b, "c": runs_c, "e": runs_e}
             for rep in range(args.repeats):
-                order = "ace"[rep % 3:] + "ace"[:rep % 3]
+                order = "abce"[rep % 4:] + "abce"[:rep % 4]
                 for v in order:
                     runs[v].append(new_connection_run(servers[v], args.new_conn_requests, Path(tmp) / "d.log"))
             new_a = {m: statistics.median(r[m] for r in runs_a) for m in ("rps", "httpd_cpu_us")}
+            new_b = {m: statistics.median(r[m] for r in runs_b) for m in ("rps", "httpd_cpu_us")}
             new_c = {m: statistics.median(r[m] for r in runs_c) for m in ("rps", "httpd_cpu_us", "sensor_cpu_us")}
             new_e = {m: statistics.median(r[m] for r in runs_e) for m in ("rps", "httpd_cpu_us")}
+            new_ratios_b = sorted(b["rps"] / a["rps"] for a, b in zip(runs_a, runs_b))
             new_ratios = sorted(c["rps"] / a["rps"] for a, c in zip(runs_a, runs_c))
             new_ratios_e = sorted(e["rps"] / a["rps"] for a, e in zip(runs_a, runs_e))
             time.sleep(1.0)  # orphan delay: the last lines are written after it
@@ -341,16 +355,23 @@ def main():
                        f"httpd CPU per request c − a = {c['httpd_cpu_us'] - a['httpd_cpu_us']:+.1f} µs, "
                        f"c − b = {c['httpd_cpu_us'] - b['httpd_cpu_us']:+.1f} µs, "
                        f"e − a = {e['httpd_cpu_us'] - a['httpd_cpu_us']:+.1f} µs")
+        out.append(f"- (b) JSON CustomLog, new TLS connection per request: req/s b/a = "
+                   f"**{statistics.median(new_ratios_b):.3f}** ({median_interval(new_ratios_b)}; "
+                   f"{new_a['rps']:.0f} vs {new_b['rps']:.0f} req/s); httpd CPU per request "
+                   f"{new_a['httpd_cpu_us']:.0f} (a) vs {new_b['httpd_cpu_us']:.0f} µs (b); b/a of each "
+                   f"interleaved pair: " + ", ".join(f"{r:.3f}" for r in new_ratios_b))
         out.append(f"- (d) new TLS connection per request: {correlated}/{len(lines_c)} lines correlated "
                    f"({100.0 * correlated / max(1, len(lines_c)):.1f} %, target 100 %), "
-                   f"req/s c/a = **{new_c['rps'] / new_a['rps']:.3f}** (target ≥ 0.97; "
+                   f"req/s c/a = **{statistics.median(new_ratios):.3f}** (target ≥ 0.97; "
+                   f"{median_interval(new_ratios)}; "
                    f"{new_a['rps']:.0f} vs {new_c['rps']:.0f} req/s); CPU per request: httpd "
                    f"{new_a['httpd_cpu_us']:.0f} vs {new_c['httpd_cpu_us']:.0f} µs, sensor "
                    f"{new_c['sensor_cpu_us']:.1f} µs; c/a of each interleaved pair: "
                    + ", ".join(f"{r:.3f}" for r in new_ratios))
         out.append(f"- (e) inline, new TLS connection per request: {inline_fp}/{len(lines_e)} lines with "
-                   f"the inline fingerprint and SYN fields, req/s e/a = **{new_e['rps'] / new_a['rps']:.3f}** "
-                   f"(target ≥ 0.97; {new_a['rps']:.0f} vs {new_e['rps']:.0f} req/s); httpd CPU per "
+                   f"the inline fingerprint and SYN fields, req/s e/a = **{statistics.median(new_ratios_e):.3f}** "
+                   f"(target ≥ 0.97; {median_interval(new_ratios_e)}; {new_a['rps']:.0f} vs "
+                   f"{new_e['rps']:.0f} req/s); httpd CPU per "
                    f"request {new_a['httpd_cpu_us']:.0f} (a) vs {new_e['httpd_cpu_us']:.0f} µs (e), no "
                    f"sensor; e/a of each interleaved pair: " + ", ".join(f"{r:.3f}" for r in new_ratios_e))
     else:
@@ -361,12 +382,16 @@ def main():
                            f"{m['httpd_cpu_us']:13.1f} {m['sensor_cpu_us']:14.1f}")
             out.append(f"{proto:5} ratios: c/a {ca:.3f} (target >= 0.98), c/b {cb:.3f} (target >= 1), "
                        f"e/a {e['rps'] / a['rps']:.3f}")
+        out.append(f"new connection per request, JSON CustomLog: b/a {statistics.median(new_ratios_b):.3f} "
+                   f"({median_interval(new_ratios_b)}); CPU µs/req httpd {new_a['httpd_cpu_us']:.0f} (a) vs "
+                   f"{new_b['httpd_cpu_us']:.0f} (b); pairs: " + " ".join(f"{r:.3f}" for r in new_ratios_b))
         out.append(f"new connection per request: {correlated}/{len(lines_c)} correlated, "
-                   f"c/a {new_c['rps'] / new_a['rps']:.3f} (target >= 0.97); CPU µs/req httpd "
+                   f"c/a {statistics.median(new_ratios):.3f} (target >= 0.97; {median_interval(new_ratios)}); CPU µs/req httpd "
                    f"{new_a['httpd_cpu_us']:.0f} (a) vs {new_c['httpd_cpu_us']:.0f} (c), sensor "
                    f"{new_c['sensor_cpu_us']:.1f}; pairs: " + " ".join(f"{r:.3f}" for r in new_ratios))
         out.append(f"inline, new connection per request: {inline_fp}/{len(lines_e)} with the inline "
-                   f"fingerprint and SYN fields, e/a {new_e['rps'] / new_a['rps']:.3f} (target >= 0.97); CPU "
+                   f"fingerprint and SYN fields, e/a {statistics.median(new_ratios_e):.3f} (target >= 0.97; "
+                   f"{median_interval(new_ratios_e)}); CPU "
                    f"µs/req httpd {new_a['httpd_cpu_us']:.0f} (a) vs {new_e['httpd_cpu_us']:.0f} (e); pairs: "
                    + " ".join(f"{r:.3f}" for r in new_ratios_e))
     print("\n".join(out))
