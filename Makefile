@@ -45,7 +45,7 @@ bench: release
 	$(CARGO) bench -p correlate-lib --bench ring
 	python3 scripts/bench/overhead.py --repeats 5
 	python3 scripts/bench/instructions.py
-	python3 scripts/bench/newconn_cpu.py --pin --repeats 20 a=a b=b e=e s=s
+	python3 scripts/bench/newconn_cpu.py --pin --instances 3 --repeats 20 a=a b=b e=e s=s
 	scripts/bench/sensor.sh
 	python3 scripts/bench/live_rate.py
 	python3 scripts/bench/memory.py --warmup 1000000 --requests 1000000

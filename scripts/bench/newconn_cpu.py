@@ -19,7 +19,12 @@ separated by `;` (e.g. `e=e::ReqinLogExportEnv Off`).
 neither share httpd's core nor its L2, which makes the paired differences about twice as tight
 (and the ratio of req/s a measure of httpd alone). Needs root, like overhead.py.
 
-    python3 scripts/bench/newconn_cpu.py --pin --repeats 30 a=a b=b e=e
+Two servers of the same build can differ by 20 µs or more per connection for the whole of a
+run (seen with the module loaded, not without; cause unknown): `--instances N` starts N servers
+of each variant, and a variant's figure of one repeat is the mean of its N servers' runs, so a
+difference of a few µs is not one server's luck.
+
+    python3 scripts/bench/newconn_cpu.py --pin --instances 3 --repeats 20 a=a b=b e=e
 """
 
 import argparse
@@ -72,6 +77,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--requests", type=int, default=2000, help="new connections per run")
     ap.add_argument("--pin", action="store_true", help="httpd on CPU 1, h2load on CPU 0")
+    ap.add_argument("--instances", type=int, default=1, help="servers per variant")
     ap.add_argument("--all", action="store_true", help="print every run's CPU per connection")
     ap.add_argument("variants", nargs="*", default=["a=a", "b=b", "e=e"])
     args = ap.parse_args()
@@ -79,9 +85,15 @@ def main():
         sys.exit("give at least two variants: the first is the baseline")
     with tempfile.TemporaryDirectory(prefix="reqin-newconn-") as tmp:
         os.chmod(tmp, 0o755)  # httpd children (www-data) serve files from below it
-        servers = dict(server(spec, tmp) for spec in args.variants)
-        if len(servers) != len(args.variants):
+        names = [spec.partition("=")[0] for spec in args.variants]
+        if len(set(names)) != len(names):
             sys.exit("variant names must differ")
+        # Every server of every variant: (variant name, instance) -> Server.
+        servers = {}
+        for spec in args.variants:
+            for i in range(args.instances):
+                name, s = server(spec, Path(tmp) / str(i))
+                servers[(name, i)] = s
         h2load_cmd = ov.run
         if args.pin:
             ov.run = lambda cmd, **kw: h2load_cmd(
@@ -96,21 +108,25 @@ def main():
             for s in servers.values():  # TLS session cache, page cache, first requests
                 ov.h2load(s.url(), "h1", 1000, 8, 1, Path(tmp) / "warm.log")
                 ov.new_connection_run(s, 500, Path(tmp) / "warm.log")
-            names = list(servers)
+            keys = list(servers)
             runs = {k: [] for k in names}
             for rep in range(args.repeats):
-                for k in names[rep % len(names):] + names[:rep % len(names)]:
-                    s = servers[k]
+                this = {k: [] for k in names}
+                for key in keys[rep % len(keys):] + keys[:rep % len(keys)]:
+                    s = servers[key]
                     pids = s.httpd_pids()
                     before = cpu_ns(pids)
                     r = ov.h2load(s.url(), "h1", args.requests, 4, 1, Path(tmp) / "d.log",
                                   extra=("-H", "Connection: close"))
-                    runs[k].append((r["rps"], (cpu_ns(pids) - before) / 1000 / args.requests))
+                    this[key[0]].append((r["rps"], (cpu_ns(pids) - before) / 1000 / args.requests))
+                for k in names:
+                    runs[k].append(tuple(statistics.fmean(x) for x in zip(*this[k])))
         finally:
             for s in servers.values():
                 s.stop()
     base, second = names[0], names[1]
-    print(f"{args.repeats} runs of {args.requests} new connections per variant"
+    print(f"{args.repeats} runs of {args.requests} new connections per variant and server, "
+          f"{args.instances} server(s) per variant"
           f"{', httpd pinned to CPU 1, h2load to CPU 0' if args.pin else ''}")
     for k in names:
         rps = statistics.median(r for r, _ in runs[k])
