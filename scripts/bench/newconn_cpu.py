@@ -94,9 +94,9 @@ def main():
             for i in range(args.instances):
                 name, s = server(spec, Path(tmp) / str(i))
                 servers[(name, i)] = s
-        h2load_cmd = ov.run
+        plain_run = ov.run
         if args.pin:
-            ov.run = lambda cmd, **kw: h2load_cmd(
+            ov.run = lambda cmd, **kw: plain_run(
                 (["taskset", "-c", "0"] + cmd) if cmd[0] == "h2load" else cmd, **kw)
         try:
             for s in servers.values():
