@@ -29,6 +29,7 @@ difference of a few µs is not one server's luck.
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,9 @@ def server(spec, root):
     if not name or variant not in ("a", "b", "c", "e", "s"):
         sys.exit(f"{spec}: not name=VARIANT[:MODULE[:DIRECTIVES]] with VARIANT one of a b c e s")
     ov.MODULE = Path(module) if module else ov.TARGET / "libmod_reqin_log.so"
+    if variant in "ces" and not ov.MODULE.exists():
+        sys.exit(f"{spec}: {ov.MODULE} not found: run `cargo build --release -p mod_reqin_log`"
+                 + (" -p ja4sensor -p ja4sensor-pcap" if variant == "c" else ""))
     s = ov.Server("c" if variant == "s" else variant, Path(root) / name)
     if variant == "s":
         s.start_sensor = lambda: None
@@ -83,6 +87,9 @@ def main():
     args = ap.parse_args()
     if len(args.variants) < 2:
         sys.exit("give at least two variants: the first is the baseline")
+    for tool in ("h2load", "apache2", "openssl") + (("taskset",) if args.pin else ()):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: run `make deps`")
     with tempfile.TemporaryDirectory(prefix="reqin-newconn-") as tmp:
         os.chmod(tmp, 0o755)  # httpd children (www-data) serve files from below it
         names = [spec.partition("=")[0] for spec in args.variants]
