@@ -26,7 +26,6 @@ and data, read and write) are the fourth column — deterministic too.
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -108,9 +107,7 @@ def main():
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--variants", default="abce", help="which variants to count (default abce)")
     args = ap.parse_args()
-    for tool in ("valgrind", "h2load", "apache2", "openssl"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: run `make deps`")
+    ov.require_tools("valgrind")
     for f in (ov.MODULE, ov.SENSOR, ov.CAPTURE):
         if not f.exists():
             sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor -p ja4sensor-pcap`")

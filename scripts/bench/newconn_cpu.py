@@ -29,7 +29,6 @@ difference of a few µs is not one server's luck.
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -87,9 +86,7 @@ def main():
     args = ap.parse_args()
     if len(args.variants) < 2:
         sys.exit("give at least two variants: the first is the baseline")
-    for tool in ("h2load", "apache2", "openssl") + (("taskset",) if args.pin else ()):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: run `make deps`")
+    ov.require_tools(*(("taskset",) if args.pin else ()))
     with tempfile.TemporaryDirectory(prefix="reqin-newconn-") as tmp:
         os.chmod(tmp, 0o755)  # httpd children (www-data) serve files from below it
         names = [spec.partition("=")[0] for spec in args.variants]

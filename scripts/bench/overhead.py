@@ -255,6 +255,13 @@ def h2load(url, proto, requests, clients, streams, log_file, extra=()):
     return {"rps": rps, "p50_us": p(0.50), "p99_us": p(0.99)}
 
 
+def require_tools(*extra):
+    """Exits with what to run when a tool the benchmarks drive is missing."""
+    for tool in ("h2load", "apache2", "openssl", *extra):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: run `make deps`")
+
+
 def median_interval(ratios, resamples=4000):
     """The 95 % interval of the median of `ratios` (the interleaved pairs of one run), by
     bootstrap: resampled with replacement, seeded, so a run's figures print the same twice."""
@@ -276,9 +283,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
-    for tool in ("h2load", "apache2", "openssl"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: run `make deps`")
+    require_tools()
     for f in (MODULE, SENSOR, CAPTURE):
         if not f.exists():
             sys.exit(f"{f} not found: run `cargo build --release -p mod_reqin_log -p ja4sensor -p ja4sensor-pcap`")
@@ -321,6 +326,9 @@ def main():
             new_ratios_b = sorted(b["rps"] / a["rps"] for a, b in zip(runs_a, runs_b))
             new_ratios = sorted(c["rps"] / a["rps"] for a, c in zip(runs_a, runs_c))
             new_ratios_e = sorted(e["rps"] / a["rps"] for a, e in zip(runs_a, runs_e))
+            # Each ratio: the median of its pairs, and how far it can be trusted.
+            (pair_b, ival_b), (pair_c, ival_c), (pair_e, ival_e) = (
+                (statistics.median(r), median_interval(r)) for r in (new_ratios_b, new_ratios, new_ratios_e))
             time.sleep(1.0)  # orphan delay: the last lines are written after it
             lines_c = servers["c"].lines()[before:]
             correlated = sum(1 for l in lines_c if l.get("correlated"))
@@ -356,21 +364,21 @@ def main():
                        f"c − b = {c['httpd_cpu_us'] - b['httpd_cpu_us']:+.1f} µs, "
                        f"e − a = {e['httpd_cpu_us'] - a['httpd_cpu_us']:+.1f} µs")
         out.append(f"- (b) JSON CustomLog, new TLS connection per request: req/s b/a = "
-                   f"**{statistics.median(new_ratios_b):.3f}** ({median_interval(new_ratios_b)}; "
+                   f"**{pair_b:.3f}** ({ival_b}; "
                    f"{new_a['rps']:.0f} vs {new_b['rps']:.0f} req/s); httpd CPU per request "
                    f"{new_a['httpd_cpu_us']:.0f} (a) vs {new_b['httpd_cpu_us']:.0f} µs (b); b/a of each "
                    f"interleaved pair: " + ", ".join(f"{r:.3f}" for r in new_ratios_b))
         out.append(f"- (d) new TLS connection per request: {correlated}/{len(lines_c)} lines correlated "
                    f"({100.0 * correlated / max(1, len(lines_c)):.1f} %, target 100 %), "
-                   f"req/s c/a = **{statistics.median(new_ratios):.3f}** (target ≥ 0.97; "
-                   f"{median_interval(new_ratios)}; "
+                   f"req/s c/a = **{pair_c:.3f}** (target ≥ 0.97; "
+                   f"{ival_c}; "
                    f"{new_a['rps']:.0f} vs {new_c['rps']:.0f} req/s); CPU per request: httpd "
                    f"{new_a['httpd_cpu_us']:.0f} vs {new_c['httpd_cpu_us']:.0f} µs, sensor "
                    f"{new_c['sensor_cpu_us']:.1f} µs; c/a of each interleaved pair: "
                    + ", ".join(f"{r:.3f}" for r in new_ratios))
         out.append(f"- (e) inline, new TLS connection per request: {inline_fp}/{len(lines_e)} lines with "
-                   f"the inline fingerprint and SYN fields, req/s e/a = **{statistics.median(new_ratios_e):.3f}** "
-                   f"(target ≥ 0.97; {median_interval(new_ratios_e)}; {new_a['rps']:.0f} vs "
+                   f"the inline fingerprint and SYN fields, req/s e/a = **{pair_e:.3f}** "
+                   f"(target ≥ 0.97; {ival_e}; {new_a['rps']:.0f} vs "
                    f"{new_e['rps']:.0f} req/s); httpd CPU per "
                    f"request {new_a['httpd_cpu_us']:.0f} (a) vs {new_e['httpd_cpu_us']:.0f} µs (e), no "
                    f"sensor; e/a of each interleaved pair: " + ", ".join(f"{r:.3f}" for r in new_ratios_e))
@@ -382,16 +390,16 @@ def main():
                            f"{m['httpd_cpu_us']:13.1f} {m['sensor_cpu_us']:14.1f}")
             out.append(f"{proto:5} ratios: c/a {ca:.3f} (target >= 0.98), c/b {cb:.3f} (target >= 1), "
                        f"e/a {e['rps'] / a['rps']:.3f}")
-        out.append(f"new connection per request, JSON CustomLog: b/a {statistics.median(new_ratios_b):.3f} "
-                   f"({median_interval(new_ratios_b)}); CPU µs/req httpd {new_a['httpd_cpu_us']:.0f} (a) vs "
+        out.append(f"new connection per request, JSON CustomLog: b/a {pair_b:.3f} "
+                   f"({ival_b}); CPU µs/req httpd {new_a['httpd_cpu_us']:.0f} (a) vs "
                    f"{new_b['httpd_cpu_us']:.0f} (b); pairs: " + " ".join(f"{r:.3f}" for r in new_ratios_b))
         out.append(f"new connection per request: {correlated}/{len(lines_c)} correlated, "
-                   f"c/a {statistics.median(new_ratios):.3f} (target >= 0.97; {median_interval(new_ratios)}); CPU µs/req httpd "
+                   f"c/a {pair_c:.3f} (target >= 0.97; {ival_c}); CPU µs/req httpd "
                    f"{new_a['httpd_cpu_us']:.0f} (a) vs {new_c['httpd_cpu_us']:.0f} (c), sensor "
                    f"{new_c['sensor_cpu_us']:.1f}; pairs: " + " ".join(f"{r:.3f}" for r in new_ratios))
         out.append(f"inline, new connection per request: {inline_fp}/{len(lines_e)} with the inline "
-                   f"fingerprint and SYN fields, e/a {statistics.median(new_ratios_e):.3f} (target >= 0.97; "
-                   f"{median_interval(new_ratios_e)}); CPU "
+                   f"fingerprint and SYN fields, e/a {pair_e:.3f} (target >= 0.97; "
+                   f"{ival_e}); CPU "
                    f"µs/req httpd {new_a['httpd_cpu_us']:.0f} (a) vs {new_e['httpd_cpu_us']:.0f} (e); pairs: "
                    + " ".join(f"{r:.3f}" for r in new_ratios_e))
     print("\n".join(out))
